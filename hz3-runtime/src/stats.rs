@@ -1,4 +1,73 @@
-//! Counters of one generated type (placeholder until the engine lands).
+//! Counters of one generated type, and its exit line.
+//!
+//! Owns: the counter set, the snapshot a program reads, and the stderr lines
+//! printed at process exit. Counters live in each thread's cache (written only by
+//! that thread: a relaxed load and store, no shared cache line on the hot path)
+//! plus one shared set for threads without a cache; a snapshot sums them all.
+//! Must never: allocate or format through `core::fmt` (the line is built by hand
+//! in a stack buffer). With `stats: false` every counter update compiles away.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Counter indices.
+#[derive(Clone, Copy)]
+#[repr(usize)]
+pub enum Ctr {
+    Calls,
+    SegHit,
+    SegMiss,
+    MetaHit,
+    MetaZero,
+    FallbackPtag,
+    Local,
+    Remote,
+    PtagLookups,
+    PtagHit,
+    PtagMiss,
+    PtagDecodeFail,
+    Allocs,
+    Refills,
+    Flushes,
+    RemoteBatches,
+    LargeAllocs,
+    Invalid,
+}
+
+/// Number of counters.
+pub const NCTR: usize = Ctr::Invalid as usize + 1;
+
+/// One set of counters.
+pub struct Counters {
+    c: [AtomicU64; NCTR],
+}
+
+impl Counters {
+    /// All zero.
+    pub const fn new() -> Self {
+        Counters { c: [const { AtomicU64::new(0) }; NCTR] }
+    }
+
+    /// Add one, by the only thread that writes this set (no read-modify-write).
+    #[inline(always)]
+    pub fn bump_owned(&self, k: Ctr) {
+        let c = &self.c[k as usize];
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Add one to a set shared between threads.
+    #[inline]
+    pub fn bump_shared(&self, k: Ctr) {
+        self.c[k as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Add this set into `into`.
+    pub fn add_to(&self, into: &mut [u64; NCTR]) {
+        for (acc, c) in into.iter_mut().zip(self.c.iter()) {
+            *acc += c.load(Ordering::Relaxed);
+        }
+    }
+}
+
 /// A copy of one type's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
@@ -6,7 +75,7 @@ pub struct StatsSnapshot {
     pub calls: u64,
     /// S110 step: the pointer's segment header was found live.
     pub seg_hit: u64,
-    /// S110 step: no live segment header for the pointer.
+    /// S110 step: no live runs-segment header for the pointer.
     pub seg_miss: u64,
     /// S110 step: `bin_plus1 != 0`.
     pub meta_hit: u64,
@@ -14,26 +83,193 @@ pub struct StatsSnapshot {
     pub meta_zero: u64,
     /// Frees routed by the tag map after the S110 step did not route them.
     pub fallback_ptag: u64,
-    /// Frees of blocks owned by the freeing thread's shard.
+    /// Small/medium frees of blocks owned by the freeing thread's shard.
     pub local: u64,
-    /// Frees of blocks owned by another shard.
+    /// Small/medium frees of blocks owned by another shard.
     pub remote: u64,
     /// Tag-map lookups.
     pub ptag_lookups: u64,
     /// Tag-map lookups that found a non-zero tag.
     pub ptag_hit: u64,
-    /// Tag-map lookups that found zero (not a small/medium block start).
+    /// Tag-map lookups that found zero.
     pub ptag_miss: u64,
-    /// Non-zero tags that did not decode to a valid bin/owner.
+    /// Non-zero tags that did not decode to a valid bin and owner.
     pub ptag_decode_fail: u64,
     /// Allocation calls.
     pub allocs: u64,
-    /// Thread-cache refills (slow path of alloc).
+    /// Thread-cache refills (allocation slow path).
     pub refills: u64,
-    /// Thread-cache flushes (slow path of free).
+    /// Thread-cache flushes to the shard central (free slow path).
     pub flushes: u64,
     /// Remote-free batches published to another shard.
     pub remote_batches: u64,
-    /// Large (> 64 KiB) allocations.
+    /// Large (> 64 KiB) and direct-mapped allocations.
     pub large_allocs: u64,
+    /// Frees of in-arena pointers that are not live blocks (ignored without failfast).
+    pub invalid_frees: u64,
+}
+
+impl StatsSnapshot {
+    /// Build from summed counters.
+    pub fn from_sums(s: &[u64; NCTR]) -> Self {
+        use Ctr::*;
+        StatsSnapshot {
+            calls: s[Calls as usize],
+            seg_hit: s[SegHit as usize],
+            seg_miss: s[SegMiss as usize],
+            meta_hit: s[MetaHit as usize],
+            meta_zero: s[MetaZero as usize],
+            fallback_ptag: s[FallbackPtag as usize],
+            local: s[Local as usize],
+            remote: s[Remote as usize],
+            ptag_lookups: s[PtagLookups as usize],
+            ptag_hit: s[PtagHit as usize],
+            ptag_miss: s[PtagMiss as usize],
+            ptag_decode_fail: s[PtagDecodeFail as usize],
+            allocs: s[Allocs as usize],
+            refills: s[Refills as usize],
+            flushes: s[Flushes as usize],
+            remote_batches: s[RemoteBatches as usize],
+            large_allocs: s[LargeAllocs as usize],
+            invalid_frees: s[Invalid as usize],
+        }
+    }
+}
+
+/// A line under construction in a fixed stack buffer (no allocation).
+pub struct Line {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Line {
+    /// Empty line.
+    pub const fn new() -> Self {
+        Line { buf: [0; 512], len: 0 }
+    }
+
+    /// Append bytes (truncated at the buffer's end).
+    pub fn s(&mut self, text: &str) -> &mut Self {
+        for &b in text.as_bytes() {
+            if self.len < self.buf.len() {
+                self.buf[self.len] = b;
+                self.len += 1;
+            }
+        }
+        self
+    }
+
+    /// Append a decimal number.
+    pub fn u(&mut self, mut v: u64) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + (v % 10) as u8;
+            n += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        while n > 0 {
+            n -= 1;
+            if self.len < self.buf.len() {
+                self.buf[self.len] = digits[n];
+                self.len += 1;
+            }
+        }
+        self
+    }
+
+    /// Append `0x` and a hexadecimal number.
+    pub fn x(&mut self, v: usize) -> &mut Self {
+        self.s("0x");
+        let mut started = false;
+        for shift in (0..16).rev() {
+            let d = (v >> (shift * 4)) & 0xf;
+            if d != 0 || started || shift == 0 {
+                started = true;
+                let c = if d < 10 { b'0' + d as u8 } else { b'a' + (d - 10) as u8 };
+                if self.len < self.buf.len() {
+                    self.buf[self.len] = c;
+                    self.len += 1;
+                }
+            }
+        }
+        self
+    }
+
+    /// The bytes written so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Write the line and a newline to stderr.
+    pub fn emit(&mut self) {
+        self.s("\n");
+        crate::os::write_stderr(self.bytes());
+    }
+}
+
+/// Write the exit lines of one type.
+pub fn print_lines(name: &str, s: &StatsSnapshot) {
+    Line::new()
+        .s("[HZ3_S110_FREE] calls=").u(s.calls)
+        .s(" seg_hit=").u(s.seg_hit)
+        .s(" seg_miss=").u(s.seg_miss)
+        .s(" meta_hit=").u(s.meta_hit)
+        .s(" meta_zero=").u(s.meta_zero)
+        .s(" fallback_ptag=").u(s.fallback_ptag)
+        .s(" local=").u(s.local)
+        .s(" remote=").u(s.remote)
+        .s(" type=").s(name)
+        .emit();
+    Line::new()
+        .s("[HZ3_PTAG] lookups=").u(s.ptag_lookups)
+        .s(" hit=").u(s.ptag_hit)
+        .s(" miss=").u(s.ptag_miss)
+        .s(" decode_fail=").u(s.ptag_decode_fail)
+        .s(" type=").s(name)
+        .emit();
+    Line::new()
+        .s("[HZ3_CACHE] allocs=").u(s.allocs)
+        .s(" refills=").u(s.refills)
+        .s(" flushes=").u(s.flushes)
+        .s(" remote_batches=").u(s.remote_batches)
+        .s(" large=").u(s.large_allocs)
+        .s(" invalid_frees=").u(s.invalid_frees)
+        .s(" type=").s(name)
+        .emit();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_formats_numbers() {
+        let mut l = Line::new();
+        l.s("a=").u(0).s(" b=").u(1234567890123).s(" p=").x(0x7f12ab);
+        assert_eq!(l.bytes(), b"a=0 b=1234567890123 p=0x7f12ab");
+        let mut m = Line::new();
+        m.u(u64::MAX);
+        assert_eq!(m.bytes(), b"18446744073709551615");
+    }
+
+    #[test]
+    fn counters_sum() {
+        let a = Counters::new();
+        let b = Counters::new();
+        a.bump_owned(Ctr::Calls);
+        a.bump_owned(Ctr::Calls);
+        b.bump_shared(Ctr::Calls);
+        b.bump_shared(Ctr::Remote);
+        let mut s = [0; NCTR];
+        a.add_to(&mut s);
+        b.add_to(&mut s);
+        let snap = StatsSnapshot::from_sums(&s);
+        assert_eq!(snap.calls, 3);
+        assert_eq!(snap.remote, 1);
+        assert_eq!(snap.local, 0);
+    }
 }

@@ -1,0 +1,288 @@
+//! The operations a generated type exposes: alloc, free, realloc, usable size.
+//!
+//! Owns: the hot paths (a thread-cache pop; a route and a push) and the
+//! dispatch of everything else to the slow paths. Must never: allocate through
+//! Rust's global allocator, panic, or unwind; errors are null returns.
+
+use core::sync::atomic::Ordering;
+
+use crate::free_route::{self, Route, Tally};
+use crate::size_class::{self, BINS, MEDIUM_MAX};
+use crate::stats::{Ctr, StatsSnapshot};
+use crate::tcache::{self, ThreadCache};
+use crate::thread::{self, is_live};
+use crate::{failfast, large, remote, Config, Ptag, State};
+
+/// Requests above this are refused at once (no mapping could hold them).
+const MAX_REQUEST: usize = 1 << 46;
+
+/// Allocate `size` bytes aligned to `align` (a power of two). Null on failure.
+///
+/// # Safety
+/// `align` is a power of two.
+#[inline(always)]
+pub unsafe fn alloc<C: Config>(size: usize, align: usize) -> *mut u8 {
+    if size <= MEDIUM_MAX && align <= 16 {
+        let tc = thread::raw::<C>();
+        if is_live(tc) {
+            let p = tcache::pop(tc, size_class::bin_of(size));
+            if !p.is_null() {
+                (*tc).count::<C>(Ctr::Allocs);
+                if C::FAILFAST {
+                    failfast::mark_live(C::state(), p as usize);
+                }
+                return p;
+            }
+        }
+    }
+    alloc_slow::<C>(size, align, false)
+}
+
+/// Allocate zeroed memory; large blocks fresh from the OS skip the memset.
+///
+/// # Safety
+/// `align` is a power of two.
+#[inline]
+pub unsafe fn alloc_zeroed<C: Config>(size: usize, align: usize) -> *mut u8 {
+    if size_class::bin_for(size, align).is_none() {
+        return alloc_slow::<C>(size, align, true);
+    }
+    let p = alloc::<C>(size, align);
+    if !p.is_null() {
+        core::ptr::write_bytes(p, 0, size);
+    }
+    p
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *mut u8 {
+    let st = C::state();
+    if size > MAX_REQUEST || align > MAX_REQUEST || (!st.ready() && !st.ensure_init()) {
+        return core::ptr::null_mut();
+    }
+    let bin = match size_class::bin_for(size, align) {
+        Some(bin) => bin,
+        None => {
+            count_shared_or_own::<C>(st, Ctr::LargeAllocs);
+            count_shared_or_own::<C>(st, Ctr::Allocs);
+            return large::alloc(st, size, align, zero);
+        }
+    };
+    let tc = thread::cache::<C>();
+    let p = if is_live(tc) {
+        (*tc).count::<C>(Ctr::Allocs);
+        let p = tcache::pop(tc, bin);
+        if p.is_null() {
+            tcache::refill::<C>(tc, bin)
+        } else {
+            p
+        }
+    } else {
+        thread::direct_alloc(st, bin)
+    };
+    if p.is_null() {
+        // The arena is exhausted: map the block directly (it reads as zero).
+        return large::huge_alloc(st, size, align);
+    }
+    if C::FAILFAST {
+        failfast::mark_live(st, p as usize);
+    }
+    if zero {
+        core::ptr::write_bytes(p, 0, size);
+    }
+    p
+}
+
+fn count_shared_or_own<C: Config>(st: &State<C>, k: Ctr) {
+    if C::STATS {
+        let tc = thread::raw::<C>();
+        if is_live(tc) {
+            // SAFETY: a live TLS value is this thread's cache.
+            unsafe { (*tc).count::<C>(k) }
+        } else {
+            st.shared_ctr.bump_shared(k);
+        }
+    }
+}
+
+/// Free `p` (any block of this type, or null). Returns false when `p` is not
+/// ours (the C interface then hands it to the next allocator).
+///
+/// # Safety
+/// `p` is null, a live block of this type, or a pointer this type never saw.
+#[inline(always)]
+pub unsafe fn free<C: Config>(p: *mut u8) -> bool {
+    if p.is_null() {
+        return true;
+    }
+    let st = C::state();
+    let tc = thread::raw::<C>();
+    let live = is_live(tc);
+    let t = if live { Tally { c: &(*tc).ctr, owned: true } } else { Tally { c: &st.shared_ctr, owned: false } };
+    t.bump::<C>(Ctr::Calls);
+    match free_route::route::<C>(st, p as usize, t) {
+        Route::Block { bin, owner } => {
+            if C::FAILFAST {
+                failfast::check_free::<C>(st, "free", p as usize, bin);
+            }
+            if live && (*tc).shard as usize == owner {
+                t.bump::<C>(Ctr::Local);
+                tcache::push::<C>(tc, bin, p);
+            } else {
+                free_not_local::<C>(st, p, bin, owner);
+            }
+            true
+        }
+        r => free_rare::<C>(st, p, r, t),
+    }
+}
+
+/// Free with the allocation's size and alignment known. On the header route
+/// (`ptag: off`, no `free_fast`) the size gives the bin and only the owner is
+/// read; every other configuration uses its route (the object of the A/B).
+///
+/// # Safety
+/// `p` is a live block allocated by this type with this size and alignment.
+#[inline(always)]
+pub unsafe fn dealloc<C: Config>(p: *mut u8, size: usize, align: usize) {
+    if C::PTAG == Ptag::Off && !C::FREE_FAST && !C::FAILFAST && !(C::S110_META && C::STATS) {
+        let st = C::state();
+        let off = (p as usize).wrapping_sub(st.arena.base.load(Ordering::Relaxed));
+        if let (true, Some(bin)) = (off < st.arena.len.load(Ordering::Relaxed), size_class::bin_for(size, align)) {
+            let owner = free_route::owner_of(p as usize);
+            let tc = thread::raw::<C>();
+            if C::STATS {
+                let t = if is_live(tc) { Tally { c: &(*tc).ctr, owned: true } } else { Tally { c: &st.shared_ctr, owned: false } };
+                t.bump::<C>(Ctr::Calls);
+                t.bump::<C>(if is_live(tc) && (*tc).shard as usize == owner { Ctr::Local } else { Ctr::Remote });
+            }
+            if is_live(tc) && (*tc).shard as usize == owner {
+                tcache::push::<C>(tc, bin, p);
+            } else {
+                free_not_local::<C>(st, p, bin, owner);
+            }
+            return;
+        }
+    }
+    free::<C>(p);
+}
+
+/// A small/medium free that is not a push to this thread's cache: a remote
+/// free, a thread without a cache yet, or a torn-down thread.
+#[cold]
+#[inline(never)]
+unsafe fn free_not_local<C: Config>(st: &State<C>, p: *mut u8, bin: usize, owner: usize) {
+    let mut tc = thread::raw::<C>();
+    if tc.is_null() {
+        tc = thread::cache::<C>();
+    }
+    if is_live(tc) {
+        let tcr: &ThreadCache = &*tc;
+        if tcr.shard as usize == owner {
+            tcr.count::<C>(Ctr::Local);
+            tcache::push::<C>(tc, bin, p);
+        } else {
+            tcr.count::<C>(Ctr::Remote);
+            remote::free::<C>(tc, p, bin, owner);
+        }
+    } else {
+        if C::STATS {
+            st.shared_ctr.bump_shared(Ctr::Remote);
+        }
+        thread::direct_free::<C>(st, p, bin, owner);
+    }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn free_rare<C: Config>(st: &State<C>, p: *mut u8, r: Route, t: Tally) -> bool {
+    match r {
+        Route::Large => {
+            if C::FAILFAST && !large::is_live_block(st, p as usize) {
+                failfast::fail::<C>("free", p as usize, "not the start of a live large block");
+            }
+            if !large::free(st, p as usize) {
+                if C::FAILFAST {
+                    failfast::fail::<C>("free", p as usize, "double free of a large block");
+                }
+                t.bump::<C>(Ctr::Invalid);
+            }
+            true
+        }
+        Route::Outside => large::huge_free(st, p as usize),
+        Route::Invalid(why) => {
+            if C::FAILFAST {
+                failfast::fail::<C>("free", p as usize, why);
+            }
+            t.bump::<C>(Ctr::Invalid);
+            true
+        }
+        Route::Block { .. } => true,
+    }
+}
+
+/// What a pointer is, without counting: used by realloc and usable_size.
+unsafe fn classify<C: Config>(st: &State<C>, p: usize) -> Route {
+    let off = p.wrapping_sub(st.arena.base.load(Ordering::Relaxed));
+    if off >= st.arena.len.load(Ordering::Relaxed) {
+        Route::Outside
+    } else {
+        free_route::by_header::<C>(st, p)
+    }
+}
+
+/// Usable size of a block of this type; `None` when `p` is not ours.
+///
+/// # Safety
+/// `p` is a live block of this type or a pointer this type never saw.
+pub unsafe fn usable_size<C: Config>(p: *const u8) -> Option<usize> {
+    if p.is_null() {
+        return None;
+    }
+    let st = C::state();
+    match classify::<C>(st, p as usize) {
+        Route::Block { bin, .. } => Some(BINS[bin].size as usize),
+        Route::Large => Some(large::usable(p as usize)),
+        Route::Outside => large::huge_usable(st, p as usize),
+        Route::Invalid(why) => {
+            if C::FAILFAST {
+                failfast::fail::<C>("usable_size", p as usize, why);
+            }
+            None
+        }
+    }
+}
+
+/// Resize `p` (allocated with `align`, `old` bytes in use) to `new` bytes.
+/// Stays in place when the new size keeps the block's class (small/medium) or
+/// fits its slots (large). Null on failure, with `p` untouched.
+///
+/// # Safety
+/// `p` is null or a live block of this type allocated with `align`.
+pub unsafe fn realloc<C: Config>(p: *mut u8, old: usize, align: usize, new: usize) -> *mut u8 {
+    if p.is_null() {
+        return alloc::<C>(new, align);
+    }
+    let st = C::state();
+    let new_bin = size_class::bin_for(new, align);
+    match classify::<C>(st, p as usize) {
+        Route::Block { bin, .. } if new_bin == Some(bin) => return p,
+        Route::Large if new_bin.is_none() && new <= MAX_REQUEST && large::resize_in_place(st, p as usize, new) => {
+            return p;
+        }
+        Route::Invalid(why) if C::FAILFAST => failfast::fail::<C>("realloc", p as usize, why),
+        _ => {}
+    }
+    let q = alloc::<C>(new, align);
+    if !q.is_null() {
+        core::ptr::copy_nonoverlapping(p, q, old.min(new));
+        free::<C>(p);
+    }
+    q
+}
+
+/// Snapshot of the type's counters (all zero with `stats: false`).
+pub fn stats<C: Config>() -> StatsSnapshot {
+    thread::snapshot::<C>()
+}

@@ -1,0 +1,276 @@
+//! Engine tests through hand-written configurations (the macro and the
+//! generic suite test generated types; these pin the engine per route).
+extern crate std;
+
+use crate::stats::StatsSnapshot;
+use crate::{Config, Ptag, State};
+use std::vec::Vec;
+
+macro_rules! test_config {
+    ($m:ident, $meta:expr, $fast:expr, $ptag:expr, $failfast:expr, $shards:expr) => {
+        mod $m {
+            use super::*;
+            std::thread_local! {
+                static SLOT: core::cell::Cell<*mut u8> = const { core::cell::Cell::new(core::ptr::null_mut()) };
+            }
+            pub struct T;
+            impl Config for T {
+                const NAME: &'static str = stringify!($m);
+                const S110_META: bool = $meta;
+                const FREE_FAST: bool = $fast;
+                const PTAG: Ptag = $ptag;
+                const STATS: bool = true;
+                const FAILFAST: bool = $failfast;
+                const SHARDS: usize = $shards;
+                const ARENA_SIZE: usize = 4 << 30;
+                const PURGE: bool = true;
+                fn state() -> &'static State<Self> {
+                    static S: State<T> = State::new();
+                    &S
+                }
+                fn tls_get() -> *mut u8 {
+                    SLOT.with(|c| c.get())
+                }
+                fn tls_set(p: *mut u8) {
+                    SLOT.with(|c| c.set(p))
+                }
+            }
+        }
+    };
+}
+
+test_config!(scale, true, false, Ptag::Late, false, 64);
+test_config!(fast, true, true, Ptag::Late, false, 64);
+test_config!(first, false, false, Ptag::First, false, 8);
+test_config!(off, false, false, Ptag::Off, true, 2);
+test_config!(fastoff, true, true, Ptag::Off, true, 1);
+
+use crate::api::{alloc, dealloc, free, realloc, stats, usable_size};
+
+fn pattern(p: *mut u8, n: usize) {
+    for i in 0..n {
+        // SAFETY: p points at n writable bytes (callers pass a live block).
+        unsafe { *p.add(i) = ((p as usize >> 4) as u8) ^ (i as u8) };
+    }
+}
+
+fn check(p: *mut u8, n: usize) {
+    for i in 0..n {
+        // SAFETY: as in `pattern`.
+        let v = unsafe { *p.add(i) };
+        assert_eq!(v, ((p as usize >> 4) as u8) ^ (i as u8), "corrupt block {p:?} byte {i}");
+    }
+}
+
+fn fill_seq(p: *mut u8, from: usize, to: usize) {
+    for i in from..to {
+        // SAFETY: p points at `to` writable bytes.
+        unsafe { *p.add(i) = (i * 7 + 3) as u8 };
+    }
+}
+
+fn check_seq(p: *mut u8, n: usize) {
+    for i in 0..n {
+        // SAFETY: p points at n readable bytes.
+        assert_eq!(unsafe { *p.add(i) }, (i * 7 + 3) as u8, "realloc lost byte {i}");
+    }
+}
+
+fn churn<C: Config>(seed: u64, ops: usize) {
+    let mut live: Vec<(*mut u8, usize, usize)> = Vec::new();
+    let mut x = seed;
+    for _ in 0..ops {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let r = (x >> 33) as usize;
+        if live.len() > 500 || (r % 3 == 0 && !live.is_empty()) {
+            let (p, n, a) = live.swap_remove(r % live.len());
+            check(p, n.min(256));
+            // SAFETY: p is live, allocated with (n, a).
+            unsafe { dealloc::<C>(p, n, a) };
+        } else {
+            let n = match r % 10 {
+                0..=6 => 1 + r % 2048,
+                7 | 8 => 2049 + r % 63000,
+                _ => 65537 + r % 600_000,
+            };
+            let a = if r % 7 == 0 { 1 << (4 + (r >> 8) % 9) } else { 8 };
+            // SAFETY: a is a power of two.
+            let p = unsafe { alloc::<C>(n, a) };
+            assert!(!p.is_null());
+            assert_eq!(p as usize % a, 0);
+            // SAFETY: p is live.
+            assert!(unsafe { usable_size::<C>(p) }.unwrap() >= n);
+            pattern(p, n.min(256));
+            live.push((p, n, a));
+        }
+    }
+    for (p, n, a) in live {
+        check(p, n.min(256));
+        // SAFETY: p is live, allocated with (n, a).
+        unsafe { dealloc::<C>(p, n, a) };
+    }
+}
+
+fn suite<C: Config>() {
+    churn::<C>(1, 50_000);
+    let hs: Vec<_> = (0..4).map(|t| std::thread::spawn(move || churn::<C>(t + 7, 30_000))).collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    // producer/consumer: every free remote
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, usize)>();
+    let prod = std::thread::spawn(move || {
+        for i in 0..20_000usize {
+            let n = 16 + (i * 37) % 4000;
+            // SAFETY: align 16 is a power of two.
+            let p = unsafe { alloc::<C>(n, 16) };
+            pattern(p, n);
+            tx.send((p as usize, n)).unwrap();
+        }
+    });
+    let cons = std::thread::spawn(move || {
+        for (p, n) in rx {
+            check(p as *mut u8, n);
+            // SAFETY: p is live and handed over by the producer.
+            unsafe { free::<C>(p as *mut u8) };
+        }
+    });
+    prod.join().unwrap();
+    cons.join().unwrap();
+    // realloc chain
+    // SAFETY: the chain keeps p live; every size fits the previous copy.
+    unsafe {
+        let mut p = alloc::<C>(1, 16);
+        let mut n = 1usize;
+        fill_seq(p, 0, n);
+        while n < 3 << 20 {
+            let m = n * 3 / 2 + 1;
+            p = realloc::<C>(p, n, 16, m);
+            assert!(!p.is_null());
+            check_seq(p, n);
+            fill_seq(p, n, m);
+            n = m;
+        }
+        while n > 16 {
+            let m = n / 3;
+            p = realloc::<C>(p, n, 16, m);
+            check_seq(p, m);
+            n = m;
+        }
+        free::<C>(p);
+    }
+    // thread waves
+    for _ in 0..5 {
+        let hs: Vec<_> = (0..24).map(|t| std::thread::spawn(move || churn::<C>(t, 500))).collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    }
+    // impossible sizes
+    // SAFETY: alignments are powers of two.
+    unsafe {
+        assert!(alloc::<C>(isize::MAX as usize, 16).is_null());
+        assert!(alloc::<C>(1 << 47, 4096).is_null());
+    }
+}
+
+#[test]
+fn scale_suite() {
+    suite::<scale::T>();
+}
+#[test]
+fn fast_suite() {
+    suite::<fast::T>();
+}
+#[test]
+fn first_suite() {
+    suite::<first::T>();
+}
+#[test]
+fn off_suite() {
+    suite::<off::T>();
+}
+#[test]
+fn fastoff_suite() {
+    suite::<fastoff::T>();
+}
+
+fn delta(a: StatsSnapshot, b: StatsSnapshot) -> StatsSnapshot {
+    StatsSnapshot {
+        calls: b.calls - a.calls,
+        seg_hit: b.seg_hit - a.seg_hit,
+        meta_hit: b.meta_hit - a.meta_hit,
+        meta_zero: b.meta_zero - a.meta_zero,
+        fallback_ptag: b.fallback_ptag - a.fallback_ptag,
+        local: b.local - a.local,
+        remote: b.remote - a.remote,
+        ptag_hit: b.ptag_hit - a.ptag_hit,
+        allocs: b.allocs - a.allocs,
+        ..Default::default()
+    }
+}
+
+mod counted {
+    use super::*;
+    test_config!(cfast, true, true, Ptag::Late, false, 4);
+    test_config!(cscale, true, false, Ptag::Late, false, 4);
+
+    #[test]
+    fn free_fast_small_frees_are_meta_hits() {
+        std::thread::spawn(|| {
+            let before = stats::<cfast::T>();
+            // SAFETY: blocks are allocated and freed in pairs.
+            let ps: Vec<_> = (0..1000).map(|i| unsafe { alloc::<cfast::T>(16 + i % 2000, 16) }).collect();
+            for p in &ps {
+                // SAFETY: each p is live.
+                unsafe { free::<cfast::T>(*p) };
+            }
+            let d = delta(before, stats::<cfast::T>());
+            assert_eq!(d.calls, 1000);
+            assert_eq!(d.meta_hit, 1000);
+            assert_eq!(d.seg_hit, 1000);
+            assert_eq!(d.meta_zero, 0);
+            assert_eq!(d.local, 1000);
+            assert_eq!(d.allocs, 1000);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn scale_frees_fall_back_to_ptag_and_remote_is_counted() {
+        let ps: Vec<usize> = std::thread::spawn(|| {
+            // SAFETY: blocks stay live until freed below.
+            (0..500).map(|i| unsafe { alloc::<cscale::T>(16 + i, 16) } as usize).collect()
+        })
+        .join()
+        .unwrap();
+        // A second live thread holds a shard, so the consumer below cannot be
+        // on the exited producer's shard.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let hold = std::thread::spawn(move || {
+            // SAFETY: allocate and free one block.
+            unsafe { free::<cscale::T>(alloc::<cscale::T>(32, 16)) };
+            ready_tx.send(()).unwrap();
+            done_rx.recv().unwrap();
+        });
+        ready_rx.recv().unwrap();
+        let before = stats::<cscale::T>();
+        std::thread::spawn(move || {
+            for p in &ps {
+                // SAFETY: each p is live.
+                unsafe { free::<cscale::T>(*p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+        done_tx.send(()).unwrap();
+        hold.join().unwrap();
+        let d = delta(before, stats::<cscale::T>());
+        assert_eq!(d.meta_hit, 500, "observation step sees every block");
+        assert_eq!(d.fallback_ptag, 500);
+        assert_eq!(d.calls, 500);
+        assert_eq!(d.local + d.remote, 500);
+    }
+}

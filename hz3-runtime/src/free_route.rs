@@ -1,0 +1,169 @@
+//! What happens on free: from a pointer to its bin and owner shard.
+//!
+//! Owns: the order of the routes the flags select — `ptag: first` (tag map
+//! first), the S110 step (segment header + `bin_plus1`, routing with
+//! `free_fast`, observing only with `stats`), `ptag: late` (tag map after the
+//! S110 step), and the header route (segment kind + page descriptor) that
+//! every pointer can fall back to. Must never: write anything but counters, or
+//! read a header of a slot it has not checked is live unless the pointer came
+//! through a route that proves it (a tag or meta hit).
+
+use core::sync::atomic::Ordering;
+
+use crate::arena::SLOT_HEAD;
+use crate::segment::{self, SegHdr, KIND_LARGE, KIND_RUNS, SEG_MAGIC};
+use crate::size_class::LARGE_BIN;
+use crate::stats::{Counters, Ctr};
+use crate::{failfast, tagmap, Config, Ptag, State};
+
+/// Where a freed pointer goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Route {
+    /// A small or medium block of `bin` owned by shard `owner`.
+    Block { bin: usize, owner: usize },
+    /// A large block in the arena.
+    Large,
+    /// Not in the arena (a direct mapping, or not ours).
+    Outside,
+    /// In the arena but not a block start of a live run.
+    Invalid(&'static str),
+}
+
+/// Counters for one route decision (the thread's own set, or the shared one).
+#[derive(Clone, Copy)]
+pub struct Tally<'a> {
+    /// Counter set.
+    pub c: &'a Counters,
+    /// Whether only this thread writes `c`.
+    pub owned: bool,
+}
+
+impl Tally<'_> {
+    /// Count an event when stats are on.
+    #[inline(always)]
+    pub fn bump<C: Config>(&self, k: Ctr) {
+        if C::STATS {
+            if self.owned {
+                self.c.bump_owned(k)
+            } else {
+                self.c.bump_shared(k)
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn decode_bin(bin: usize, owner: usize) -> Route {
+    if bin == LARGE_BIN {
+        Route::Large
+    } else {
+        Route::Block { bin, owner }
+    }
+}
+
+/// Route `p` (non-null) by the configured routes.
+///
+/// # Safety
+/// The state is initialised.
+#[inline(always)]
+pub unsafe fn route<C: Config>(st: &State<C>, p: usize, t: Tally) -> Route {
+    let base = st.arena.base.load(Ordering::Relaxed);
+    let off = p.wrapping_sub(base);
+    if off >= st.arena.len.load(Ordering::Relaxed) {
+        if C::S110_META && (C::FREE_FAST || C::STATS) {
+            t.bump::<C>(Ctr::SegMiss);
+        }
+        return Route::Outside;
+    }
+    if C::PTAG == Ptag::First {
+        if let Some(r) = by_tag::<C>(st, off, t) {
+            return r;
+        }
+    }
+    if C::S110_META && (C::FREE_FAST || C::STATS) {
+        let seg = segment::seg_base(p);
+        let live = !C::FAILFAST || st.arena.slot_state(st.arena.slot_of(seg)) == SLOT_HEAD;
+        let hdr = SegHdr::at(seg);
+        if live && hdr.magic == SEG_MAGIC {
+            t.bump::<C>(Ctr::SegHit);
+            // Acquire pairs with the release store at run carve time.
+            let m = hdr.meta[segment::page_index(p)].load(Ordering::Acquire) as usize;
+            if m != 0 {
+                t.bump::<C>(Ctr::MetaHit);
+                if C::FREE_FAST {
+                    return decode_bin(m - 1, hdr.owner as usize);
+                }
+            } else {
+                t.bump::<C>(Ctr::MetaZero);
+            }
+        } else {
+            t.bump::<C>(Ctr::SegMiss);
+        }
+    }
+    if C::PTAG == Ptag::Late {
+        if let Some(r) = by_tag::<C>(st, off, t) {
+            t.bump::<C>(Ctr::FallbackPtag);
+            return r;
+        }
+    }
+    by_header::<C>(st, p)
+}
+
+/// The tag-map route: `None` on a zero (or undecodable) tag.
+#[inline(always)]
+unsafe fn by_tag<C: Config>(st: &State<C>, off: usize, t: Tally) -> Option<Route> {
+    t.bump::<C>(Ctr::PtagLookups);
+    let tag = tagmap::load(st.arena.tag_array(), off >> crate::os::PAGE_SHIFT);
+    if tag == 0 {
+        t.bump::<C>(Ctr::PtagMiss);
+        return None;
+    }
+    match tagmap::decode(tag, C::SHARDS) {
+        Some((bin, owner)) => {
+            t.bump::<C>(Ctr::PtagHit);
+            Some(decode_bin(bin, owner))
+        }
+        None => {
+            t.bump::<C>(Ctr::PtagDecodeFail);
+            if C::FAILFAST {
+                failfast::fail::<C>("free", st.arena.base.load(Ordering::Relaxed) + off, "tag does not decode");
+            }
+            None
+        }
+    }
+}
+
+/// The header route: slot state, segment magic and kind, page descriptor.
+#[inline(never)]
+pub unsafe fn by_header<C: Config>(st: &State<C>, p: usize) -> Route {
+    let seg = segment::seg_base(p);
+    if st.arena.slot_state(st.arena.slot_of(seg)) != SLOT_HEAD {
+        return Route::Invalid("not in a live segment");
+    }
+    let hdr = SegHdr::at(seg);
+    if hdr.magic != SEG_MAGIC {
+        return Route::Invalid("not in a live segment");
+    }
+    match hdr.kind {
+        KIND_LARGE => Route::Large,
+        KIND_RUNS => {
+            let b = hdr.descs[segment::page_index(p)].bin_plus1 as usize;
+            if b == 0 {
+                Route::Invalid("not a block of a live run")
+            } else {
+                Route::Block { bin: b - 1, owner: hdr.owner as usize }
+            }
+        }
+        _ => Route::Invalid("unknown segment kind"),
+    }
+}
+
+/// Owner shard of a small/medium block whose bin the caller already knows
+/// (sized free on the header route: one load instead of two).
+///
+/// # Safety
+/// `p` is a live small/medium block of this arena.
+#[inline(always)]
+pub unsafe fn owner_of(p: usize) -> usize {
+    SegHdr::at(segment::seg_base(p)).owner as usize
+}

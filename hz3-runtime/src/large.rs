@@ -1,0 +1,302 @@
+//! Large blocks (above 64 KiB) and direct mappings.
+//!
+//! Owns: large blocks as runs of whole arena slots (header in the first page of
+//! the first slot, data from page 1 or the requested alignment), their in-place
+//! growth, the bounded cache of freed-but-unpurged large slots, and the registry
+//! of direct `mmap` blocks (huge requests, alignments above half a segment, and
+//! anything the arena cannot hold). Must never: keep more than
+//! `LARGE_CACHE_SLOTS` freed large slots resident when purging is on, or look at
+//! memory it does not own to decide whether a pointer is ours.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::arena::{SEG_SHIFT, SEG_SIZE, SLOT_HEAD};
+use crate::os::{self, PAGE_SHIFT, PAGE_SIZE};
+use crate::segment::{self, SegHdr, KIND_LARGE, SEG_MAGIC};
+use crate::size_class::LARGE_BIN;
+use crate::sync::SpinLock;
+use crate::{tagmap, Config, Ptag, State};
+
+/// Freed large slots kept resident for reuse (16 MiB) before purging starts.
+pub const LARGE_CACHE_SLOTS: usize = 16;
+/// Requests of at least this share of the arena (1/16) are mapped directly.
+const ARENA_SHARE_SHIFT: u32 = 4;
+
+/// Data offset of a large block with alignment `align` (`None`: needs a direct map).
+#[inline]
+fn data_offset(align: usize) -> Option<usize> {
+    if align <= PAGE_SIZE {
+        Some(PAGE_SIZE)
+    } else if align <= SEG_SIZE / 2 {
+        Some(align)
+    } else {
+        None
+    }
+}
+
+/// Allocate a large block in the arena, falling back to a direct mapping.
+/// Null when out of memory.
+///
+/// # Safety
+/// The state is initialised; `align` is a power of two.
+pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: bool) -> *mut u8 {
+    let arena_len = st.arena.len.load(Ordering::Relaxed);
+    if let Some(off) = data_offset(align) {
+        if size < arena_len >> ARENA_SHARE_SHIFT {
+            let n = (off + size + SEG_SIZE - 1) >> SEG_SHIFT;
+            if let Some((slot, clean)) = st.arena.alloc_slots(n) {
+                let seg = st.arena.slot_addr(slot) as usize;
+                let hdr = SegHdr::at(seg);
+                hdr.kind = KIND_LARGE;
+                hdr.owner = 0;
+                hdr.large_slots = n as u32;
+                hdr.large_off = off as u32;
+                hdr.large_live.store(1, Ordering::Relaxed);
+                let pi = off >> PAGE_SHIFT;
+                if C::S110_META {
+                    for m in hdr.meta.iter() {
+                        m.store(0, Ordering::Relaxed);
+                    }
+                    hdr.meta[pi].store(LARGE_BIN as u16 + 1, Ordering::Release);
+                }
+                if C::PTAG != Ptag::Off {
+                    let base = st.arena.base.load(Ordering::Relaxed);
+                    tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, tagmap::encode(LARGE_BIN, 0));
+                }
+                // Release: a reader that sees the magic sees the fields above.
+                (*(&hdr.magic as *const u64 as *const core::sync::atomic::AtomicU64)).store(SEG_MAGIC, Ordering::Release);
+                let p = (seg + off) as *mut u8;
+                if zero && !clean {
+                    core::ptr::write_bytes(p, 0, size);
+                }
+                return p;
+            }
+        }
+    }
+    huge_alloc(st, size, align)
+}
+
+/// Usable bytes of the live large block at `p`.
+///
+/// # Safety
+/// `p` is a live large block of this arena.
+pub unsafe fn usable(p: usize) -> usize {
+    let hdr = SegHdr::at(segment::seg_base(p));
+    ((hdr.large_slots as usize) << SEG_SHIFT) - hdr.large_off as usize
+}
+
+/// Whether `p` is the data pointer of a live large block (failfast check).
+///
+/// # Safety
+/// `p` lies in a committed slot of the arena.
+pub unsafe fn is_live_block<C: Config>(st: &State<C>, p: usize) -> bool {
+    let seg = segment::seg_base(p);
+    if st.arena.slot_state(st.arena.slot_of(seg)) != SLOT_HEAD {
+        return false;
+    }
+    let hdr = SegHdr::at(seg);
+    hdr.magic == SEG_MAGIC && hdr.kind == KIND_LARGE && seg + hdr.large_off as usize == p
+}
+
+/// Free the large block at `p`. Returns false (and does nothing) on a double
+/// free detected by the live flag.
+///
+/// # Safety
+/// `p` is a large block of this arena.
+pub unsafe fn free<C: Config>(st: &State<C>, p: usize) -> bool {
+    let seg = segment::seg_base(p);
+    let hdr = SegHdr::at(seg);
+    if hdr.large_live.swap(0, Ordering::AcqRel) == 0 {
+        return false;
+    }
+    let pi = hdr.large_off as usize >> PAGE_SHIFT;
+    if C::S110_META {
+        hdr.meta[pi].store(0, Ordering::Release);
+    }
+    let base = st.arena.base.load(Ordering::Relaxed);
+    if C::PTAG != Ptag::Off {
+        tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, 0);
+    }
+    let n = hdr.large_slots as usize;
+    hdr.magic = 0;
+    let purge = C::PURGE && st.arena.dirty_slots() + n > LARGE_CACHE_SLOTS;
+    st.arena.free_slots(segment::slot_index(base, seg), n, purge);
+    true
+}
+
+/// Resize the large block at `p` in place to `new_size` when it fits its slots
+/// or the following slots are free. Returns whether it did.
+///
+/// # Safety
+/// `p` is a live large block of this arena.
+pub unsafe fn resize_in_place<C: Config>(st: &State<C>, p: usize, new_size: usize) -> bool {
+    let seg = segment::seg_base(p);
+    let hdr = SegHdr::at(seg);
+    let n = hdr.large_slots as usize;
+    let need = (hdr.large_off as usize + new_size + SEG_SIZE - 1) >> SEG_SHIFT;
+    if need <= n {
+        // Shrinking far below the run would strand memory: only keep it when at
+        // least half of the run stays used.
+        return need * 2 > n || n == 1;
+    }
+    let base = st.arena.base.load(Ordering::Relaxed);
+    if st.arena.extend_slots(segment::slot_index(base, seg), n, need).is_some() {
+        hdr.large_slots = need as u32;
+        return true;
+    }
+    false
+}
+
+/// One direct mapping.
+#[derive(Clone, Copy)]
+struct HugeEntry {
+    /// User pointer (0 = empty, 1 = deleted).
+    user: usize,
+    /// Mapping start.
+    map: usize,
+    /// Mapping length.
+    len: usize,
+}
+
+/// Open-addressing table of direct mappings, itself in a direct mapping.
+pub struct HugeRegistry {
+    /// Guards the table.
+    pub lock: SpinLock,
+    table: AtomicUsize,
+    cap: AtomicUsize,
+    used: AtomicUsize,
+}
+
+impl HugeRegistry {
+    /// Empty registry.
+    pub const fn new() -> Self {
+        HugeRegistry { lock: SpinLock::new(), table: AtomicUsize::new(0), cap: AtomicUsize::new(0), used: AtomicUsize::new(0) }
+    }
+
+    fn slots(&self) -> &mut [HugeEntry] {
+        let cap = self.cap.load(Ordering::Relaxed);
+        if cap == 0 {
+            return &mut [];
+        }
+        // SAFETY: `table` maps `cap` entries; called with the lock held.
+        unsafe { core::slice::from_raw_parts_mut(self.table.load(Ordering::Relaxed) as *mut HugeEntry, cap) }
+    }
+
+    fn find(&self, user: usize) -> Option<usize> {
+        let t = self.slots();
+        if t.is_empty() {
+            return None;
+        }
+        let mask = t.len() - 1;
+        let mut i = (user >> PAGE_SHIFT).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 7 & mask;
+        loop {
+            match t[i].user {
+                0 => return None,
+                u if u == user => return Some(i),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// Insert, growing the table first when it is half full. False on no memory.
+    fn insert(&self, e: HugeEntry) -> bool {
+        if (self.used.load(Ordering::Relaxed) + 1) * 2 > self.cap.load(Ordering::Relaxed) && !self.grow() {
+            return false;
+        }
+        let t = self.slots();
+        let mask = t.len() - 1;
+        let mut i = (e.user >> PAGE_SHIFT).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 7 & mask;
+        while t[i].user > 1 {
+            i = (i + 1) & mask;
+        }
+        if t[i].user == 0 {
+            self.used.fetch_add(1, Ordering::Relaxed);
+        }
+        t[i] = e;
+        true
+    }
+
+    fn grow(&self) -> bool {
+        let old_cap = self.cap.load(Ordering::Relaxed);
+        let new_cap = (old_cap * 2).max(PAGE_SIZE / core::mem::size_of::<HugeEntry>());
+        let bytes = new_cap * core::mem::size_of::<HugeEntry>();
+        let t = os::map_rw(bytes);
+        if t.is_null() {
+            return false;
+        }
+        let old_table = self.table.load(Ordering::Relaxed);
+        let old: &[HugeEntry] = if old_cap == 0 {
+            &[]
+        } else {
+            // SAFETY: the old table maps `old_cap` entries (lock held).
+            unsafe { core::slice::from_raw_parts(old_table as *const HugeEntry, old_cap) }
+        };
+        self.table.store(t as usize, Ordering::Relaxed);
+        self.cap.store(new_cap, Ordering::Relaxed);
+        self.used.store(0, Ordering::Relaxed);
+        for e in old.iter().filter(|e| e.user > 1) {
+            self.insert(*e);
+        }
+        if old_cap != 0 {
+            // SAFETY: the old table is no longer referenced.
+            unsafe { os::unmap(old_table as *mut u8, old_cap * core::mem::size_of::<HugeEntry>()) };
+        }
+        true
+    }
+}
+
+/// Map a block directly (page-aligned, or `align`-aligned inside a larger map).
+///
+/// # Safety
+/// `align` is a power of two.
+pub unsafe fn huge_alloc<C: Config>(st: &State<C>, size: usize, align: usize) -> *mut u8 {
+    let extra = if align > PAGE_SIZE { align } else { 0 };
+    let len = match size.checked_add(extra + PAGE_SIZE - 1) {
+        Some(l) => l & !(PAGE_SIZE - 1),
+        None => return core::ptr::null_mut(),
+    };
+    let map = os::map_rw(len);
+    if map.is_null() {
+        return map;
+    }
+    let user = (map as usize + align - 1) & !(align - 1);
+    st.huge.lock.lock();
+    let ok = st.huge.insert(HugeEntry { user, map: map as usize, len });
+    st.huge.lock.unlock();
+    if !ok {
+        os::unmap(map, len);
+        return core::ptr::null_mut();
+    }
+    user as *mut u8
+}
+
+/// Usable size of a direct-mapped block, or `None` when `p` is not one.
+pub fn huge_usable<C: Config>(st: &State<C>, p: usize) -> Option<usize> {
+    st.huge.lock.lock();
+    let r = st.huge.find(p).map(|i| {
+        let e = st.huge.slots()[i];
+        e.map + e.len - e.user
+    });
+    st.huge.lock.unlock();
+    r
+}
+
+/// Unmap a direct-mapped block; false when `p` is not one.
+pub fn huge_free<C: Config>(st: &State<C>, p: usize) -> bool {
+    st.huge.lock.lock();
+    let e = st.huge.find(p).map(|i| {
+        let t = st.huge.slots();
+        let e = t[i];
+        t[i].user = 1;
+        e
+    });
+    st.huge.lock.unlock();
+    match e {
+        Some(e) => {
+            // SAFETY: the entry described a mapping of ours that is now unused.
+            unsafe { os::unmap(e.map as *mut u8, e.len) };
+            true
+        }
+        None => false,
+    }
+}

@@ -1,0 +1,115 @@
+//! Every call into the operating system, in one place.
+//!
+//! Owns: reserving, committing, purging and releasing address space; writing a
+//! line to stderr; aborting. Must never: allocate, format, or panic. Callers
+//! treat a failed call as "no memory" and return null.
+
+use core::ptr::null_mut;
+
+/// The page size the engine is built around (checked against the OS at init).
+pub const PAGE_SHIFT: usize = 12;
+/// 4 KiB.
+pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+
+/// Reserve `len` bytes of address space with no access (`PROT_NONE`, not committed).
+/// Returns null on failure.
+pub fn reserve(len: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing
+    // touches no existing memory; the result is checked against MAP_FAILED.
+    let p = unsafe {
+        libc::mmap(
+            null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        null_mut()
+    } else {
+        p as *mut u8
+    }
+}
+
+/// Map `len` bytes read/write, demand-zero. Returns null on failure.
+pub fn map_rw(len: usize) -> *mut u8 {
+    // SAFETY: as in `reserve`: a fresh anonymous mapping, result checked.
+    let p = unsafe {
+        libc::mmap(
+            null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        null_mut()
+    } else {
+        p as *mut u8
+    }
+}
+
+/// Make `[p, p+len)` (inside one of our reservations) readable and writable.
+/// Returns false when the kernel refuses (out of memory / map count).
+///
+/// # Safety
+/// The range must lie inside a reservation made by [`reserve`].
+pub unsafe fn commit(p: *mut u8, len: usize) -> bool {
+    libc::mprotect(p as *mut _, len, libc::PROT_READ | libc::PROT_WRITE) == 0
+}
+
+/// Give the physical pages of `[p, p+len)` back to the OS; the range stays mapped
+/// and reads back as zero on next touch.
+///
+/// # Safety
+/// The range must be committed memory of ours that holds no live data.
+pub unsafe fn purge(p: *mut u8, len: usize) {
+    libc::madvise(p as *mut _, len, libc::MADV_DONTNEED);
+}
+
+/// Unmap `[p, p+len)`.
+///
+/// # Safety
+/// The range must be a mapping (or part of one) of ours holding no live data.
+pub unsafe fn unmap(p: *mut u8, len: usize) {
+    libc::munmap(p as *mut _, len);
+}
+
+/// Write raw bytes to stderr (best effort, no allocation).
+pub fn write_stderr(bytes: &[u8]) {
+    let mut done = 0;
+    while done < bytes.len() {
+        // SAFETY: the pointer and length describe the live slice `bytes[done..]`.
+        let n = unsafe {
+            libc::write(2, bytes.as_ptr().add(done) as *const _, bytes.len() - done)
+        };
+        if n <= 0 {
+            return;
+        }
+        done += n as usize;
+    }
+}
+
+/// Abort the process at once (no unwinding, no destructors).
+pub fn abort() -> ! {
+    // SAFETY: abort() has no preconditions and does not return.
+    unsafe { libc::abort() }
+}
+
+/// Yield the CPU to another thread (used by spin loops that waited long).
+pub fn yield_now() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe {
+        libc::sched_yield();
+    }
+}
+
+/// Set the calling thread's `errno`.
+pub fn set_errno(e: i32) {
+    // SAFETY: __errno_location returns this thread's errno slot, always valid.
+    unsafe { *libc::__errno_location() = e }
+}

@@ -1,0 +1,248 @@
+//! Segments: the 1 MiB units of the arena and their headers.
+//!
+//! Owns: the segment header layout (magic, kind, owner shard, free-page bitmap,
+//! the S110 `meta` array of `bin_plus1` per page, and the per-page descriptors
+//! the shard central uses), segment arithmetic, and finding/marking page runs
+//! inside one segment. Must never: decide policy (which shard, when to purge) —
+//! that is the shard's — or be reached for a pointer that is not in the arena.
+//!
+//! Pages 0 and 1 hold the header of a small/medium segment. A large block's
+//! first segment uses only page 0 for its header; its data starts at page 1 or
+//! later, over the unused descriptor area.
+
+use core::sync::atomic::{AtomicU16, Ordering};
+
+use crate::arena::{PAGES_PER_SEG, SEG_SHIFT, SEG_SIZE};
+use crate::os::{PAGE_SHIFT, PAGE_SIZE};
+
+/// "hz3seg01": a live segment header.
+pub const SEG_MAGIC: u64 = 0x6831_3067_6573_337a;
+/// Header pages of a small/medium segment.
+pub const HDR_PAGES: usize = 2;
+/// Pages of a small/medium segment that can hold runs.
+pub const USABLE_PAGES: usize = PAGES_PER_SEG - HDR_PAGES;
+/// Segment of small and medium runs.
+pub const KIND_RUNS: u32 = 1;
+/// First segment of a large block.
+pub const KIND_LARGE: u32 = 2;
+
+/// Descriptor flag: the run is on its shard's partial list.
+pub const IN_PARTIAL: u8 = 1;
+
+/// Per-page descriptor, written by the shard that owns the segment under its lock.
+#[repr(C)]
+pub struct PageDesc {
+    /// `bin + 1` on pages where a block of the run starts, else 0.
+    pub bin_plus1: u16,
+    /// Page index of the run's first page.
+    pub run_start: u8,
+    /// `IN_PARTIAL` (run-start pages only).
+    pub flags: u8,
+    /// Blocks of the run that are out of the central (in caches, in flight, or live).
+    pub used: u16,
+    /// Blocks carved so far (blocks at index >= bump were never handed out).
+    pub bump: u16,
+    /// Segment offset of the first block on the run's free list (0 = empty).
+    pub free_head: u32,
+    /// Next run on the shard's partial list (global page id, 0 = none).
+    pub next: u32,
+    /// Previous run on the shard's partial list (global page id, 0 = none).
+    pub prev: u32,
+}
+
+/// Segment header (page 0, and page 1 for the descriptors).
+#[repr(C)]
+pub struct SegHdr {
+    /// `SEG_MAGIC` while the segment is live.
+    pub magic: u64,
+    /// `KIND_RUNS` or `KIND_LARGE`.
+    pub kind: u32,
+    /// Owner shard (runs segments).
+    pub owner: u32,
+    /// Free pages (bit set = free).
+    pub free_map: [u64; PAGES_PER_SEG / 64],
+    /// Number of free pages.
+    pub n_free: u32,
+    /// Slot index + 1 of the next/previous segment on the shard's list of
+    /// segments with free pages (0 = none); `listed` says whether it is on it.
+    pub next_seg: u32,
+    /// See `next_seg`.
+    pub prev_seg: u32,
+    /// Whether the segment is on its shard's list.
+    pub listed: u32,
+    /// Large block: slots in the run.
+    pub large_slots: u32,
+    /// Large block: offset of the user pointer from the segment base.
+    pub large_off: u32,
+    /// Large block: 1 while the block is live (failfast double-free check).
+    pub large_live: core::sync::atomic::AtomicU32,
+    /// S110 page meta: `bin_plus1` per page (0 = unknown / not a block start).
+    pub meta: [AtomicU16; PAGES_PER_SEG],
+    /// Page descriptors (runs segments only; overlaps large-block data).
+    pub descs: [PageDesc; PAGES_PER_SEG],
+}
+
+const _: () = assert!(core::mem::size_of::<SegHdr>() <= HDR_PAGES * PAGE_SIZE);
+const _: () = assert!(core::mem::offset_of!(SegHdr, descs) <= PAGE_SIZE);
+const _: () = assert!(core::mem::offset_of!(SegHdr, meta) + 2 * PAGES_PER_SEG <= PAGE_SIZE);
+
+/// Segment base of an address inside the arena.
+#[inline(always)]
+pub fn seg_base(p: usize) -> usize {
+    p & !(SEG_SIZE - 1)
+}
+
+/// Page index of an address within its segment.
+#[inline(always)]
+pub fn page_index(p: usize) -> usize {
+    (p & (SEG_SIZE - 1)) >> PAGE_SHIFT
+}
+
+/// Global page id (arena page index) of page `pi` of the segment at `seg`.
+#[inline]
+pub fn page_id(arena_base: usize, seg: usize, pi: usize) -> u32 {
+    (((seg - arena_base) >> PAGE_SHIFT) + pi) as u32
+}
+
+/// Segment base and page index of global page id `id`.
+#[inline]
+pub fn from_page_id(arena_base: usize, id: u32) -> (usize, usize) {
+    let off = (id as usize) << PAGE_SHIFT;
+    (arena_base + (off & !(SEG_SIZE - 1)), (off & (SEG_SIZE - 1)) >> PAGE_SHIFT)
+}
+
+/// Slot index of a segment base.
+#[inline]
+pub fn slot_index(arena_base: usize, seg: usize) -> usize {
+    (seg - arena_base) >> SEG_SHIFT
+}
+
+impl SegHdr {
+    /// View the header of the segment at `seg`.
+    ///
+    /// # Safety
+    /// `seg` is the base of a committed slot of the arena.
+    #[inline(always)]
+    pub unsafe fn at<'a>(seg: usize) -> &'a mut SegHdr {
+        &mut *(seg as *mut SegHdr)
+    }
+
+    /// Initialise a fresh runs segment owned by `owner` (all usable pages free).
+    pub fn init_runs(&mut self, owner: usize) {
+        self.kind = KIND_RUNS;
+        self.owner = owner as u32;
+        self.free_map = [!0u64; PAGES_PER_SEG / 64];
+        self.free_map[0] &= !((1u64 << HDR_PAGES) - 1);
+        self.n_free = USABLE_PAGES as u32;
+        self.next_seg = 0;
+        self.prev_seg = 0;
+        self.listed = 0;
+        for m in self.meta.iter() {
+            m.store(0, Ordering::Relaxed);
+        }
+        for d in self.descs.iter_mut() {
+            d.bin_plus1 = 0;
+            d.flags = 0;
+            d.used = 0;
+            d.bump = 0;
+            d.free_head = 0;
+            d.next = 0;
+            d.prev = 0;
+        }
+        // Release: a reader that sees the magic sees the initialised header.
+        // SAFETY: `magic` is an aligned u64 field of this header; AtomicU64 has the
+        // same layout, and this thread holds the segment exclusively.
+        unsafe { (*(&self.magic as *const u64 as *const core::sync::atomic::AtomicU64)).store(SEG_MAGIC, Ordering::Release) };
+    }
+
+    #[inline]
+    fn is_free(&self, pi: usize) -> bool {
+        self.free_map[pi / 64] & (1u64 << (pi % 64)) != 0
+    }
+
+    /// First page index of `k` contiguous free pages, if any.
+    pub fn find_run(&self, k: usize) -> Option<usize> {
+        if (self.n_free as usize) < k {
+            return None;
+        }
+        let mut pi = HDR_PAGES;
+        while pi + k <= PAGES_PER_SEG {
+            let word = self.free_map[pi / 64] >> (pi % 64);
+            if word == 0 {
+                pi = (pi / 64 + 1) * 64;
+                continue;
+            }
+            pi += word.trailing_zeros() as usize;
+            let mut run = 0;
+            while run < k && pi + run < PAGES_PER_SEG && self.is_free(pi + run) {
+                run += 1;
+            }
+            if run == k {
+                return Some(pi);
+            }
+            pi += run;
+        }
+        None
+    }
+
+    /// Mark pages `[pi, pi+k)` used (`used = true`) or free.
+    pub fn mark(&mut self, pi: usize, k: usize, used: bool) {
+        for p in pi..pi + k {
+            let bit = 1u64 << (p % 64);
+            if used {
+                self.free_map[p / 64] &= !bit;
+            } else {
+                self.free_map[p / 64] |= bit;
+            }
+        }
+        if used {
+            self.n_free -= k as u32;
+        } else {
+            self.n_free += k as u32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_arithmetic() {
+        let base = 0x7f00_0000_0000usize;
+        let p = base + 3 * SEG_SIZE + 5 * PAGE_SIZE + 48;
+        assert_eq!(seg_base(p), base + 3 * SEG_SIZE);
+        assert_eq!(page_index(p), 5);
+        let id = page_id(base, seg_base(p), page_index(p));
+        assert_eq!(id as usize, 3 * PAGES_PER_SEG + 5);
+        assert_eq!(from_page_id(base, id), (base + 3 * SEG_SIZE, 5));
+        assert_eq!(slot_index(base, seg_base(p)), 3);
+    }
+
+    #[test]
+    fn runs_are_found_and_marked() {
+        let mem = crate::os::map_rw(SEG_SIZE);
+        assert!(!mem.is_null());
+        // SAFETY: `mem` is a fresh read/write mapping of a whole segment.
+        let h = unsafe { SegHdr::at(mem as usize) };
+        h.init_runs(3);
+        assert_eq!(h.magic, SEG_MAGIC);
+        assert_eq!(h.find_run(1), Some(HDR_PAGES));
+        assert_eq!(h.find_run(USABLE_PAGES), Some(HDR_PAGES));
+        assert_eq!(h.find_run(USABLE_PAGES + 1), None);
+        h.mark(HDR_PAGES, 60, true);
+        h.mark(70, 1, true);
+        assert_eq!(h.find_run(8), Some(HDR_PAGES + 60)); // pages 62..70 are free
+        assert_eq!(h.find_run(9), Some(71));
+        h.mark(71, PAGES_PER_SEG - 71, true);
+        assert_eq!(h.find_run(9), None);
+        assert_eq!(h.find_run(8), Some(62));
+        h.mark(62, 8, true);
+        assert_eq!(h.n_free, 0);
+        assert_eq!(h.find_run(1), None);
+        h.mark(100, 3, false);
+        assert_eq!(h.find_run(3), Some(100));
+        // SAFETY: the mapping was made above and is no longer used.
+        unsafe { crate::os::unmap(mem, SEG_SIZE) };
+    }
+}

@@ -1,0 +1,401 @@
+//! Owner shards: the central structures behind the thread caches.
+//!
+//! Owns: per-(shard, bin) lists of partial runs with per-run free lists (the
+//! only place that knows how many blocks of a run are out), carving new runs
+//! from the shard's segments, releasing empty runs and segments, and the
+//! lock-free per-(shard, bin) inbox that remote frees are published to.
+//! Must never: be entered on the hot path; every function here except the inbox
+//! push runs under the shard lock.
+//!
+//! Block accounting: a run's `used` counts blocks outside the central (in thread
+//! caches, inboxes, remote buffers, or live in the program). A run whose `used`
+//! drops to zero is released unless it is the bin's only partial run.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+
+use crate::arena::SEG_SIZE;
+use crate::os::PAGE_SIZE;
+use crate::segment::{self, SegHdr, IN_PARTIAL, USABLE_PAGES};
+use crate::size_class::{BINS, NBINS};
+use crate::sync::SpinLock;
+use crate::{tagmap, Config, State};
+
+/// A singly linked chain of free blocks (link in the first word of each block).
+#[derive(Clone, Copy)]
+pub struct Chain {
+    /// First block (null when empty).
+    pub head: *mut u8,
+    /// Last block.
+    pub tail: *mut u8,
+    /// Number of blocks.
+    pub n: u32,
+}
+
+impl Chain {
+    /// The empty chain.
+    pub const EMPTY: Chain = Chain { head: core::ptr::null_mut(), tail: core::ptr::null_mut(), n: 0 };
+
+    /// Append `b` (its link is overwritten).
+    ///
+    /// # Safety
+    /// `b` is a free block of at least 8 bytes that nothing else references.
+    #[inline]
+    pub unsafe fn push_back(&mut self, b: *mut u8) {
+        set_next(b, core::ptr::null_mut());
+        if self.head.is_null() {
+            self.head = b;
+        } else {
+            set_next(self.tail, b);
+        }
+        self.tail = b;
+        self.n += 1;
+    }
+}
+
+/// Read the link of a free block.
+///
+/// # Safety
+/// `b` is a free block whose first word holds a link.
+#[inline(always)]
+pub unsafe fn next_of(b: *mut u8) -> *mut u8 {
+    *(b as *mut *mut u8)
+}
+
+/// Write the link of a free block.
+///
+/// # Safety
+/// `b` is a free block owned by the caller.
+#[inline(always)]
+pub unsafe fn set_next(b: *mut u8, next: *mut u8) {
+    *(b as *mut *mut u8) = next;
+}
+
+/// Lock-protected part of a shard.
+struct Central {
+    /// Head of each bin's partial-run list (global page id, 0 = empty).
+    partial: [u32; NBINS],
+    /// Head of the list of this shard's segments with free pages (slot + 1).
+    segs: u32,
+    /// Segments this shard owns.
+    nsegs: u32,
+}
+
+/// One owner shard.
+#[repr(C, align(64))]
+pub struct Shard {
+    /// Serialises `central`.
+    pub lock: SpinLock,
+    /// Live threads holding this shard.
+    pub live: AtomicU32,
+    central: UnsafeCell<Central>,
+    /// Remote frees per bin, pushed lock-free by any thread, drained by a holder.
+    pub inbox: Inbox,
+}
+
+/// The inbox heads, on their own cache lines (written by other threads).
+#[repr(C, align(64))]
+pub struct Inbox {
+    heads: [AtomicPtr<u8>; NBINS],
+}
+
+impl Inbox {
+    /// Publish `chain` (non-empty) for `bin`: one CAS splices the whole chain.
+    ///
+    /// # Safety
+    /// The chain's blocks belong to this shard's runs of `bin` and to nobody else.
+    pub unsafe fn push(&self, bin: usize, chain: Chain) {
+        let head = &self.heads[bin];
+        let mut old = head.load(Ordering::Relaxed);
+        loop {
+            set_next(chain.tail, old);
+            // Release: the links written above are visible to the drainer.
+            match head.compare_exchange_weak(old, chain.head, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(cur) => old = cur,
+            }
+        }
+    }
+
+    /// Take everything published for `bin` (null when nothing).
+    #[inline]
+    pub fn take(&self, bin: usize) -> *mut u8 {
+        if self.heads[bin].load(Ordering::Relaxed).is_null() {
+            return core::ptr::null_mut();
+        }
+        // Acquire pairs with the publisher's release: the links are visible.
+        self.heads[bin].swap(core::ptr::null_mut(), Ordering::Acquire)
+    }
+}
+
+// SAFETY: `central` is only accessed with `lock` held; the rest is atomics.
+unsafe impl Sync for Shard {}
+
+/// Shard `i` of a type (the array is mapped at init, zero = valid empty shard).
+#[inline(always)]
+pub fn shard<C: Config>(st: &State<C>, i: usize) -> &'static Shard {
+    // SAFETY: `shards` points at `C::SHARDS` zero-initialised `Shard`s mapped at
+    // init and never unmapped; callers pass `i < C::SHARDS`.
+    unsafe { &*(st.shards.load(Ordering::Relaxed) as *const Shard).add(i) }
+}
+
+impl Shard {
+    /// The central, for the holder of the lock.
+    ///
+    /// # Safety
+    /// The caller holds `self.lock` and creates no other reference to the central.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn central(&self) -> &mut Central {
+        &mut *self.central.get()
+    }
+}
+
+/// Take up to `want` blocks of `bin` from shard `si`'s central, carving new runs
+/// when no partial run is left. Fewer (possibly none) only when out of memory.
+///
+/// # Safety
+/// The caller holds shard `si`'s lock.
+pub unsafe fn take<C: Config>(st: &State<C>, si: usize, bin: usize, want: u32) -> Chain {
+    let cen = shard(st, si).central();
+    let base = st.arena.base.load(Ordering::Relaxed);
+    let info = BINS[bin];
+    let size = info.size as usize;
+    let mut chain = Chain::EMPTY;
+    while chain.n < want {
+        let mut id = cen.partial[bin];
+        if id == 0 {
+            match carve_run(st, si, cen, bin) {
+                Some(new_id) => id = new_id,
+                None => break,
+            }
+        }
+        let (seg, pi) = segment::from_page_id(base, id);
+        let d = &mut SegHdr::at(seg).descs[pi];
+        while chain.n < want && d.free_head != 0 {
+            let b = (seg + d.free_head as usize) as *mut u8;
+            let next = next_of(b);
+            d.free_head = if next.is_null() { 0 } else { (next as usize - seg) as u32 };
+            d.used += 1;
+            chain.push_back(b);
+        }
+        let run = seg + pi * PAGE_SIZE;
+        while chain.n < want && d.bump < info.blocks {
+            chain.push_back((run + d.bump as usize * size) as *mut u8);
+            d.bump += 1;
+            d.used += 1;
+        }
+        if d.used == info.blocks {
+            unlink_partial(cen, base, bin, id);
+        }
+    }
+    chain
+}
+
+/// Return the blocks of `chain` (all of `bin`, all owned by shard `si`) to their
+/// runs; release runs that became empty.
+///
+/// # Safety
+/// The caller holds shard `si`'s lock; the blocks are free and were handed out by `take`.
+pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain) {
+    let cen = shard(st, si).central();
+    let base = st.arena.base.load(Ordering::Relaxed);
+    let mut b = chain.head;
+    let mut left = chain.n;
+    while left > 0 {
+        let next = next_of(b);
+        let seg = segment::seg_base(b as usize);
+        let hdr = SegHdr::at(seg);
+        let rs = hdr.descs[segment::page_index(b as usize)].run_start as usize;
+        let d = &mut hdr.descs[rs];
+        set_next(b, if d.free_head == 0 { core::ptr::null_mut() } else { (seg + d.free_head as usize) as *mut u8 });
+        d.free_head = (b as usize - seg) as u32;
+        d.used -= 1;
+        let id = segment::page_id(base, seg, rs);
+        if d.flags & IN_PARTIAL == 0 {
+            link_partial(cen, base, bin, id);
+        }
+        if d.used == 0 && !(cen.partial[bin] == id && d.next == 0) {
+            release_run(st, cen, bin, seg, rs);
+        }
+        b = next;
+        left -= 1;
+    }
+}
+
+fn desc_of(base: usize, id: u32) -> &'static mut segment::PageDesc {
+    let (seg, pi) = segment::from_page_id(base, id);
+    // SAFETY: page ids on a shard's lists name pages of committed runs segments
+    // owned by that shard, whose lock the caller holds.
+    unsafe { &mut SegHdr::at(seg).descs[pi] }
+}
+
+fn link_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
+    let old = cen.partial[bin];
+    {
+        let d = desc_of(base, id);
+        d.prev = 0;
+        d.next = old;
+        d.flags |= IN_PARTIAL;
+    }
+    if old != 0 {
+        desc_of(base, old).prev = id;
+    }
+    cen.partial[bin] = id;
+}
+
+fn unlink_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
+    let (prev, next) = {
+        let d = desc_of(base, id);
+        d.flags &= !IN_PARTIAL;
+        let pn = (d.prev, d.next);
+        d.prev = 0;
+        d.next = 0;
+        pn
+    };
+    if prev == 0 {
+        cen.partial[bin] = next;
+    } else {
+        desc_of(base, prev).next = next;
+    }
+    if next != 0 {
+        desc_of(base, next).prev = prev;
+    }
+}
+
+/// Carve a run for `bin` from the shard's segments (taking a new segment when
+/// none has room), set its descriptors, S110 meta and tags, and put it on the
+/// partial list. Returns its page id, or `None` when out of memory.
+unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize) -> Option<u32> {
+    let base = st.arena.base.load(Ordering::Relaxed);
+    let info = BINS[bin];
+    let k = info.run_pages as usize;
+    let mut s = cen.segs;
+    let mut found = None;
+    while s != 0 {
+        let seg = st.arena.slot_addr(s as usize - 1) as usize;
+        let hdr = SegHdr::at(seg);
+        if let Some(pi) = hdr.find_run(k) {
+            found = Some((seg, pi));
+            break;
+        }
+        s = hdr.next_seg;
+    }
+    let (seg, pi) = match found {
+        Some(f) => f,
+        None => {
+            let (slot, _clean) = st.arena.alloc_slots(1)?;
+            let seg = st.arena.slot_addr(slot) as usize;
+            SegHdr::at(seg).init_runs(si);
+            link_seg(st, cen, seg);
+            cen.nsegs += 1;
+            (seg, segment::HDR_PAGES)
+        }
+    };
+    let hdr = SegHdr::at(seg);
+    hdr.mark(pi, k, true);
+    if hdr.n_free == 0 {
+        unlink_seg(st, cen, seg);
+    }
+    for p in pi..pi + k {
+        let d = &mut hdr.descs[p];
+        d.run_start = pi as u8;
+        d.bin_plus1 = 0;
+        d.flags = 0;
+    }
+    {
+        let d = &mut hdr.descs[pi];
+        d.used = 0;
+        d.bump = 0;
+        d.free_head = 0;
+        d.next = 0;
+        d.prev = 0;
+    }
+    // Block-start pages get their bin in the descriptor, the S110 meta and the tag,
+    // all before any block of the run is handed out (release stores).
+    let tag = tagmap::encode(bin, si);
+    let first_page = segment::page_id(base, seg, 0) as usize;
+    for blk in 0..info.blocks as usize {
+        let p = pi + (blk * info.size as usize) / PAGE_SIZE;
+        if hdr.descs[p].bin_plus1 == 0 {
+            hdr.descs[p].bin_plus1 = bin as u16 + 1;
+            if C::S110_META {
+                hdr.meta[p].store(bin as u16 + 1, Ordering::Release);
+            }
+            if C::PTAG != crate::Ptag::Off {
+                tagmap::store(st.arena.tag_array(), first_page + p, tag);
+            }
+        }
+    }
+    let id = segment::page_id(base, seg, pi);
+    link_partial(cen, base, bin, id);
+    Some(id)
+}
+
+/// Release the empty run at page `pi` of `seg`: clear its block-start marks,
+/// free its pages, and give the segment back to the arena when it is empty and
+/// not the shard's last one.
+unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, seg: usize, pi: usize) {
+    let base = st.arena.base.load(Ordering::Relaxed);
+    unlink_partial(cen, base, bin, segment::page_id(base, seg, pi));
+    let hdr = SegHdr::at(seg);
+    let k = BINS[bin].run_pages as usize;
+    let first_page = segment::page_id(base, seg, 0) as usize;
+    for p in pi..pi + k {
+        if hdr.descs[p].bin_plus1 != 0 {
+            hdr.descs[p].bin_plus1 = 0;
+            if C::S110_META {
+                hdr.meta[p].store(0, Ordering::Release);
+            }
+            if C::PTAG != crate::Ptag::Off {
+                tagmap::store(st.arena.tag_array(), first_page + p, 0);
+            }
+        }
+    }
+    hdr.mark(pi, k, false);
+    if hdr.listed == 0 {
+        link_seg(st, cen, seg);
+    }
+    if hdr.n_free as usize == USABLE_PAGES && cen.nsegs > 1 {
+        unlink_seg(st, cen, seg);
+        cen.nsegs -= 1;
+        hdr.magic = 0;
+        let slot = segment::slot_index(base, seg);
+        st.arena.free_slots(slot, 1, C::PURGE);
+    }
+}
+
+fn link_seg<C: Config>(st: &State<C>, cen: &mut Central, seg: usize) {
+    let base = st.arena.base.load(Ordering::Relaxed);
+    let me = segment::slot_index(base, seg) as u32 + 1;
+    // SAFETY: `seg` is a committed runs segment of this shard (lock held).
+    let hdr = unsafe { SegHdr::at(seg) };
+    hdr.prev_seg = 0;
+    hdr.next_seg = cen.segs;
+    hdr.listed = 1;
+    if cen.segs != 0 {
+        // SAFETY: as above, for the current list head.
+        unsafe { SegHdr::at(st.arena.slot_addr(cen.segs as usize - 1) as usize).prev_seg = me };
+    }
+    cen.segs = me;
+}
+
+fn unlink_seg<C: Config>(st: &State<C>, cen: &mut Central, seg: usize) {
+    // SAFETY: `seg` is a committed runs segment of this shard (lock held).
+    let hdr = unsafe { SegHdr::at(seg) };
+    let (prev, next) = (hdr.prev_seg, hdr.next_seg);
+    hdr.listed = 0;
+    hdr.prev_seg = 0;
+    hdr.next_seg = 0;
+    if prev == 0 {
+        cen.segs = next;
+    } else {
+        // SAFETY: list members are committed runs segments of this shard.
+        unsafe { SegHdr::at(st.arena.slot_addr(prev as usize - 1) as usize).next_seg = next };
+    }
+    if next != 0 {
+        // SAFETY: as above.
+        unsafe { SegHdr::at(st.arena.slot_addr(next as usize - 1) as usize).prev_seg = prev };
+    }
+}
+
+const _: () = assert!(SEG_SIZE / PAGE_SIZE <= 256, "run_start is a u8");

@@ -1,0 +1,212 @@
+//! Size classes ("bins"): which block size serves a request, how many pages a
+//! run of the class takes, and how many blocks move per refill or flush.
+//!
+//! Owns: the bin table and the size → bin mapping. Must never: touch memory.
+//!
+//! Bins 0..128 are the small classes 16..2048 in 16-byte steps (one page per
+//! run); 128..132 the sub-4 KiB classes 2304, 2816, 3328, 3840 (two-page runs);
+//! 132..148 the medium classes 4..64 KiB in 4 KiB steps (one block per run of
+//! `size / 4 KiB` pages). Larger requests are "large" (`LARGE_BIN`).
+
+use crate::os::{PAGE_SHIFT, PAGE_SIZE};
+
+/// Number of small classes (16..=2048 step 16).
+pub const SMALL_BINS: usize = 128;
+/// Largest small size.
+pub const SMALL_MAX: usize = 2048;
+/// Sizes of the sub-4 KiB classes.
+pub const SUB4K_SIZES: [usize; 4] = [2304, 2816, 3328, 3840];
+/// First medium bin.
+pub const MEDIUM_FIRST: usize = SMALL_BINS + SUB4K_SIZES.len();
+/// Number of medium classes (4..=64 KiB step 4 KiB).
+pub const MEDIUM_BINS: usize = 16;
+/// Largest medium size; anything above is large.
+pub const MEDIUM_MAX: usize = MEDIUM_BINS * PAGE_SIZE;
+/// Number of bins a thread cache holds.
+pub const NBINS: usize = MEDIUM_FIRST + MEDIUM_BINS;
+/// Marker bin for large blocks in page meta and tags.
+pub const LARGE_BIN: usize = NBINS;
+
+/// Static description of one bin.
+#[derive(Clone, Copy)]
+pub struct BinInfo {
+    /// Block size in bytes.
+    pub size: u32,
+    /// Pages per run.
+    pub run_pages: u16,
+    /// Blocks per run.
+    pub blocks: u16,
+    /// Blocks moved per refill / flush.
+    pub batch: u16,
+    /// A thread cache holding more than this many blocks flushes `batch` of them.
+    pub max_cached: u16,
+}
+
+const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
+    let blocks = run_pages * PAGE_SIZE / size;
+    let batch = if size <= 256 {
+        32
+    } else if size <= SMALL_MAX {
+        let b = 8192 / size;
+        if b < 8 {
+            8
+        } else {
+            b
+        }
+    } else if size < PAGE_SIZE {
+        4
+    } else {
+        let b = MEDIUM_MAX / size;
+        if b < 2 {
+            2
+        } else if b > 16 {
+            16
+        } else {
+            b
+        }
+    };
+    BinInfo {
+        size: size as u32,
+        run_pages: run_pages as u16,
+        blocks: blocks as u16,
+        batch: batch as u16,
+        max_cached: (2 * batch) as u16,
+    }
+}
+
+const fn build_table() -> [BinInfo; NBINS] {
+    let mut t = [BinInfo { size: 0, run_pages: 0, blocks: 0, batch: 0, max_cached: 0 }; NBINS];
+    let mut i = 0;
+    while i < SMALL_BINS {
+        t[i] = bin_info((i + 1) * 16, 1);
+        i += 1;
+    }
+    let mut j = 0;
+    while j < SUB4K_SIZES.len() {
+        t[SMALL_BINS + j] = bin_info(SUB4K_SIZES[j], 2);
+        j += 1;
+    }
+    let mut k = 0;
+    while k < MEDIUM_BINS {
+        t[MEDIUM_FIRST + k] = bin_info((k + 1) * PAGE_SIZE, k + 1);
+        k += 1;
+    }
+    t
+}
+
+/// The bin table.
+pub static BINS: [BinInfo; NBINS] = build_table();
+
+/// Bin of a small request (`size <= SMALL_MAX`); size 0 maps to the 16-byte class.
+#[inline(always)]
+pub fn small_bin(size: usize) -> usize {
+    ((size + 15) >> 4).max(1) - 1
+}
+
+/// Bin of an unaligned request of at most `MEDIUM_MAX` bytes.
+#[inline]
+pub fn bin_of(size: usize) -> usize {
+    if size <= SMALL_MAX {
+        small_bin(size)
+    } else if size <= SUB4K_SIZES[3] {
+        let mut j = 0;
+        while SUB4K_SIZES[j] < size {
+            j += 1;
+        }
+        SMALL_BINS + j
+    } else {
+        medium_bin(size)
+    }
+}
+
+/// Medium bin whose run of whole pages holds `size` bytes (`size <= MEDIUM_MAX`).
+#[inline]
+fn medium_bin(size: usize) -> usize {
+    MEDIUM_FIRST + ((size + PAGE_SIZE - 1) >> PAGE_SHIFT).max(1) - 1
+}
+
+/// Bin that serves `size` bytes at alignment `align` (a power of two), or `None`
+/// when the request is large. Every block of the returned bin is `align`-aligned:
+/// runs are page-aligned and a small class whose size is a multiple of `align`
+/// keeps every block on it; above the small classes only whole-page bins are used.
+#[inline]
+pub fn bin_for(size: usize, align: usize) -> Option<usize> {
+    if align <= 16 {
+        return if size <= MEDIUM_MAX { Some(bin_of(size)) } else { None };
+    }
+    if align > PAGE_SIZE || size > MEDIUM_MAX {
+        return None;
+    }
+    let rounded = (size.max(1) + align - 1) & !(align - 1);
+    if rounded <= SMALL_MAX {
+        Some(small_bin(rounded))
+    } else if rounded <= MEDIUM_MAX {
+        Some(medium_bin(rounded))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_classes_are_16_byte_steps() {
+        assert_eq!(small_bin(0), 0);
+        assert_eq!(small_bin(1), 0);
+        assert_eq!(small_bin(16), 0);
+        assert_eq!(small_bin(17), 1);
+        assert_eq!(small_bin(2048), 127);
+        for s in 1..=SMALL_MAX {
+            let b = bin_of(s);
+            assert!(BINS[b].size as usize >= s);
+            assert!(b == 0 || (BINS[b - 1].size as usize) < s, "size {s} not in the tightest bin");
+        }
+    }
+
+    #[test]
+    fn every_size_up_to_medium_max_fits_its_bin() {
+        for s in 1..=MEDIUM_MAX {
+            let b = bin_of(s);
+            assert!(b < NBINS);
+            assert!(BINS[b].size as usize >= s, "size {s} bin {b}");
+            assert!(b == 0 || (BINS[b - 1].size as usize) < s, "size {s} not in the tightest bin");
+        }
+        assert_eq!(bin_of(2049), SMALL_BINS);
+        assert_eq!(bin_of(3841), MEDIUM_FIRST);
+        assert_eq!(bin_of(MEDIUM_MAX), NBINS - 1);
+    }
+
+    #[test]
+    fn runs_hold_their_blocks() {
+        for (i, b) in BINS.iter().enumerate() {
+            assert!(b.blocks >= 1, "bin {i}");
+            assert!(b.blocks as usize * b.size as usize <= b.run_pages as usize * PAGE_SIZE);
+            assert!(b.batch >= 1 && b.max_cached > b.batch);
+            assert_eq!(b.size % 16, 0);
+        }
+        assert_eq!(BINS[MEDIUM_FIRST + 15].run_pages, 16);
+    }
+
+    #[test]
+    fn aligned_bins_keep_every_block_aligned() {
+        let mut align = 32;
+        while align <= PAGE_SIZE {
+            for size in [1, 8, align - 1, align, align + 1, 3 * align, 5000, 40000] {
+                if let Some(b) = bin_for(size, align) {
+                    let info = BINS[b];
+                    assert!(info.size as usize >= size);
+                    for k in 0..info.blocks as usize {
+                        assert_eq!((k * info.size as usize) % align, 0, "bin {b} align {align}");
+                    }
+                } else {
+                    assert!(size > MEDIUM_MAX || (size.max(1) + align - 1) / align * align > MEDIUM_MAX);
+                }
+            }
+            align *= 2;
+        }
+        assert_eq!(bin_for(100, 8192), None);
+        assert_eq!(bin_for(MEDIUM_MAX + 1, 16), None);
+    }
+}

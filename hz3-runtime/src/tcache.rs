@@ -1,0 +1,222 @@
+//! The per-thread cache: one intrusive free list per bin.
+//!
+//! Owns: the `ThreadCache` layout, the hot pop/push, and the batched refill and
+//! flush between a bin and its shard. Must never: take a lock on the hot path,
+//! or hold blocks of another shard (a remote block goes to `remote`).
+
+use crate::remote::{self, RemoteSlot, RSLOTS};
+use crate::shard::{self, next_of, set_next, Chain};
+use crate::size_class::{BINS, NBINS};
+use crate::stats::{Counters, Ctr};
+use crate::{Config, State};
+
+/// One bin of a thread cache.
+#[repr(C)]
+pub struct Bin {
+    /// First cached block (null when empty).
+    pub head: *mut u8,
+    /// Cached blocks.
+    pub count: u32,
+    /// Flush threshold (`BINS[bin].max_cached`).
+    pub max: u32,
+}
+
+/// A thread's cache for one generated type (lives in its own mapping, recycled).
+#[repr(C)]
+pub struct ThreadCache {
+    /// Bins, indexed like `size_class::BINS`.
+    pub bins: [Bin; NBINS],
+    /// The owner shard this thread holds.
+    pub shard: u32,
+    /// Remote-free slots holding blocks.
+    pub remote_pending: u32,
+    /// Buffered remote frees, by (owner, bin).
+    pub remote: [RemoteSlot; RSLOTS],
+    /// This thread's counters (cumulative over every thread that used this cache).
+    pub ctr: Counters,
+    /// Next cache ever created (for stats snapshots).
+    pub all_next: *mut ThreadCache,
+    /// Next cache in the pool of unused caches.
+    pub pool_next: *mut ThreadCache,
+}
+
+impl ThreadCache {
+    /// Prepare a freshly mapped (zeroed) or recycled cache for a thread on `shard`.
+    pub fn reset(&mut self, shard: usize) {
+        for (b, info) in self.bins.iter_mut().zip(BINS.iter()) {
+            b.head = core::ptr::null_mut();
+            b.count = 0;
+            b.max = info.max_cached as u32;
+        }
+        self.shard = shard as u32;
+        self.remote_pending = 0;
+        for r in self.remote.iter_mut() {
+            *r = RemoteSlot::EMPTY;
+        }
+    }
+
+    /// Count an event when stats are on.
+    #[inline(always)]
+    pub fn count<C: Config>(&self, k: Ctr) {
+        if C::STATS {
+            self.ctr.bump_owned(k);
+        }
+    }
+}
+
+/// Hot pop; null when the bin is empty.
+///
+/// # Safety
+/// `tc` is this thread's live cache and `bin < NBINS`.
+#[inline(always)]
+pub unsafe fn pop(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
+    let b = (*tc).bins.get_unchecked_mut(bin);
+    let p = b.head;
+    if !p.is_null() {
+        b.head = next_of(p);
+        b.count -= 1;
+    }
+    p
+}
+
+/// Hot push of a block owned by this thread's shard.
+///
+/// # Safety
+/// `tc` is this thread's live cache; `p` is a free block of `bin` owned by its shard.
+#[inline(always)]
+pub unsafe fn push<C: Config>(tc: *mut ThreadCache, bin: usize, p: *mut u8) {
+    let b = (*tc).bins.get_unchecked_mut(bin);
+    set_next(p, b.head);
+    b.head = p;
+    b.count += 1;
+    if b.count > b.max {
+        flush::<C>(tc, bin);
+    }
+}
+
+/// Refill an empty bin and return one block: drain the shard's inbox first
+/// (remote frees of our own blocks), else take a batch from the central.
+/// Null when out of memory.
+///
+/// # Safety
+/// `tc` is this thread's live cache and bin `bin` is empty.
+#[cold]
+#[inline(never)]
+pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
+    let st = C::state();
+    let tcr = &mut *tc;
+    tcr.count::<C>(Ctr::Refills);
+    if tcr.remote_pending != 0 {
+        remote::publish_all::<C>(st, tcr);
+    }
+    let si = tcr.shard as usize;
+    let sh = shard::shard(st, si);
+    let mut head = sh.inbox.take(bin);
+    let mut n = 0u32;
+    if head.is_null() {
+        sh.lock.lock();
+        let chain = shard::take(st, si, bin, BINS[bin].batch as u32);
+        sh.lock.unlock();
+        head = chain.head;
+        n = chain.n;
+    } else {
+        let mut b = head;
+        while !b.is_null() {
+            n += 1;
+            b = next_of(b);
+        }
+    }
+    if head.is_null() {
+        return head;
+    }
+    let bn = &mut tcr.bins[bin];
+    bn.head = next_of(head);
+    bn.count = n - 1;
+    if bn.count > bn.max {
+        flush::<C>(tc, bin);
+    }
+    head
+}
+
+/// Move `batch` blocks of an over-full bin back to the shard central.
+///
+/// # Safety
+/// `tc` is this thread's live cache and bin `bin` holds more than `batch` blocks.
+#[cold]
+#[inline(never)]
+pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
+    let st = C::state();
+    let tcr = &mut *tc;
+    tcr.count::<C>(Ctr::Flushes);
+    let b = &mut tcr.bins[bin];
+    let n = (BINS[bin].batch as u32).min(b.count);
+    let chain = split_front(b, n);
+    give_chain::<C>(st, tcr.shard as usize, bin, chain);
+}
+
+/// Detach the first `n` blocks of a bin as a chain.
+unsafe fn split_front(b: &mut Bin, n: u32) -> Chain {
+    let head = b.head;
+    let mut tail = head;
+    for _ in 1..n {
+        tail = next_of(tail);
+    }
+    b.head = next_of(tail);
+    b.count -= n;
+    set_next(tail, core::ptr::null_mut());
+    Chain { head, tail, n }
+}
+
+/// Give a chain of blocks of shard `si` back to its central (takes the lock).
+///
+/// # Safety
+/// The blocks are free blocks of `bin` owned by shard `si`.
+pub unsafe fn give_chain<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain) {
+    if chain.n == 0 {
+        return;
+    }
+    let sh = shard::shard(st, si);
+    sh.lock.lock();
+    shard::give(st, si, bin, chain);
+    sh.lock.unlock();
+}
+
+/// Empty every bin into the central and publish buffered remote frees
+/// (thread exit).
+///
+/// # Safety
+/// `tc` is the exiting thread's cache.
+pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
+    let st = C::state();
+    let tcr = &mut *tc;
+    remote::publish_all::<C>(st, tcr);
+    for bin in 0..NBINS {
+        let b = &mut tcr.bins[bin];
+        if b.count > 0 {
+            let n = b.count;
+            let chain = split_front(b, n);
+            give_chain::<C>(st, tcr.shard as usize, bin, chain);
+        }
+    }
+}
+
+/// Give everything waiting in shard `si`'s inbox to its central (used when the
+/// shard's last thread leaves, so the runs can be released).
+///
+/// # Safety
+/// Shard `si` exists.
+pub unsafe fn drain_inbox<C: Config>(st: &State<C>, si: usize) {
+    let sh = shard::shard(st, si);
+    for bin in 0..NBINS {
+        let head = sh.inbox.take(bin);
+        if head.is_null() {
+            continue;
+        }
+        let mut chain = Chain { head, tail: head, n: 1 };
+        while !next_of(chain.tail).is_null() {
+            chain.tail = next_of(chain.tail);
+            chain.n += 1;
+        }
+        give_chain::<C>(st, si, bin, chain);
+    }
+}

@@ -1,0 +1,227 @@
+//! Thread and process life cycle of one generated type.
+//!
+//! Owns: creating a thread's cache on first use (shard assignment, pthread key
+//! registration), tearing it down at thread exit (flush, publish, release the
+//! shard), the `fork()` handlers, the exit stats line, and "direct mode" — the
+//! lock-protected path that serves threads with no cache (during libc
+//! registration, after their own teardown). Must never: allocate through the
+//! engine while holding a lock, or leave a shard id taken by an exited thread.
+
+use core::sync::atomic::Ordering;
+
+use crate::shard::{self, Chain};
+use crate::stats::{Ctr, StatsSnapshot, NCTR};
+use crate::tcache::{self, ThreadCache};
+use crate::{Config, State};
+
+/// TLS value of a thread whose cache was torn down (serve it in direct mode).
+pub const TORN: usize = 1;
+
+/// This thread's cache pointer as stored (null, `TORN`, or a live cache).
+#[inline(always)]
+pub fn raw<C: Config>() -> *mut ThreadCache {
+    C::tls_get() as *mut ThreadCache
+}
+
+/// Whether a raw TLS value is a live cache.
+#[inline(always)]
+pub fn is_live(tc: *mut ThreadCache) -> bool {
+    tc as usize > TORN
+}
+
+/// This thread's cache, created on first use; null when the thread must be
+/// served in direct mode (torn down, registering, or no memory).
+#[cold]
+#[inline(never)]
+pub fn cache<C: Config>() -> *mut ThreadCache {
+    let tc = raw::<C>();
+    if is_live(tc) {
+        return tc;
+    }
+    let st = C::state();
+    if tc as usize == TORN || !st.ensure_init() || !register::<C>(st) {
+        return core::ptr::null_mut();
+    }
+    create::<C>(st)
+}
+
+/// Register the thread-exit key, fork handlers and exit line once. False while
+/// the registration is running (a re-entrant call from libc is served directly).
+fn register<C: Config>(st: &State<C>) -> bool {
+    match st.registered.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire) {
+        Ok(_) => {}
+        Err(2) => return true,
+        Err(_) => return false,
+    }
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor is an `extern "C" fn`
+    // that accepts any pointer we stored with pthread_setspecific.
+    if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit::<C>)) } == 0 {
+        st.key.store(key + 1, Ordering::Relaxed);
+    }
+    // SAFETY: the handlers are `extern "C" fn()`s valid for the whole process.
+    unsafe {
+        libc::pthread_atfork(Some(fork_prepare::<C>), Some(fork_parent::<C>), Some(fork_child::<C>));
+    }
+    if C::STATS {
+        // SAFETY: as above; the handler only reads counters and writes to stderr.
+        unsafe { libc::atexit(print_at_exit::<C>) };
+    }
+    // Release: the key is visible to threads that see the registration done.
+    st.registered.store(2, Ordering::Release);
+    true
+}
+
+fn create<C: Config>(st: &State<C>) -> *mut ThreadCache {
+    st.pool_lock.lock();
+    let mut tc = st.pool_free.load(Ordering::Relaxed) as *mut ThreadCache;
+    if !tc.is_null() {
+        // SAFETY: pool members are caches mapped below and not in use.
+        st.pool_free.store(unsafe { (*tc).pool_next } as usize, Ordering::Relaxed);
+    }
+    st.pool_lock.unlock();
+    if tc.is_null() {
+        let bytes = (core::mem::size_of::<ThreadCache>() + crate::os::PAGE_SIZE - 1) & !(crate::os::PAGE_SIZE - 1);
+        tc = crate::os::map_rw(bytes) as *mut ThreadCache;
+        if tc.is_null() {
+            return tc;
+        }
+        st.pool_lock.lock();
+        // SAFETY: `tc` is a fresh zeroed mapping of a whole ThreadCache (all-zero
+        // is a valid value: null pointers, zero counters).
+        unsafe { (*tc).all_next = st.pool_all.load(Ordering::Relaxed) as *mut ThreadCache };
+        st.pool_all.store(tc as usize, Ordering::Relaxed);
+        st.pool_lock.unlock();
+    }
+    let si = acquire_shard::<C>(st);
+    // SAFETY: `tc` is ours alone until published to TLS below.
+    unsafe { (*tc).reset(si) };
+    // Publish to TLS before pthread_setspecific: that call may allocate, and the
+    // re-entrant allocation must find this cache instead of creating another.
+    C::tls_set(tc as *mut u8);
+    let key = st.key.load(Ordering::Relaxed);
+    if key != 0 {
+        // SAFETY: the key was created by `register`.
+        unsafe { libc::pthread_setspecific(key - 1, tc as *const libc::c_void) };
+    }
+    tc
+}
+
+/// Take the lowest free shard id, or share the least loaded one when all are taken.
+fn acquire_shard<C: Config>(st: &State<C>) -> usize {
+    for i in 0..C::SHARDS {
+        if shard::shard(st, i).live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            return i;
+        }
+    }
+    let mut best = 0;
+    let mut best_live = u32::MAX;
+    for i in 0..C::SHARDS {
+        let l = shard::shard(st, i).live.load(Ordering::Relaxed);
+        if l < best_live {
+            best = i;
+            best_live = l;
+        }
+    }
+    shard::shard(st, best).live.fetch_add(1, Ordering::AcqRel);
+    best
+}
+
+/// pthread key destructor: flush the cache, publish remote frees, release the shard.
+extern "C" fn thread_exit<C: Config>(arg: *mut libc::c_void) {
+    let tc = arg as *mut ThreadCache;
+    if !is_live(tc) {
+        return;
+    }
+    // Later allocations of this thread (other destructors) go to direct mode.
+    C::tls_set(TORN as *mut u8);
+    let st = C::state();
+    // SAFETY: `tc` is this thread's cache and no longer reachable through TLS.
+    unsafe {
+        tcache::drain_all::<C>(tc);
+        let si = (*tc).shard as usize;
+        if shard::shard(st, si).live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            tcache::drain_inbox::<C>(st, si);
+        }
+        st.pool_lock.lock();
+        (*tc).pool_next = st.pool_free.load(Ordering::Relaxed) as *mut ThreadCache;
+        st.pool_free.store(tc as usize, Ordering::Relaxed);
+        st.pool_lock.unlock();
+    }
+}
+
+/// Direct mode allocation of one block of `bin` (from shard 0's central).
+pub fn direct_alloc<C: Config>(st: &State<C>, bin: usize) -> *mut u8 {
+    st.shared_ctr.bump_shared(Ctr::Allocs);
+    let sh = shard::shard(st, 0);
+    sh.lock.lock();
+    // SAFETY: shard 0's lock is held.
+    let chain = unsafe { shard::take(st, 0, bin, 1) };
+    sh.lock.unlock();
+    chain.head
+}
+
+/// Direct mode free of block `p` of `bin` owned by `owner`.
+///
+/// # Safety
+/// `p` is a live block of `bin` owned by shard `owner`.
+pub unsafe fn direct_free<C: Config>(st: &State<C>, p: *mut u8, bin: usize, owner: usize) {
+    let mut c = Chain::EMPTY;
+    c.push_back(p);
+    tcache::give_chain::<C>(st, owner, bin, c);
+}
+
+extern "C" fn fork_prepare<C: Config>() {
+    let st = C::state();
+    if !st.ready() {
+        return;
+    }
+    st.pool_lock.lock();
+    for i in 0..C::SHARDS {
+        shard::shard(st, i).lock.lock();
+    }
+    st.arena.lock.lock();
+    st.huge.lock.lock();
+}
+
+extern "C" fn fork_parent<C: Config>() {
+    let st = C::state();
+    if !st.ready() {
+        return;
+    }
+    st.huge.lock.unlock();
+    st.arena.lock.unlock();
+    for i in (0..C::SHARDS).rev() {
+        shard::shard(st, i).lock.unlock();
+    }
+    st.pool_lock.unlock();
+}
+
+extern "C" fn fork_child<C: Config>() {
+    let st = C::state();
+    if st.ready() {
+        st.reset_locks_after_fork();
+    }
+}
+
+extern "C" fn print_at_exit<C: Config>() {
+    crate::stats::print_lines(C::NAME, &snapshot::<C>());
+}
+
+/// Sum of every cache's counters and the shared set.
+pub fn snapshot<C: Config>() -> StatsSnapshot {
+    let st = C::state();
+    let mut sums = [0u64; NCTR];
+    st.shared_ctr.add_to(&mut sums);
+    st.pool_lock.lock();
+    let mut tc = st.pool_all.load(Ordering::Relaxed) as *mut ThreadCache;
+    while !tc.is_null() {
+        // SAFETY: caches are never unmapped; counters are atomics.
+        unsafe {
+            (*tc).ctr.add_to(&mut sums);
+            tc = (*tc).all_next;
+        }
+    }
+    st.pool_lock.unlock();
+    StatsSnapshot::from_sums(&sums)
+}
