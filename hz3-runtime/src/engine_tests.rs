@@ -274,3 +274,59 @@ mod counted {
         assert_eq!(d.local + d.remote, 500);
     }
 }
+
+mod trimmed {
+    use super::*;
+    use crate::arena::{SLOT_HEAD, SLOT_TAIL};
+    test_config!(ctrim, true, false, Ptag::Late, false, 4);
+
+    fn held_slots() -> usize {
+        let st = <ctrim::T as Config>::state();
+        (0..st.arena.slot_count()).filter(|&i| matches!(st.arena.slot_state(i), SLOT_HEAD | SLOT_TAIL)).count()
+    }
+
+    #[test]
+    fn exited_threads_give_back_their_segments() {
+        let hs: Vec<_> = (0..4u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut x = t + 1;
+                    let mut live = Vec::new();
+                    for _ in 0..20_000 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        let n = match (x >> 40) % 10 {
+                            0..=6 => 16 + (x >> 20) as usize % 2032,
+                            7 | 8 => 4096 + (x >> 20) as usize % 28000,
+                            _ => 70_000 + (x >> 20) as usize % 500_000,
+                        };
+                        // SAFETY: align 16 is a power of two.
+                        let p = unsafe { alloc::<ctrim::T>(n, 16) };
+                        pattern(p, n.min(64));
+                        live.push((p as usize, n));
+                    }
+                    // Free half here and hand the rest to the main thread.
+                    let rest = live.split_off(live.len() / 2);
+                    for (p, n) in live {
+                        check(p as *mut u8, n.min(64));
+                        // SAFETY: p is live.
+                        unsafe { free::<ctrim::T>(p as *mut u8) };
+                    }
+                    rest
+                })
+            })
+            .collect();
+        let rest: Vec<Vec<(usize, usize)>> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        std::thread::spawn(move || {
+            for (p, n) in rest.into_iter().flatten() {
+                check(p as *mut u8, n.min(64));
+                // SAFETY: p is live; the allocating thread has exited.
+                unsafe { free::<ctrim::T>(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(held_slots(), 0, "every segment and large block returned to the arena");
+        let st = <ctrim::T as Config>::state();
+        assert!(st.arena.dirty_slots() <= crate::large::LARGE_CACHE_SLOTS);
+    }
+}

@@ -17,8 +17,8 @@ use crate::size_class::LARGE_BIN;
 use crate::sync::SpinLock;
 use crate::{tagmap, Config, Ptag, State};
 
-/// Freed large slots kept resident for reuse (16 MiB) before purging starts.
-pub const LARGE_CACHE_SLOTS: usize = 16;
+/// Freed large slots kept resident for reuse (8 MiB) before purging starts.
+pub const LARGE_CACHE_SLOTS: usize = 8;
 /// Requests of at least this share of the arena (1/16) are mapped directly.
 const ARENA_SHARE_SHIFT: u32 = 4;
 
@@ -173,6 +173,8 @@ impl HugeRegistry {
         HugeRegistry { lock: SpinLock::new(), table: AtomicUsize::new(0), cap: AtomicUsize::new(0), used: AtomicUsize::new(0) }
     }
 
+    // Called only with `lock` held, which makes the returned slice exclusive.
+    #[allow(clippy::mut_from_ref)]
     fn slots(&self) -> &mut [HugeEntry] {
         let cap = self.cap.load(Ordering::Relaxed);
         if cap == 0 {
@@ -218,7 +220,8 @@ impl HugeRegistry {
 
     fn grow(&self) -> bool {
         let old_cap = self.cap.load(Ordering::Relaxed);
-        let new_cap = (old_cap * 2).max(PAGE_SIZE / core::mem::size_of::<HugeEntry>());
+        // Capacity stays a power of two: probing masks with `cap - 1`.
+        let new_cap = (old_cap * 2).max(128);
         let bytes = new_cap * core::mem::size_of::<HugeEntry>();
         let t = os::map_rw(bytes);
         if t.is_null() {

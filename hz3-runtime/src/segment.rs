@@ -61,6 +61,9 @@ pub struct SegHdr {
     pub owner: u32,
     /// Free pages (bit set = free).
     pub free_map: [u64; PAGES_PER_SEG / 64],
+    /// Free pages whose memory is still resident (bit set = dirty); purging
+    /// clears them.
+    pub dirty_map: [u64; PAGES_PER_SEG / 64],
     /// Number of free pages.
     pub n_free: u32,
     /// Slot index + 1 of the next/previous segment on the shard's list of
@@ -133,6 +136,7 @@ impl SegHdr {
         self.owner = owner as u32;
         self.free_map = [!0u64; PAGES_PER_SEG / 64];
         self.free_map[0] &= !((1u64 << HDR_PAGES) - 1);
+        self.dirty_map = [0; PAGES_PER_SEG / 64];
         self.n_free = USABLE_PAGES as u32;
         self.next_seg = 0;
         self.prev_seg = 0;
@@ -200,6 +204,47 @@ impl SegHdr {
         } else {
             self.n_free += k as u32;
         }
+    }
+}
+
+impl SegHdr {
+    /// Mark pages `[pi, pi+k)` dirty (`true`) or clean; returns how many changed.
+    pub fn mark_dirty(&mut self, pi: usize, k: usize, dirty: bool) -> u32 {
+        let mut changed = 0;
+        for p in pi..pi + k {
+            let bit = 1u64 << (p % 64);
+            let was = self.dirty_map[p / 64] & bit != 0;
+            if was != dirty {
+                self.dirty_map[p / 64] ^= bit;
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    /// Purge every dirty page of this segment (contiguous ranges at a time);
+    /// returns the number of pages purged.
+    ///
+    /// # Safety
+    /// `self` is the header of a committed runs segment; dirty pages hold no data.
+    pub unsafe fn purge_dirty(&mut self) -> u32 {
+        let seg = self as *mut SegHdr as *mut u8;
+        let mut purged = 0;
+        let mut p = HDR_PAGES;
+        while p < PAGES_PER_SEG {
+            if self.dirty_map[p / 64] & (1u64 << (p % 64)) == 0 {
+                p += 1;
+                continue;
+            }
+            let start = p;
+            while p < PAGES_PER_SEG && self.dirty_map[p / 64] & (1u64 << (p % 64)) != 0 {
+                p += 1;
+            }
+            crate::os::purge(seg.add(start * PAGE_SIZE), (p - start) * PAGE_SIZE);
+            purged += (p - start) as u32;
+        }
+        self.dirty_map = [0; PAGES_PER_SEG / 64];
+        purged
     }
 }
 

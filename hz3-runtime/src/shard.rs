@@ -79,7 +79,12 @@ struct Central {
     segs: u32,
     /// Segments this shard owns.
     nsegs: u32,
+    /// Free pages of this shard's segments still resident (purge candidates).
+    dirty: u32,
 }
+
+/// A shard purges its dirty free pages once they exceed this many (4 MiB).
+pub const PURGE_THRESHOLD_PAGES: u32 = 1024;
 
 /// One owner shard.
 #[repr(C, align(64))]
@@ -199,6 +204,8 @@ pub unsafe fn take<C: Config>(st: &State<C>, si: usize, bin: usize, want: u32) -
 pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain) {
     let cen = shard(st, si).central();
     let base = st.arena.base.load(Ordering::Relaxed);
+    // A shard with no thread keeps nothing in reserve.
+    let keep = shard(st, si).live.load(Ordering::Relaxed) > 0;
     let mut b = chain.head;
     let mut left = chain.n;
     while left > 0 {
@@ -214,8 +221,8 @@ pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain
         if d.flags & IN_PARTIAL == 0 {
             link_partial(cen, base, bin, id);
         }
-        if d.used == 0 && !(cen.partial[bin] == id && d.next == 0) {
-            release_run(st, cen, bin, seg, rs);
+        if d.used == 0 && !(keep && cen.partial[bin] == id && d.next == 0) {
+            release_run(st, cen, bin, seg, rs, keep);
         }
         b = next;
         left -= 1;
@@ -293,6 +300,7 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     };
     let hdr = SegHdr::at(seg);
     hdr.mark(pi, k, true);
+    cen.dirty -= hdr.mark_dirty(pi, k, false);
     if hdr.n_free == 0 {
         unlink_seg(st, cen, seg);
     }
@@ -333,8 +341,8 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
 
 /// Release the empty run at page `pi` of `seg`: clear its block-start marks,
 /// free its pages, and give the segment back to the arena when it is empty and
-/// not the shard's last one.
-unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, seg: usize, pi: usize) {
+/// not the last one a live shard (`keep`) holds on to.
+unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, seg: usize, pi: usize, keep: bool) {
     let base = st.arena.base.load(Ordering::Relaxed);
     unlink_partial(cen, base, bin, segment::page_id(base, seg, pi));
     let hdr = SegHdr::at(seg);
@@ -355,12 +363,70 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
     if hdr.listed == 0 {
         link_seg(st, cen, seg);
     }
-    if hdr.n_free as usize == USABLE_PAGES && cen.nsegs > 1 {
-        unlink_seg(st, cen, seg);
-        cen.nsegs -= 1;
-        hdr.magic = 0;
-        let slot = segment::slot_index(base, seg);
-        st.arena.free_slots(slot, 1, C::PURGE);
+    if C::PURGE {
+        cen.dirty += hdr.mark_dirty(pi, k, true);
+    }
+    if hdr.n_free as usize == USABLE_PAGES && (cen.nsegs > 1 || !keep) {
+        return_segment(st, cen, seg);
+    } else if C::PURGE && cen.dirty > PURGE_THRESHOLD_PAGES {
+        purge_all(st, cen);
+    }
+}
+
+/// Give an empty segment back to the arena (purged when purging is on).
+unsafe fn return_segment<C: Config>(st: &State<C>, cen: &mut Central, seg: usize) {
+    let base = st.arena.base.load(Ordering::Relaxed);
+    let hdr = SegHdr::at(seg);
+    unlink_seg(st, cen, seg);
+    cen.nsegs -= 1;
+    cen.dirty -= hdr.mark_dirty(segment::HDR_PAGES, USABLE_PAGES, false);
+    hdr.magic = 0;
+    st.arena.free_slots(segment::slot_index(base, seg), 1, C::PURGE);
+}
+
+/// Purge the dirty free pages of every segment of the shard.
+unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
+    let mut s = cen.segs;
+    while s != 0 {
+        let hdr = SegHdr::at(st.arena.slot_addr(s as usize - 1) as usize);
+        cen.dirty -= hdr.purge_dirty();
+        s = hdr.next_seg;
+    }
+}
+
+/// Return what an idle shard holds: release its empty runs, give back its
+/// empty segments (the last one too) and purge dirty pages. Called when the
+/// shard's last thread leaves.
+///
+/// # Safety
+/// The caller holds shard `si`'s lock.
+pub unsafe fn trim<C: Config>(st: &State<C>, si: usize) {
+    let cen = shard(st, si).central();
+    let base = st.arena.base.load(Ordering::Relaxed);
+    for bin in 0..NBINS {
+        let mut id = cen.partial[bin];
+        while id != 0 {
+            let (seg, pi) = segment::from_page_id(base, id);
+            let d = &SegHdr::at(seg).descs[pi];
+            let next = d.next;
+            if d.used == 0 {
+                release_run(st, cen, bin, seg, pi, false);
+            }
+            id = next;
+        }
+    }
+    let mut s = cen.segs;
+    while s != 0 {
+        let seg = st.arena.slot_addr(s as usize - 1) as usize;
+        let hdr = SegHdr::at(seg);
+        let next = hdr.next_seg;
+        if hdr.n_free as usize == USABLE_PAGES {
+            return_segment(st, cen, seg);
+        }
+        s = next;
+    }
+    if C::PURGE {
+        purge_all(st, cen);
     }
 }
 

@@ -200,8 +200,8 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
     }
 }
 
-/// Give everything waiting in shard `si`'s inbox to its central (used when the
-/// shard's last thread leaves, so the runs can be released).
+/// Give everything waiting in shard `si`'s inbox to its central and trim the
+/// shard (used when the shard's last thread leaves, so its memory is returned).
 ///
 /// # Safety
 /// Shard `si` exists.
@@ -219,4 +219,7 @@ pub unsafe fn drain_inbox<C: Config>(st: &State<C>, si: usize) {
         }
         give_chain::<C>(st, si, bin, chain);
     }
+    sh.lock.lock();
+    shard::trim(st, si);
+    sh.lock.unlock();
 }

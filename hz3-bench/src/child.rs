@@ -1,0 +1,146 @@
+//! The child process: one (allocator, workload) run per process, so that its peak RSS
+//! belongs to that allocator alone.
+//!
+//! The parent re-executes `std::env::current_exe()` as `hz3-bench child <alloc> <workload>
+//! <mode>`; the child runs the workload (warm-up, then timed pass), reads its own peak RSS with
+//! `getrusage(RUSAGE_SELF)` and prints one `RESULT key=value …` line on stdout, which
+//! [`parse_result`] turns back into a [`RunResult`].
+
+use crate::allocators;
+use crate::workloads::{Mode, Workload};
+use std::process::Command;
+
+/// What one child run reports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunResult {
+    /// Counted ops of the timed pass.
+    pub ops: u64,
+    /// Seconds of the timed pass.
+    pub secs: f64,
+    /// Peak resident set of the child process, KiB (`ru_maxrss`, nothing subtracted).
+    pub maxrss_kib: u64,
+    /// Frees that went through a ring to another thread.
+    pub remote_frees: u64,
+    /// All frees counted by the workload (0 when it does not count them).
+    pub frees: u64,
+    /// hz3 counters after the run, warm-up included (hz3 presets built with `stats`),
+    /// `key:value;…`; empty otherwise.
+    pub hz3: String,
+}
+
+impl RunResult {
+    /// Throughput of the timed pass.
+    pub fn ops_per_sec(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.ops as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+    /// Share of frees that were remote, if the workload counts frees.
+    pub fn remote_share(&self) -> Option<f64> {
+        (self.frees > 0).then(|| self.remote_frees as f64 / self.frees as f64)
+    }
+}
+
+/// Peak RSS of this process in KiB.
+fn peak_rss_kib() -> u64 {
+    // SAFETY: `rusage` is plain old data, so all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable `rusage`; RUSAGE_SELF is a valid `who`.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    if rc == 0 {
+        ru.ru_maxrss as u64 // KiB on Linux
+    } else {
+        0
+    }
+}
+
+/// Entry point of `hz3-bench child <alloc> <workload> <mode>`; returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let [alloc, workload, mode] = args else {
+        eprintln!("usage: hz3-bench child <allocator> <workload> <quick|default|full>");
+        return 2;
+    };
+    let (Some(w), Some(mode)) = (Workload::by_name(workload), Mode::parse(mode)) else {
+        eprintln!("child: unknown workload {workload:?} or mode {mode:?}");
+        return 2;
+    };
+    let Some(o) = allocators::run_named(alloc, w, mode) else {
+        eprintln!("child: unknown allocator {alloc:?}");
+        return 2;
+    };
+    let rss = peak_rss_kib();
+    let hz3 = allocators::hz3_stats(alloc)
+        .filter(|s| *s != hz3_runtime::StatsSnapshot::default())
+        .map(|s| {
+            format!(
+                "allocs:{};local:{};remote:{};refills:{};flushes:{}",
+                s.allocs, s.local, s.remote, s.refills, s.flushes
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "RESULT ops={} secs={:.9} maxrss_kib={} remote={} frees={} hz3={}",
+        o.ops, o.secs, rss, o.remote_frees, o.frees, hz3
+    );
+    0
+}
+
+/// Parse the child's `RESULT …` line out of its stdout.
+pub fn parse_result(stdout: &str) -> Option<RunResult> {
+    let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT "))?;
+    let mut r = RunResult::default();
+    let mut seen = 0;
+    for kv in line.split_whitespace() {
+        let (k, v) = kv.split_once('=')?;
+        match k {
+            "ops" => r.ops = v.parse().ok()?,
+            "secs" => r.secs = v.parse().ok()?,
+            "maxrss_kib" => r.maxrss_kib = v.parse().ok()?,
+            "remote" => r.remote_frees = v.parse().ok()?,
+            "frees" => r.frees = v.parse().ok()?,
+            "hz3" => r.hz3 = v.to_string(),
+            _ => continue,
+        }
+        seen += 1;
+    }
+    (seen >= 5).then_some(r)
+}
+
+/// Run one child and collect its result; `Err` carries the reason (exit status, stderr).
+pub fn spawn(alloc: &str, workload: &str, mode: Mode) -> Result<RunResult, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let out = Command::new(exe)
+        .args(["child", alloc, workload, mode.name()])
+        .output()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("{}: {}", out.status, err.trim()));
+    }
+    parse_result(&stdout).ok_or_else(|| format!("no RESULT line in child output: {stdout:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_roundtrip() {
+        let r =
+            parse_result("noise\nRESULT ops=10 secs=0.5 maxrss_kib=2048 remote=3 frees=6 hz3=\n")
+                .unwrap();
+        assert_eq!(r.ops, 10);
+        assert_eq!(r.ops_per_sec(), 20.0);
+        assert_eq!(r.remote_share(), Some(0.5));
+        assert!(parse_result("RESULT ops=x").is_none());
+        assert!(parse_result("nothing").is_none());
+    }
+
+    #[test]
+    fn peak_rss_positive() {
+        assert!(peak_rss_kib() > 0);
+    }
+}

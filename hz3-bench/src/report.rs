@@ -1,0 +1,468 @@
+//! Summaries of the collected runs and their text forms: the markdown report (stdout and
+//! `results.md`), `results.csv` (one row per workload × allocator), `runs.csv` (every run),
+//! and the `--check` verifier that re-reads `results.csv`.
+//!
+//! "ratio" is always allocator ops/s ÷ mimalloc ops/s (medians, same run); > 1 is faster than
+//! mimalloc. The RSS ratio is peak RSS ÷ mimalloc's peak RSS; < 1 uses less memory.
+
+use crate::allocators::BASELINE;
+use crate::runner::Results;
+use crate::workloads::Workload;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Median of `v` (mean of the middle two for an even count); `None` when empty.
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Medians of one (workload, allocator) cell.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Workload.
+    pub workload: &'static Workload,
+    /// Allocator name.
+    pub alloc: String,
+    /// Successful / failed runs.
+    pub runs_ok: usize,
+    /// Failed runs.
+    pub runs_failed: usize,
+    /// Median ops/s (0 when no run succeeded).
+    pub ops_per_sec: f64,
+    /// Median ops/s ÷ mimalloc's median ops/s.
+    pub ratio: Option<f64>,
+    /// Median peak RSS, KiB.
+    pub rss_kib: f64,
+    /// Median peak RSS ÷ mimalloc's.
+    pub rss_ratio: Option<f64>,
+    /// Median measured remote-free share (workloads that count frees).
+    pub remote_share: Option<f64>,
+    /// ns per malloc/free pair (pair and batch loops): 2e9 / ops/s.
+    pub ns_per_pair: Option<f64>,
+}
+
+/// All rows, workload-major in plan order.
+pub struct Summary {
+    /// Rows.
+    pub rows: Vec<Row>,
+    /// Allocator names in order.
+    pub allocs: Vec<String>,
+    /// Workloads in order.
+    pub workloads: Vec<&'static Workload>,
+}
+
+impl Summary {
+    /// Summarise `res`.
+    pub fn new(res: &Results) -> Summary {
+        let base = res.alloc_index(BASELINE);
+        let mut rows = Vec::new();
+        for (wi, w) in res.plan.workloads.iter().enumerate() {
+            let med = |ai: usize| {
+                let c = res.cell(wi, ai);
+                let ops = median(c.ok.iter().map(|r| r.ops_per_sec()).collect()).unwrap_or(0.0);
+                let rss = median(c.ok.iter().map(|r| r.maxrss_kib as f64).collect()).unwrap_or(0.0);
+                (ops, rss)
+            };
+            let (base_ops, base_rss) = base.map(med).unwrap_or((0.0, 0.0));
+            for (ai, a) in res.plan.allocs.iter().enumerate() {
+                let c = res.cell(wi, ai);
+                let (ops, rss) = med(ai);
+                let div = |x: f64, b: f64| (x > 0.0 && b > 0.0).then(|| x / b);
+                rows.push(Row {
+                    workload: w,
+                    alloc: a.clone(),
+                    runs_ok: c.ok.len(),
+                    runs_failed: c.failed.len(),
+                    ops_per_sec: ops,
+                    ratio: div(ops, base_ops),
+                    rss_kib: rss,
+                    rss_ratio: div(rss, base_rss),
+                    remote_share: if w.reports_remote_share() {
+                        median(c.ok.iter().filter_map(|r| r.remote_share()).collect())
+                    } else {
+                        None
+                    },
+                    ns_per_pair: (w.reports_ns_per_pair() && ops > 0.0).then(|| 2e9 / ops),
+                });
+            }
+        }
+        Summary {
+            rows,
+            allocs: res.plan.allocs.clone(),
+            workloads: res.plan.workloads.clone(),
+        }
+    }
+
+    /// The row of (workload, allocator).
+    pub fn get(&self, workload: &str, alloc: &str) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.workload.name == workload && r.alloc == alloc)
+    }
+}
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Header facts printed above the tables.
+pub struct Meta {
+    /// `quick` / `default` / `full`.
+    pub mode: String,
+    /// Runs per cell.
+    pub runs: usize,
+    /// When the run started (UTC).
+    pub started: String,
+    /// Wall time of the whole run.
+    pub wall: String,
+    /// Free-form machine line (cores, load).
+    pub machine: String,
+}
+
+/// The markdown report.
+pub fn markdown(s: &Summary, m: &Meta) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# hz3-bench results\n");
+    let _ = writeln!(
+        o,
+        "mode `{}`, median of {} run(s) per cell, one child process per run, runs interleaved across allocators; \
+         started {}, wall time {}; {}.\n",
+        m.mode, m.runs, m.started, m.wall, m.machine
+    );
+    let _ = writeln!(
+        o,
+        "Mops/s = million counted ops per second of the timed pass (median). ×mi = ratio: the allocator's \
+         ops/s ÷ mimalloc's ops/s in this run (> 1 = faster than mimalloc). RSS = peak RSS of the child \
+         process in MiB (getrusage ru_maxrss), with its ratio to mimalloc's in parentheses (< 1 = less memory).\n"
+    );
+    // Main table.
+    let _ = write!(o, "| workload |");
+    for a in &s.allocs {
+        let _ = write!(o, " {a} Mops/s | {a} ×mi | {a} RSS MiB |");
+    }
+    let _ = write!(o, "\n|---|");
+    for _ in &s.allocs {
+        let _ = write!(o, "---:|---:|---:|");
+    }
+    o.push('\n');
+    for w in &s.workloads {
+        let _ = write!(o, "| {} |", w.name);
+        for a in &s.allocs {
+            let r = s.get(w.name, a).expect("row");
+            if r.runs_ok == 0 {
+                let _ = write!(o, " FAILED | - | - |");
+                continue;
+            }
+            let _ = write!(
+                o,
+                " {:.2} | {} | {:.1} ({}) |",
+                r.ops_per_sec / 1e6,
+                opt(r.ratio, 2),
+                r.rss_kib / 1024.0,
+                opt(r.rss_ratio, 2)
+            );
+        }
+        o.push('\n');
+    }
+    // Remote share.
+    let remote: Vec<_> = s
+        .workloads
+        .iter()
+        .filter(|w| w.reports_remote_share())
+        .collect();
+    if !remote.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n## Remote frees\n\nMeasured share of frees that really were remote (went through a ring and were freed \
+             by another thread) ÷ all frees of the timed pass, median. When the neighbour's ring stays \
+             full (after a few drain-and-yield retries) mt_remote frees the block locally, so the share can fall \
+             short of R.\n"
+        );
+        let _ = write!(o, "| workload |");
+        for a in &s.allocs {
+            let _ = write!(o, " {a} |");
+        }
+        let _ = write!(o, "\n|---|{}\n", "---:|".repeat(s.allocs.len()));
+        for w in remote {
+            let _ = write!(o, "| {} |", w.name);
+            for a in &s.allocs {
+                let r = s.get(w.name, a).expect("row");
+                let _ = write!(
+                    o,
+                    " {} |",
+                    r.remote_share
+                        .map(|x| format!("{:.1}%", x * 100.0))
+                        .unwrap_or("-".into())
+                );
+            }
+            o.push('\n');
+        }
+    }
+    // ns per pair.
+    let pairs: Vec<_> = s
+        .workloads
+        .iter()
+        .filter(|w| w.reports_ns_per_pair())
+        .collect();
+    if !pairs.is_empty() {
+        let _ = writeln!(o, "\n## ns per malloc/free pair\n\nWall time of the timed pass ÷ malloc/free pairs (median; lower is better).\n");
+        let _ = write!(o, "| workload |");
+        for a in &s.allocs {
+            let _ = write!(o, " {a} |");
+        }
+        let _ = write!(o, "\n|---|{}\n", "---:|".repeat(s.allocs.len()));
+        for w in pairs {
+            let _ = write!(o, "| {} |", w.name);
+            for a in &s.allocs {
+                let r = s.get(w.name, a).expect("row");
+                let _ = write!(o, " {} |", opt(r.ns_per_pair, 2));
+            }
+            o.push('\n');
+        }
+    }
+    // Parameters.
+    let _ = writeln!(
+        o,
+        "\n## Workload parameters ({})\n\n| workload | parameters |\n|---|---|",
+        m.mode
+    );
+    let mode = crate::workloads::Mode::parse(&m.mode).unwrap_or(crate::workloads::Mode::Default);
+    for w in &s.workloads {
+        let _ = writeln!(o, "| {} | {} |", w.name, w.describe(mode));
+    }
+    // Failures.
+    let failed: Vec<_> = s.rows.iter().filter(|r| r.runs_failed > 0).collect();
+    if !failed.is_empty() {
+        let _ = writeln!(o, "\n## Failed runs\n");
+        for r in failed {
+            let _ = writeln!(
+                o,
+                "- {}/{}: {} of {} runs failed",
+                r.workload.name,
+                r.alloc,
+                r.runs_failed,
+                r.runs_failed + r.runs_ok
+            );
+        }
+    }
+    o
+}
+
+/// Quote a CSV field when needed.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Split one CSV line (RFC 4180 quoting, no embedded newlines).
+pub fn csv_split(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if cur.is_empty() => quoted = true,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Column names of `results.csv`.
+pub const CSV_HEADER: &str =
+    "workload,allocator,mode,runs_ok,runs_failed,ops_per_sec,mops_per_sec,ratio_vs_mimalloc,\
+peak_rss_kib,rss_ratio_vs_mimalloc,remote_share,ns_per_pair,params";
+
+/// `results.csv`: one row per (workload, allocator), medians.
+pub fn results_csv(s: &Summary, mode: crate::workloads::Mode) -> String {
+    let mut o = String::from(CSV_HEADER);
+    o.push('\n');
+    for r in &s.rows {
+        let _ = writeln!(
+            o,
+            "{},{},{},{},{},{:.0},{:.4},{},{:.0},{},{},{},{}",
+            r.workload.name,
+            r.alloc,
+            mode.name(),
+            r.runs_ok,
+            r.runs_failed,
+            r.ops_per_sec,
+            r.ops_per_sec / 1e6,
+            opt(r.ratio, 4),
+            r.rss_kib,
+            opt(r.rss_ratio, 4),
+            opt(r.remote_share, 4),
+            opt(r.ns_per_pair, 3),
+            csv_field(&r.workload.describe(mode))
+        );
+    }
+    o
+}
+
+/// `runs.csv`: every successful or failed child run.
+pub fn runs_csv(res: &Results) -> String {
+    let mut o = String::from("workload,allocator,run,ops,secs,ops_per_sec,peak_rss_kib,remote_frees,frees,hz3_stats,error\n");
+    for (wi, w) in res.plan.workloads.iter().enumerate() {
+        for (ai, a) in res.plan.allocs.iter().enumerate() {
+            let c = res.cell(wi, ai);
+            for (i, r) in c.ok.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "{},{},{},{},{:.6},{:.0},{},{},{},{},",
+                    w.name,
+                    a,
+                    i,
+                    r.ops,
+                    r.secs,
+                    r.ops_per_sec(),
+                    r.maxrss_kib,
+                    r.remote_frees,
+                    r.frees,
+                    csv_field(&r.hz3)
+                );
+            }
+            for e in &c.failed {
+                let _ = writeln!(o, "{},{},-,0,0,0,0,0,0,,{}", w.name, a, csv_field(e));
+            }
+        }
+    }
+    o
+}
+
+/// Re-read `results.csv` in `dir` and verify that every expected (workload, allocator) row is
+/// there with ops/s > 0 (empty expectations: the grid found in the file must be complete), and
+/// that `results.md` and `chart.svg` exist and look whole. Returns the number of rows checked.
+pub fn check_outputs(
+    dir: &Path,
+    workloads: &[&str],
+    allocs: &[String],
+) -> Result<usize, Vec<String>> {
+    let mut errs = Vec::new();
+    let csv = match std::fs::read_to_string(dir.join("results.csv")) {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(vec![format!(
+                "read {}: {e}",
+                dir.join("results.csv").display()
+            )])
+        }
+    };
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap_or("");
+    let cols = csv_split(header);
+    if header != CSV_HEADER {
+        errs.push(format!("results.csv: unexpected header {header:?}"));
+    }
+    let idx = |name: &str| cols.iter().position(|c| c == name);
+    let (Some(iw), Some(ia), Some(io)) = (idx("workload"), idx("allocator"), idx("ops_per_sec"))
+    else {
+        errs.push("results.csv: missing workload/allocator/ops_per_sec columns".into());
+        return Err(errs);
+    };
+    let mut found: Vec<(String, String, f64)> = Vec::new();
+    for (n, l) in lines.enumerate() {
+        let f = csv_split(l);
+        if f.len() != cols.len() {
+            errs.push(format!(
+                "results.csv line {}: {} fields, expected {}",
+                n + 2,
+                f.len(),
+                cols.len()
+            ));
+            continue;
+        }
+        match f[io].parse::<f64>() {
+            Ok(v) => found.push((f[iw].clone(), f[ia].clone(), v)),
+            Err(_) => errs.push(format!(
+                "results.csv line {}: ops_per_sec {:?} is not a number",
+                n + 2,
+                f[io]
+            )),
+        }
+    }
+    let mut ws: Vec<String> = workloads.iter().map(|s| s.to_string()).collect();
+    let mut als: Vec<String> = allocs.to_vec();
+    if ws.is_empty() {
+        ws = found.iter().map(|r| r.0.clone()).collect();
+        ws.dedup();
+    }
+    if als.is_empty() {
+        for r in &found {
+            if !als.contains(&r.1) {
+                als.push(r.1.clone());
+            }
+        }
+    }
+    for w in &ws {
+        for a in &als {
+            match found.iter().find(|r| &r.0 == w && &r.1 == a) {
+                None => errs.push(format!("results.csv: no row for {w}/{a}")),
+                Some(r) if r.2.is_nan() || r.2 <= 0.0 => {
+                    errs.push(format!("results.csv: {w}/{a} has ops/s {}", r.2))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    match std::fs::read_to_string(dir.join("results.md")) {
+        Ok(md)
+            if md.contains("| workload |")
+                && ws.iter().all(|w| md.contains(&format!("| {w} |"))) => {}
+        Ok(_) => errs.push("results.md: table or workload rows missing".into()),
+        Err(e) => errs.push(format!("results.md: {e}")),
+    }
+    match std::fs::read_to_string(dir.join("chart.svg")) {
+        Ok(svg) if svg.trim_start().starts_with("<svg") && svg.trim_end().ends_with("</svg>") => {}
+        Ok(_) => errs.push("chart.svg: not a complete <svg> document".into()),
+        Err(e) => errs.push(format!("chart.svg: {e}")),
+    }
+    if errs.is_empty() {
+        Ok(ws.len() * als.len())
+    } else {
+        Err(errs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn csv_quoting_roundtrip() {
+        let fields = ["a", "b,c", "say \"hi\"", ""];
+        let line = fields
+            .iter()
+            .map(|f| csv_field(f))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(csv_split(&line), fields);
+    }
+}

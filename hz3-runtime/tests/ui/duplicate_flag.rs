@@ -1,0 +1,5 @@
+hz3_runtime::hz3_allocator! {
+    pub struct A<stats: true, ptag: first, stats: false>;
+}
+
+fn main() {}

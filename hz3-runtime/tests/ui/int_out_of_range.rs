@@ -1,0 +1,5 @@
+hz3_runtime::hz3_allocator! {
+    pub struct A<shards: 4097>;
+}
+
+fn main() {}
