@@ -116,25 +116,29 @@ pub unsafe fn free<C: Config>(p: *mut u8) -> bool {
     if p.is_null() {
         return true;
     }
-    let st = C::state();
     let tc = thread::raw::<C>();
-    let live = is_live(tc);
-    let t = if live { Tally { c: &(*tc).ctr, owned: true } } else { Tally { c: &st.shared_ctr, owned: false } };
-    t.bump::<C>(Ctr::Calls);
-    match free_route::route::<C>(st, p as usize, t) {
-        Route::Block { bin, owner } => {
-            if C::FAILFAST {
-                failfast::check_free::<C>(st, "free", p as usize, bin);
-            }
-            if live && (*tc).shard as usize == owner {
-                t.bump::<C>(Ctr::Local);
-                tcache::push::<C>(tc, bin, p);
-            } else {
-                free_not_local::<C>(st, p, bin, owner);
-            }
-            true
+    if is_live(tc) {
+        let st = C::state();
+        if let Some((bin, owner)) = free_route::fast::<C>(st, p as usize, &(*tc).ctr) {
+            free_block::<C>(st, tc, p, bin, owner);
+            return true;
         }
-        r => free_rare::<C>(st, p, r, t),
+    }
+    free_slow::<C>(p, is_live(tc))
+}
+
+/// Free a small/medium block: a push when this thread's shard owns it.
+#[inline(always)]
+unsafe fn free_block<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u8, bin: usize, owner: usize) {
+    if C::FAILFAST {
+        failfast::check_free::<C>(st, "free", p as usize, bin);
+    }
+    if (*tc).shard as usize == owner {
+        (*tc).count::<C>(Ctr::Local);
+        tcache::push::<C>(tc, bin, p);
+    } else {
+        (*tc).count::<C>(Ctr::Remote);
+        remote::free::<C>(tc, p, bin, owner);
     }
 }
 
@@ -148,57 +152,51 @@ pub unsafe fn free<C: Config>(p: *mut u8) -> bool {
 pub unsafe fn dealloc<C: Config>(p: *mut u8, size: usize, align: usize) {
     if C::PTAG == Ptag::Off && !C::FREE_FAST && !C::FAILFAST && !(C::S110_META && C::STATS) {
         let st = C::state();
+        let tc = thread::raw::<C>();
         let off = (p as usize).wrapping_sub(st.arena.base.load(Ordering::Relaxed));
-        if let (true, Some(bin)) = (off < st.arena.len.load(Ordering::Relaxed), size_class::bin_for(size, align)) {
-            let owner = free_route::owner_of(p as usize);
-            let tc = thread::raw::<C>();
-            if C::STATS {
-                let t = if is_live(tc) { Tally { c: &(*tc).ctr, owned: true } } else { Tally { c: &st.shared_ctr, owned: false } };
-                t.bump::<C>(Ctr::Calls);
-                t.bump::<C>(if is_live(tc) && (*tc).shard as usize == owner { Ctr::Local } else { Ctr::Remote });
+        if is_live(tc) && off < st.arena.len.load(Ordering::Relaxed) {
+            if let Some(bin) = size_class::bin_for(size, align) {
+                free_block::<C>(st, tc, p, bin, free_route::owner_of(p as usize));
+                return;
             }
-            if is_live(tc) && (*tc).shard as usize == owner {
-                tcache::push::<C>(tc, bin, p);
-            } else {
-                free_not_local::<C>(st, p, bin, owner);
-            }
-            return;
         }
     }
     free::<C>(p);
 }
 
-/// A small/medium free that is not a push to this thread's cache: a remote
-/// free, a thread without a cache yet, or a torn-down thread.
+/// Everything that is not a hot small/medium free: a thread without a cache
+/// (first free, torn down; `counted == false`: route with shared counters),
+/// or a pointer the fast route did not resolve (header route, large blocks,
+/// direct mappings, foreign and invalid pointers).
 #[cold]
 #[inline(never)]
-unsafe fn free_not_local<C: Config>(st: &State<C>, p: *mut u8, bin: usize, owner: usize) {
+unsafe fn free_slow<C: Config>(p: *mut u8, counted: bool) -> bool {
+    let st = C::state();
     let mut tc = thread::raw::<C>();
-    if tc.is_null() {
-        tc = thread::cache::<C>();
-    }
-    if is_live(tc) {
-        let tcr: &ThreadCache = &*tc;
-        if tcr.shard as usize == owner {
-            tcr.count::<C>(Ctr::Local);
-            tcache::push::<C>(tc, bin, p);
-        } else {
-            tcr.count::<C>(Ctr::Remote);
-            remote::free::<C>(tc, p, bin, owner);
-        }
+    let r = if counted {
+        classify::<C>(st, p as usize)
     } else {
-        if C::STATS {
-            st.shared_ctr.bump_shared(Ctr::Remote);
-        }
-        thread::direct_free::<C>(st, p, bin, owner);
-    }
-}
-
-#[cold]
-#[inline(never)]
-unsafe fn free_rare<C: Config>(st: &State<C>, p: *mut u8, r: Route, t: Tally) -> bool {
+        free_route::route::<C>(st, p as usize, Tally { c: &st.shared_ctr, owned: false })
+    };
+    let t = if is_live(tc) { Tally { c: &(*tc).ctr, owned: true } } else { Tally { c: &st.shared_ctr, owned: false } };
     match r {
+        Route::Block { bin, owner } => {
+            if tc.is_null() {
+                tc = thread::cache::<C>();
+            }
+            if is_live(tc) {
+                free_block::<C>(st, tc, p, bin, owner);
+            } else {
+                if C::FAILFAST {
+                    failfast::check_free::<C>(st, "free", p as usize, bin);
+                }
+                t.bump::<C>(Ctr::Remote);
+                thread::direct_free::<C>(st, p, bin, owner);
+            }
+            true
+        }
         Route::Large => {
+            t.bump::<C>(Ctr::FreeOther);
             if C::FAILFAST && !large::is_live_block(st, p as usize) {
                 failfast::fail::<C>("free", p as usize, "not the start of a live large block");
             }
@@ -210,15 +208,18 @@ unsafe fn free_rare<C: Config>(st: &State<C>, p: *mut u8, r: Route, t: Tally) ->
             }
             true
         }
-        Route::Outside => large::huge_free(st, p as usize),
+        Route::Outside => {
+            t.bump::<C>(Ctr::FreeOther);
+            large::huge_free(st, p as usize)
+        }
         Route::Invalid(why) => {
             if C::FAILFAST {
                 failfast::fail::<C>("free", p as usize, why);
             }
+            t.bump::<C>(Ctr::FreeOther);
             t.bump::<C>(Ctr::Invalid);
             true
         }
-        Route::Block { .. } => true,
     }
 }
 

@@ -52,6 +52,78 @@ impl Tally<'_> {
     }
 }
 
+/// The hot route for a thread with a cache: `(bin, owner)` of a small/medium
+/// block, or `None` for everything else (not in the arena, large, a miss of
+/// every configured route) — the caller then takes the cold path, which
+/// finishes with the header route without counting the steps taken here again.
+///
+/// # Safety
+/// The state is initialised or `p` is outside its (empty) arena.
+#[inline(always)]
+pub unsafe fn fast<C: Config>(st: &State<C>, p: usize, c: &Counters) -> Option<(usize, usize)> {
+    let t = Tally { c, owned: true };
+    let off = p.wrapping_sub(st.arena.base.load(Ordering::Relaxed));
+    if off >= st.arena.len.load(Ordering::Relaxed) {
+        if C::S110_META && (C::FREE_FAST || C::STATS) {
+            t.bump::<C>(Ctr::SegMiss);
+        }
+        return None;
+    }
+    if C::PTAG == Ptag::First {
+        if let Some(r) = by_tag::<C>(st, off, t) {
+            return block(r);
+        }
+    }
+    if C::S110_META && (C::FREE_FAST || C::STATS) {
+        if let Some(r) = by_meta::<C>(st, p, t) {
+            return block(r);
+        }
+    }
+    if C::PTAG == Ptag::Late {
+        if let Some(r) = by_tag::<C>(st, off, t) {
+            return block(r);
+        }
+    }
+    if C::PTAG == Ptag::Off && !C::FREE_FAST {
+        // The header route is this configuration's only route: keep it hot.
+        return block(by_header::<C>(st, p));
+    }
+    None
+}
+
+#[inline(always)]
+fn block(r: Route) -> Option<(usize, usize)> {
+    match r {
+        Route::Block { bin, owner } => Some((bin, owner)),
+        _ => None,
+    }
+}
+
+/// The S110 step: segment header, then `bin_plus1` of the page. Routes only
+/// with `free_fast`; otherwise it observes (counts) and returns `None`.
+#[inline(always)]
+unsafe fn by_meta<C: Config>(st: &State<C>, p: usize, t: Tally) -> Option<Route> {
+    let seg = segment::seg_base(p);
+    let live = !C::FAILFAST || st.arena.slot_state(st.arena.slot_of(seg)) == SLOT_HEAD;
+    let hdr = SegHdr::at(seg);
+    if !(live && hdr.magic == SEG_MAGIC) {
+        t.bump::<C>(Ctr::SegMiss);
+        return None;
+    }
+    // Acquire pairs with the release store at run carve time.
+    let m = hdr.meta[segment::page_index(p)].load(Ordering::Acquire) as usize;
+    if m == 0 {
+        t.bump::<C>(Ctr::MetaZero);
+        return None;
+    }
+    t.bump::<C>(Ctr::MetaHit);
+    if C::FREE_FAST {
+        Some(decode_bin(m - 1, hdr.owner as usize))
+    } else {
+        None
+    }
+}
+
 #[inline(always)]
 fn decode_bin(bin: usize, owner: usize) -> Route {
     if bin == LARGE_BIN {
@@ -81,28 +153,12 @@ pub unsafe fn route<C: Config>(st: &State<C>, p: usize, t: Tally) -> Route {
         }
     }
     if C::S110_META && (C::FREE_FAST || C::STATS) {
-        let seg = segment::seg_base(p);
-        let live = !C::FAILFAST || st.arena.slot_state(st.arena.slot_of(seg)) == SLOT_HEAD;
-        let hdr = SegHdr::at(seg);
-        if live && hdr.magic == SEG_MAGIC {
-            t.bump::<C>(Ctr::SegHit);
-            // Acquire pairs with the release store at run carve time.
-            let m = hdr.meta[segment::page_index(p)].load(Ordering::Acquire) as usize;
-            if m != 0 {
-                t.bump::<C>(Ctr::MetaHit);
-                if C::FREE_FAST {
-                    return decode_bin(m - 1, hdr.owner as usize);
-                }
-            } else {
-                t.bump::<C>(Ctr::MetaZero);
-            }
-        } else {
-            t.bump::<C>(Ctr::SegMiss);
+        if let Some(r) = by_meta::<C>(st, p, t) {
+            return r;
         }
     }
     if C::PTAG == Ptag::Late {
         if let Some(r) = by_tag::<C>(st, off, t) {
-            t.bump::<C>(Ctr::FallbackPtag);
             return r;
         }
     }
@@ -112,14 +168,15 @@ pub unsafe fn route<C: Config>(st: &State<C>, p: usize, t: Tally) -> Route {
 /// The tag-map route: `None` on a zero (or undecodable) tag.
 #[inline(always)]
 unsafe fn by_tag<C: Config>(st: &State<C>, off: usize, t: Tally) -> Option<Route> {
-    t.bump::<C>(Ctr::PtagLookups);
     let tag = tagmap::load(st.arena.tag_array(), off >> crate::os::PAGE_SHIFT);
     if tag == 0 {
         t.bump::<C>(Ctr::PtagMiss);
         return None;
     }
-    if !(C::STATS || C::FAILFAST) {
-        // Tags are written only by this engine: trust them unless checking.
+    if !C::FAILFAST {
+        // Tags are written only by this engine: only failfast builds validate
+        // them (and count decode failures).
+        t.bump::<C>(Ctr::PtagHit);
         let (bin, owner) = tagmap::decode_trusted(tag);
         return Some(decode_bin(bin, owner));
     }
@@ -139,7 +196,7 @@ unsafe fn by_tag<C: Config>(st: &State<C>, off: usize, t: Tally) -> Option<Route
 }
 
 /// The header route: slot state, segment magic and kind, page descriptor.
-#[inline(never)]
+#[inline]
 pub unsafe fn by_header<C: Config>(st: &State<C>, p: usize) -> Route {
     let seg = segment::seg_base(p);
     if st.arena.slot_state(st.arena.slot_of(seg)) != SLOT_HEAD {

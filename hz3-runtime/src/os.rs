@@ -107,9 +107,3 @@ pub fn yield_now() {
         libc::sched_yield();
     }
 }
-
-/// Set the calling thread's `errno`.
-pub fn set_errno(e: i32) {
-    // SAFETY: __errno_location returns this thread's errno slot, always valid.
-    unsafe { *libc::__errno_location() = e }
-}

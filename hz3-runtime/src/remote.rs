@@ -45,7 +45,7 @@ fn key(owner: usize, bin: usize) -> u32 {
 ///
 /// # Safety
 /// `tc` is this thread's live cache; `p` is a live block of `bin` owned by `owner`.
-#[inline]
+#[inline(never)]
 pub unsafe fn free<C: Config>(tc: *mut ThreadCache, p: *mut u8, bin: usize, owner: usize) {
     let tcr = &mut *tc;
     let k = key(owner, bin);

@@ -9,19 +9,18 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Counter indices.
+/// Counter indices. Only independent events are counted on the hot path;
+/// `calls`, `seg_hit`, `ptag_lookups` and `fallback_ptag` are derived from them.
 #[derive(Clone, Copy)]
 #[repr(usize)]
 pub enum Ctr {
-    Calls,
-    SegHit,
+    /// Frees that were not small/medium (large, direct-mapped, foreign, invalid).
+    FreeOther,
     SegMiss,
     MetaHit,
     MetaZero,
-    FallbackPtag,
     Local,
     Remote,
-    PtagLookups,
     PtagHit,
     PtagMiss,
     PtagDecodeFail,
@@ -93,7 +92,8 @@ pub struct StatsSnapshot {
     pub ptag_hit: u64,
     /// Tag-map lookups that found zero.
     pub ptag_miss: u64,
-    /// Non-zero tags that did not decode to a valid bin and owner.
+    /// Non-zero tags that did not decode to a valid bin and owner (tags are
+    /// validated only with `failfast: true`; always 0 otherwise).
     pub ptag_decode_fail: u64,
     /// Allocation calls.
     pub allocs: u64,
@@ -110,19 +110,20 @@ pub struct StatsSnapshot {
 }
 
 impl StatsSnapshot {
-    /// Build from summed counters.
-    pub fn from_sums(s: &[u64; NCTR]) -> Self {
+    /// Build from summed counters; `ptag_late` says whether every tag hit was a
+    /// fallback after the S110 step (`ptag: late`).
+    pub fn from_sums(s: &[u64; NCTR], ptag_late: bool) -> Self {
         use Ctr::*;
         StatsSnapshot {
-            calls: s[Calls as usize],
-            seg_hit: s[SegHit as usize],
+            calls: s[Local as usize] + s[Remote as usize] + s[FreeOther as usize],
+            seg_hit: s[MetaHit as usize] + s[MetaZero as usize],
             seg_miss: s[SegMiss as usize],
             meta_hit: s[MetaHit as usize],
             meta_zero: s[MetaZero as usize],
-            fallback_ptag: s[FallbackPtag as usize],
+            fallback_ptag: if ptag_late { s[PtagHit as usize] } else { 0 },
             local: s[Local as usize],
             remote: s[Remote as usize],
-            ptag_lookups: s[PtagLookups as usize],
+            ptag_lookups: s[PtagHit as usize] + s[PtagMiss as usize] + s[PtagDecodeFail as usize],
             ptag_hit: s[PtagHit as usize],
             ptag_miss: s[PtagMiss as usize],
             ptag_decode_fail: s[PtagDecodeFail as usize],
@@ -260,16 +261,24 @@ mod tests {
     fn counters_sum() {
         let a = Counters::new();
         let b = Counters::new();
-        a.bump_owned(Ctr::Calls);
-        a.bump_owned(Ctr::Calls);
-        b.bump_shared(Ctr::Calls);
+        a.bump_owned(Ctr::Local);
+        a.bump_owned(Ctr::Local);
+        b.bump_shared(Ctr::FreeOther);
         b.bump_shared(Ctr::Remote);
+        a.bump_owned(Ctr::MetaHit);
+        b.bump_shared(Ctr::MetaZero);
+        a.bump_owned(Ctr::PtagHit);
+        b.bump_shared(Ctr::PtagMiss);
         let mut s = [0; NCTR];
         a.add_to(&mut s);
         b.add_to(&mut s);
-        let snap = StatsSnapshot::from_sums(&s);
-        assert_eq!(snap.calls, 3);
+        let snap = StatsSnapshot::from_sums(&s, true);
+        assert_eq!(snap.calls, 4);
         assert_eq!(snap.remote, 1);
-        assert_eq!(snap.local, 0);
+        assert_eq!(snap.local, 2);
+        assert_eq!(snap.seg_hit, 2);
+        assert_eq!(snap.ptag_lookups, 2);
+        assert_eq!(snap.fallback_ptag, 1);
+        assert_eq!(StatsSnapshot::from_sums(&s, false).fallback_ptag, 0);
     }
 }

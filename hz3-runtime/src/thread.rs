@@ -223,5 +223,5 @@ pub fn snapshot<C: Config>() -> StatsSnapshot {
         }
     }
     st.pool_lock.unlock();
-    StatsSnapshot::from_sums(&sums)
+    StatsSnapshot::from_sums(&sums, C::PTAG == crate::Ptag::Late)
 }
