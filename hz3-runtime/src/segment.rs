@@ -160,31 +160,56 @@ impl SegHdr {
     }
 
     #[inline]
+    #[cfg(test)]
     fn is_free(&self, pi: usize) -> bool {
         self.free_map[pi / 64] & (1u64 << (pi % 64)) != 0
     }
 
-    /// First page index of `k` contiguous free pages, if any.
+    /// First page index of `k` contiguous free pages, if any (first fit,
+    /// scanning runs of set bits a word at a time).
     pub fn find_run(&self, k: usize) -> Option<usize> {
         if (self.n_free as usize) < k {
             return None;
         }
-        let mut pi = HDR_PAGES;
-        while pi + k <= PAGES_PER_SEG {
-            let word = self.free_map[pi / 64] >> (pi % 64);
-            if word == 0 {
-                pi = (pi / 64 + 1) * 64;
+        let mut run_start = 0;
+        let mut run_len = 0;
+        for (w, &word) in self.free_map.iter().enumerate() {
+            if word == !0 {
+                if run_len == 0 {
+                    run_start = w * 64;
+                }
+                run_len += 64;
+                if run_len >= k {
+                    return Some(run_start);
+                }
                 continue;
             }
-            pi += word.trailing_zeros() as usize;
-            let mut run = 0;
-            while run < k && pi + run < PAGES_PER_SEG && self.is_free(pi + run) {
-                run += 1;
+            let mut b = 0;
+            while b < 64 {
+                let x = word >> b;
+                if x == 0 {
+                    run_len = 0;
+                    break;
+                }
+                let zeros = x.trailing_zeros() as usize;
+                if zeros > 0 {
+                    run_len = 0;
+                    b += zeros;
+                    continue;
+                }
+                let ones = x.trailing_ones() as usize;
+                if run_len == 0 {
+                    run_start = w * 64 + b;
+                }
+                run_len += ones;
+                if run_len >= k {
+                    return Some(run_start);
+                }
+                b += ones;
+                if b < 64 {
+                    run_len = 0;
+                }
             }
-            if run == k {
-                return Some(pi);
-            }
-            pi += run;
         }
         None
     }
@@ -287,6 +312,19 @@ mod tests {
         assert_eq!(h.find_run(1), None);
         h.mark(100, 3, false);
         assert_eq!(h.find_run(3), Some(100));
+        // Runs that cross word boundaries.
+        h.mark(60, 8, false);
+        assert_eq!(h.find_run(8), Some(60));
+        assert_eq!(h.find_run(4), Some(60));
+        h.mark(60, 8, true);
+        h.mark(120, 80, false);
+        assert_eq!(h.find_run(80), Some(120));
+        assert_eq!(h.find_run(81), None);
+        h.mark(120, 80, true);
+        h.mark(100, 3, true);
+        h.mark(PAGES_PER_SEG - 5, 5, false);
+        assert_eq!(h.find_run(5), Some(PAGES_PER_SEG - 5));
+        assert_eq!(h.find_run(6), None);
         // SAFETY: the mapping was made above and is no longer used.
         unsafe { crate::os::unmap(mem, SEG_SIZE) };
     }

@@ -81,6 +81,8 @@ struct Central {
     nsegs: u32,
     /// Free pages of this shard's segments still resident (purge candidates).
     dirty: u32,
+    /// Empty runs kept on each bin's partial list (`used == 0`).
+    empty: [u16; NBINS],
 }
 
 /// A shard purges its dirty free pages once they exceed this many (4 MiB).
@@ -176,6 +178,10 @@ pub unsafe fn take<C: Config>(st: &State<C>, si: usize, bin: usize, want: u32) -
         }
         let (seg, pi) = segment::from_page_id(base, id);
         let d = &mut SegHdr::at(seg).descs[pi];
+        if d.used == 0 && d.bump != 0 {
+            // A kept empty run goes back into use (fresh runs have bump == 0).
+            cen.empty[bin] -= 1;
+        }
         while chain.n < want && d.free_head != 0 {
             let b = (seg + d.free_head as usize) as *mut u8;
             let next = next_of(b);
@@ -221,8 +227,12 @@ pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain
         if d.flags & IN_PARTIAL == 0 {
             link_partial(cen, base, bin, id);
         }
-        if d.used == 0 && !(keep && cen.partial[bin] == id && d.next == 0) {
-            release_run(st, cen, bin, seg, rs, keep);
+        if d.used == 0 {
+            if keep && cen.empty[bin] < BINS[bin].keep_empty {
+                cen.empty[bin] += 1;
+            } else {
+                release_run(st, cen, bin, seg, rs, keep);
+            }
         }
         b = next;
         left -= 1;
@@ -410,6 +420,9 @@ pub unsafe fn trim<C: Config>(st: &State<C>, si: usize) {
             let d = &SegHdr::at(seg).descs[pi];
             let next = d.next;
             if d.used == 0 {
+                if d.bump != 0 {
+                    cen.empty[bin] -= 1;
+                }
                 release_run(st, cen, bin, seg, pi, false);
             }
             id = next;

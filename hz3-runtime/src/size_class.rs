@@ -38,8 +38,14 @@ pub struct BinInfo {
     pub blocks: u16,
     /// Blocks moved per refill / flush.
     pub batch: u16,
-    /// A thread cache holding more than this many blocks flushes `batch` of them.
+    /// Initial flush threshold of a thread-cache bin (blocks).
     pub max_cached: u16,
+    /// A bin that keeps hitting its threshold doubles it, up to this many blocks
+    /// (64 KiB of small blocks, 512 KiB of medium ones).
+    pub max_limit: u16,
+    /// Empty runs a live shard keeps for the bin instead of releasing them
+    /// (one small run; 128 KiB of medium runs).
+    pub keep_empty: u16,
 }
 
 const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
@@ -65,17 +71,33 @@ const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
             b
         }
     };
+    let budget = if size < PAGE_SIZE { 64 << 10 } else { 512 << 10 };
+    let mut limit = budget / size;
+    if limit > 1024 {
+        limit = 1024;
+    }
+    if limit < 2 * batch {
+        limit = 2 * batch;
+    }
     BinInfo {
         size: size as u32,
         run_pages: run_pages as u16,
         blocks: blocks as u16,
         batch: batch as u16,
         max_cached: (2 * batch) as u16,
+        max_limit: limit as u16,
+        keep_empty: if size < PAGE_SIZE {
+            1
+        } else if (128 << 10) / size > 1 {
+            ((128 << 10) / size) as u16
+        } else {
+            1
+        },
     }
 }
 
 const fn build_table() -> [BinInfo; NBINS] {
-    let mut t = [BinInfo { size: 0, run_pages: 0, blocks: 0, batch: 0, max_cached: 0 }; NBINS];
+    let mut t = [BinInfo { size: 0, run_pages: 0, blocks: 0, batch: 0, max_cached: 0, max_limit: 0, keep_empty: 0 }; NBINS];
     let mut i = 0;
     while i < SMALL_BINS {
         t[i] = bin_info((i + 1) * 16, 1);
@@ -184,6 +206,7 @@ mod tests {
             assert!(b.blocks >= 1, "bin {i}");
             assert!(b.blocks as usize * b.size as usize <= b.run_pages as usize * PAGE_SIZE);
             assert!(b.batch >= 1 && b.max_cached > b.batch);
+            assert!(b.max_limit >= b.max_cached);
             assert_eq!(b.size % 16, 0);
         }
         assert_eq!(BINS[MEDIUM_FIRST + 15].run_pages, 16);

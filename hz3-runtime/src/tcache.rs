@@ -17,7 +17,9 @@ pub struct Bin {
     pub head: *mut u8,
     /// Cached blocks.
     pub count: u32,
-    /// Flush threshold (`BINS[bin].max_cached`).
+    /// Flush threshold: starts at `BINS[bin].max_cached`, doubles (up to
+    /// `max_limit`) each time the bin fills up, so a bin whose working set is
+    /// larger stops trading blocks with the central.
     pub max: u32,
 }
 
@@ -115,7 +117,8 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     let mut n = 0u32;
     if head.is_null() {
         sh.lock.lock();
-        let chain = shard::take(st, si, bin, BINS[bin].batch as u32);
+        let want = (BINS[bin].batch as u32).max(tcr.bins[bin].max / 2);
+        let chain = shard::take(st, si, bin, want);
         sh.lock.unlock();
         head = chain.head;
         n = chain.n;
@@ -138,18 +141,27 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     head
 }
 
-/// Move `batch` blocks of an over-full bin back to the shard central.
+/// An over-full bin: raise its threshold while below the limit, else move
+/// blocks back to the shard central until it is half full.
 ///
 /// # Safety
-/// `tc` is this thread's live cache and bin `bin` holds more than `batch` blocks.
+/// `tc` is this thread's live cache and bin `bin` holds more than `max` blocks.
 #[cold]
 #[inline(never)]
 pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
     let st = C::state();
     let tcr = &mut *tc;
+    let limit = BINS[bin].max_limit as u32;
+    let b = &mut tcr.bins[bin];
+    if b.max < limit {
+        b.max = (b.max * 2).min(limit);
+        if b.count <= b.max {
+            return;
+        }
+    }
     tcr.count::<C>(Ctr::Flushes);
     let b = &mut tcr.bins[bin];
-    let n = (BINS[bin].batch as u32).min(b.count);
+    let n = b.count - b.max / 2;
     let chain = split_front(b, n);
     give_chain::<C>(st, tcr.shard as usize, bin, chain);
 }
