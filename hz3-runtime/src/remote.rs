@@ -68,7 +68,7 @@ pub unsafe fn free<C: Config>(tc: *mut ThreadCache, p: *mut u8, bin: usize, owne
     set_next(p, slot.head);
     slot.head = p;
     slot.n += 1;
-    if slot.n >= BINS[bin].batch as u32 {
+    if slot.n >= BINS[bin].remote_batch as u32 {
         publish_slot::<C>(C::state(), tcr, idx);
         tcr.remote_pending -= 1;
     }

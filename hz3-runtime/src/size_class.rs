@@ -43,6 +43,9 @@ pub struct BinInfo {
     /// A bin that keeps hitting its threshold doubles it, up to this many blocks
     /// (64 KiB of small blocks, 512 KiB of medium ones).
     pub max_limit: u16,
+    /// Remote frees of this bin buffered per (owner, bin) before they are
+    /// published (about 16 KiB, 2..=32 blocks).
+    pub remote_batch: u16,
     /// Empty runs a live shard keeps for the bin instead of releasing them
     /// (one small run; 128 KiB of medium runs).
     pub keep_empty: u16,
@@ -86,6 +89,16 @@ const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
         batch: batch as u16,
         max_cached: (2 * batch) as u16,
         max_limit: limit as u16,
+        remote_batch: {
+            let r = (16 << 10) / size;
+            if r < 2 {
+                2
+            } else if r > 32 {
+                32
+            } else {
+                r as u16
+            }
+        },
         keep_empty: if size < PAGE_SIZE {
             1
         } else if (128 << 10) / size > 1 {
@@ -97,7 +110,7 @@ const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
 }
 
 const fn build_table() -> [BinInfo; NBINS] {
-    let mut t = [BinInfo { size: 0, run_pages: 0, blocks: 0, batch: 0, max_cached: 0, max_limit: 0, keep_empty: 0 }; NBINS];
+    let mut t = [BinInfo { size: 0, run_pages: 0, blocks: 0, batch: 0, max_cached: 0, max_limit: 0, remote_batch: 0, keep_empty: 0 }; NBINS];
     let mut i = 0;
     while i < SMALL_BINS {
         t[i] = bin_info((i + 1) * 16, 1);

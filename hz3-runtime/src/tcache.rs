@@ -92,7 +92,7 @@ pub unsafe fn push<C: Config>(tc: *mut ThreadCache, bin: usize, p: *mut u8) {
     b.head = p;
     b.count += 1;
     if b.count > b.max {
-        flush::<C>(tc, bin);
+        flush::<C>(tc, bin, true);
     }
 }
 
@@ -136,24 +136,27 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     bn.head = next_of(head);
     bn.count = n - 1;
     if bn.count > bn.max {
-        flush::<C>(tc, bin);
+        // An inbox drain can bring any number of blocks: trim back without
+        // taking it as a sign that the bin's working set grew.
+        flush::<C>(tc, bin, false);
     }
     head
 }
 
-/// An over-full bin: raise its threshold while below the limit, else move
-/// blocks back to the shard central until it is half full.
+/// An over-full bin: when the thread's own frees filled it (`grow`), raise
+/// its threshold while below the limit; otherwise move blocks back to the
+/// shard central until it is half full.
 ///
 /// # Safety
 /// `tc` is this thread's live cache and bin `bin` holds more than `max` blocks.
 #[cold]
 #[inline(never)]
-pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
+pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize, grow: bool) {
     let st = C::state();
     let tcr = &mut *tc;
     let limit = BINS[bin].max_limit as u32;
     let b = &mut tcr.bins[bin];
-    if b.max < limit {
+    if grow && b.max < limit {
         b.max = (b.max * 2).min(limit);
         if b.count <= b.max {
             return;
