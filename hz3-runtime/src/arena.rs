@@ -251,22 +251,24 @@ impl Arena {
         result
     }
 
-    /// Return `[first, first+n)` to the free set; `purge` gives the memory back to
-    /// the OS first (the slots then read as zero).
+    /// Return `[first, first+n)` to the free set. The run stays resident (dirty)
+    /// while the arena's dirty slots stay within `dirty_limit`; beyond it the
+    /// memory is given back to the OS first (the slots then read as zero). The
+    /// decision is made under the lock so concurrent frees cannot overshoot.
     ///
     /// # Safety
     /// The slots must be a run handed out by `alloc_slots` holding no live data.
-    pub unsafe fn free_slots(&self, first: usize, n: usize, purge: bool) {
+    pub unsafe fn free_slots(&self, first: usize, n: usize, dirty_limit: usize) {
+        self.lock.lock();
+        let purge = self.dirty.load(Ordering::Relaxed) + n > dirty_limit;
         if purge {
             os::purge(self.slot_addr(first), n << SEG_SHIFT);
+        } else {
+            self.dirty.fetch_add(n, Ordering::Relaxed);
         }
-        self.lock.lock();
         let s = if purge { SLOT_CLEAN } else { SLOT_DIRTY };
         for j in first..first + n {
             self.set_state(j, s);
-        }
-        if !purge {
-            self.dirty.fetch_add(n, Ordering::Relaxed);
         }
         if first < self.hint.load(Ordering::Relaxed) {
             self.hint.store(first, Ordering::Relaxed);

@@ -104,9 +104,14 @@ fn block(r: Route) -> Option<(usize, usize)> {
 #[inline(always)]
 unsafe fn by_meta<C: Config>(st: &State<C>, p: usize, t: Tally) -> Option<Route> {
     let seg = segment::seg_base(p);
-    let live = !C::FAILFAST || st.arena.slot_state(st.arena.slot_of(seg)) == SLOT_HEAD;
+    // seg_from_ptr: the slot must be live before its header is read (a stray
+    // in-arena pointer may point into an uncommitted slot).
+    if st.arena.slot_state(st.arena.slot_of(seg)) != SLOT_HEAD {
+        t.bump::<C>(Ctr::SegMiss);
+        return None;
+    }
     let hdr = SegHdr::at(seg);
-    if !(live && hdr.magic == SEG_MAGIC) {
+    if hdr.magic != SEG_MAGIC {
         t.bump::<C>(Ctr::SegMiss);
         return None;
     }

@@ -119,8 +119,8 @@ pub unsafe fn free<C: Config>(st: &State<C>, p: usize) -> bool {
     }
     let n = hdr.large_slots as usize;
     hdr.magic = 0;
-    let purge = C::PURGE && st.arena.dirty_slots() + n > LARGE_CACHE_SLOTS;
-    st.arena.free_slots(segment::slot_index(base, seg), n, purge);
+    let limit = if C::PURGE { LARGE_CACHE_SLOTS } else { usize::MAX };
+    st.arena.free_slots(segment::slot_index(base, seg), n, limit);
     true
 }
 

@@ -159,12 +159,6 @@ impl SegHdr {
         unsafe { (*(&self.magic as *const u64 as *const core::sync::atomic::AtomicU64)).store(SEG_MAGIC, Ordering::Release) };
     }
 
-    #[inline]
-    #[cfg(test)]
-    fn is_free(&self, pi: usize) -> bool {
-        self.free_map[pi / 64] & (1u64 << (pi % 64)) != 0
-    }
-
     /// First page index of `k` contiguous free pages, if any (first fit,
     /// scanning runs of set bits a word at a time).
     pub fn find_run(&self, k: usize) -> Option<usize> {

@@ -391,7 +391,7 @@ unsafe fn return_segment<C: Config>(st: &State<C>, cen: &mut Central, seg: usize
     cen.nsegs -= 1;
     cen.dirty -= hdr.mark_dirty(segment::HDR_PAGES, USABLE_PAGES, false);
     hdr.magic = 0;
-    st.arena.free_slots(segment::slot_index(base, seg), 1, C::PURGE);
+    st.arena.free_slots(segment::slot_index(base, seg), 1, if C::PURGE { 0 } else { usize::MAX });
 }
 
 /// Purge the dirty free pages of every segment of the shard.
