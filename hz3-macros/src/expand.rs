@@ -183,8 +183,9 @@ fn expand_decl(decl: &Decl, rt: &TokenStream, tls_sym: &str) -> TokenStream {
             ///
             /// # Safety
             ///
-            /// `ptr` must be null or a block returned by this type's allocation
-            /// functions that has not been freed yet.
+            /// `ptr` must be null, a block returned by this type's allocation
+            /// functions that has not been freed yet, or a pointer this type never
+            /// handed out (then the answer is `None`).
             #[inline]
             pub unsafe fn usable_size(ptr: *const u8) -> ::core::option::Option<usize> {
                 // SAFETY: the caller upholds this function's contract, which is the
