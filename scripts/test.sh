@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole hz3 test suite, as CI runs it (`.ci/run` calls exactly this).
+#   1. system packages the real-program tests need (apt-get, only if missing)
+#   2. cargo test --workspace      unit, macro UI, flag-matrix, reliability tests
+#   3. tests/preload/run.sh        every preset under LD_PRELOAD: C API edge cases,
+#                                  python3, git, gcc, perl, sqlite3
+#   4. hz3-bench --quick --check   every workload × allocator completes, outputs parse
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+bash tests/preload/deps.sh
+
+step "cargo test --workspace"
+cargo test --workspace
+
+step "LD_PRELOAD presets"
+bash tests/preload/run.sh
+
+step "hz3-bench smoke test"
+cargo run --release -p hz3-bench -- --quick --check
+
+step "all test stages passed"
