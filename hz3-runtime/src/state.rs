@@ -39,6 +39,8 @@ pub struct State<C: Config> {
     pub pool_free: AtomicUsize,
     /// Every thread cache ever created (`*mut ThreadCache`), for snapshots.
     pub pool_all: AtomicUsize,
+    /// Caches handed to threads so far (paces the sweep for dead threads).
+    pub creates: AtomicUsize,
     /// Direct mappings (huge blocks, over-aligned blocks, arena exhaustion).
     pub huge: HugeRegistry,
     /// Counters of threads without a cache.
@@ -60,6 +62,7 @@ impl<C: Config> State<C> {
             pool_lock: SpinLock::new(),
             pool_free: AtomicUsize::new(0),
             pool_all: AtomicUsize::new(0),
+            creates: AtomicUsize::new(0),
             huge: HugeRegistry::new(),
             shared_ctr: Counters::new(),
             _c: PhantomData,

@@ -40,6 +40,10 @@ pub struct ThreadCache {
     pub all_next: *mut ThreadCache,
     /// Next cache in the pool of unused caches.
     pub pool_next: *mut ThreadCache,
+    /// Kernel thread id of the thread using this cache; 0 while the cache is
+    /// in the pool, or when it must never be reclaimed (inherited by a
+    /// `fork()` child). Written under the pool lock.
+    pub tid: i32,
 }
 
 impl ThreadCache {

@@ -73,6 +73,9 @@ fn register<C: Config>(st: &State<C>) -> bool {
 }
 
 fn create<C: Config>(st: &State<C>) -> *mut ThreadCache {
+    if st.creates.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+        sweep_dead::<C>(st);
+    }
     st.pool_lock.lock();
     let mut tc = st.pool_free.load(Ordering::Relaxed) as *mut ThreadCache;
     if !tc.is_null() {
@@ -94,8 +97,14 @@ fn create<C: Config>(st: &State<C>) -> *mut ThreadCache {
         st.pool_lock.unlock();
     }
     let si = acquire_shard::<C>(st);
-    // SAFETY: `tc` is ours alone until published to TLS below.
-    unsafe { (*tc).reset(si) };
+    // SAFETY: `tc` is ours alone until published to TLS below; `tid` is
+    // written under the pool lock (the sweep reads it there).
+    unsafe {
+        (*tc).reset(si);
+        st.pool_lock.lock();
+        (*tc).tid = libc::gettid();
+        st.pool_lock.unlock();
+    }
     // Publish to TLS before pthread_setspecific: that call may allocate, and the
     // re-entrant allocation must find this cache instead of creating another.
     C::tls_set(tc as *mut u8);
@@ -107,11 +116,17 @@ fn create<C: Config>(st: &State<C>) -> *mut ThreadCache {
     tc
 }
 
-/// Take the lowest free shard id, or share the least loaded one when all are taken.
+/// Take the lowest free shard id, or share the least loaded one when all are
+/// taken (after reclaiming the caches of threads that died without teardown).
 fn acquire_shard<C: Config>(st: &State<C>) -> usize {
-    for i in 0..C::SHARDS {
-        if shard::shard(st, i).live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            return i;
+    for attempt in 0..2 {
+        for i in 0..C::SHARDS {
+            if shard::shard(st, i).live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                return i;
+            }
+        }
+        if attempt == 0 {
+            sweep_dead::<C>(st);
         }
     }
     let mut best = 0;
@@ -138,15 +153,69 @@ extern "C" fn thread_exit<C: Config>(arg: *mut libc::c_void) {
     let st = C::state();
     // SAFETY: `tc` is this thread's cache and no longer reachable through TLS.
     unsafe {
-        tcache::drain_all::<C>(tc);
-        let si = (*tc).shard as usize;
-        if shard::shard(st, si).live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            tcache::drain_inbox::<C>(st, si);
-        }
+        st.pool_lock.lock();
+        (*tc).tid = 0;
+        st.pool_lock.unlock();
+        retire::<C>(st, tc);
         st.pool_lock.lock();
         (*tc).pool_next = st.pool_free.load(Ordering::Relaxed) as *mut ThreadCache;
         st.pool_free.store(tc as usize, Ordering::Relaxed);
         st.pool_lock.unlock();
+    }
+}
+
+/// Empty a cache whose thread is gone (flush, publish remote frees) and give
+/// up its shard.
+///
+/// # Safety
+/// No thread uses `tc` any more.
+unsafe fn retire<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
+    tcache::drain_all::<C>(tc);
+    let si = (*tc).shard as usize;
+    if shard::shard(st, si).live.fetch_sub(1, Ordering::AcqRel) == 1 {
+        tcache::drain_inbox::<C>(st, si);
+    }
+}
+
+/// Creations between two sweeps for dead threads.
+const SWEEP_EVERY: usize = 64;
+
+/// Reclaim the caches of threads that exited without running the thread-exit
+/// key destructor (a thread whose first allocation came in glibc's last
+/// destructor round). A cache is reclaimed only when the kernel says its
+/// thread id no longer exists in this process; a reused id only delays it.
+#[cold]
+fn sweep_dead<C: Config>(st: &State<C>) {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let mut tc = st.pool_all.load(Ordering::Relaxed) as *mut ThreadCache;
+    while !tc.is_null() {
+        // SAFETY: caches are never unmapped; `tid` is read and cleared under
+        // the pool lock, so one sweeper at most claims a dead cache.
+        let dead = unsafe {
+            st.pool_lock.lock();
+            let tid = (*tc).tid;
+            let dead = tid != 0
+                && libc::syscall(libc::SYS_tgkill, pid, tid, 0) == -1
+                && *libc::__errno_location() == libc::ESRCH;
+            if dead {
+                (*tc).tid = 0;
+            }
+            st.pool_lock.unlock();
+            dead
+        };
+        if dead {
+            // SAFETY: the thread that used `tc` no longer exists.
+            unsafe {
+                retire::<C>(st, tc);
+                st.pool_lock.lock();
+                (*tc).pool_next = st.pool_free.load(Ordering::Relaxed) as *mut ThreadCache;
+                st.pool_free.store(tc as usize, Ordering::Relaxed);
+                st.pool_lock.unlock();
+            }
+        }
+        // SAFETY: as above.
+        tc = unsafe { (*tc).all_next };
     }
 }
 
@@ -201,6 +270,21 @@ extern "C" fn fork_child<C: Config>() {
     let st = C::state();
     if st.ready() {
         st.reset_locks_after_fork();
+        // The other threads' caches may have been mid-operation at the fork:
+        // never reclaim them (they are simply lost to the child).
+        let me = raw::<C>();
+        let mut tc = st.pool_all.load(Ordering::Relaxed) as *mut ThreadCache;
+        while !tc.is_null() {
+            // SAFETY: only this thread exists in the child; caches are never unmapped.
+            unsafe {
+                if tc != me {
+                    (*tc).tid = 0;
+                } else {
+                    (*tc).tid = libc::gettid();
+                }
+                tc = (*tc).all_next;
+            }
+        }
     }
 }
 
