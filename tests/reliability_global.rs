@@ -264,20 +264,10 @@ fn fork_with_global_hz3() {
             let code = std::panic::catch_unwind(child_std_work).unwrap_or(20);
             unsafe { libc::_exit(code) };
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut status = 0;
-        loop {
-            if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
-                break;
-            }
-            if Instant::now() > deadline {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                unsafe { libc::waitpid(pid, &mut status, 0) };
-                stop.store(true, Ordering::Relaxed);
-                panic!("fork {f}: child hung");
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
+        let Ok(status) = wait_forked(pid, Duration::from_secs(30)) else {
+            stop.store(true, Ordering::Relaxed);
+            panic!("fork {f}: child hung");
+        };
         assert!(
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             "fork {f}: child failed (status {status:#x})"

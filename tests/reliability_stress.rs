@@ -462,21 +462,10 @@ fn fork_while_threads_allocate() {
             let code = std::panic::catch_unwind(|| fork_child_work(&mine)).unwrap_or(20);
             unsafe { libc::_exit(code) };
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut status = 0;
-        loop {
-            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-            if r == pid {
-                break;
-            }
-            if Instant::now() > deadline {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                unsafe { libc::waitpid(pid, &mut status, 0) };
-                stop.store(true, Ordering::Relaxed);
-                panic!("fork {f}: child hung (a lock held across fork?)");
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
+        let Ok(status) = wait_forked(pid, Duration::from_secs(30)) else {
+            stop.store(true, Ordering::Relaxed);
+            panic!("fork {f}: child hung (a lock held across fork?)");
+        };
         assert!(
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             "fork {f}: child failed: exited={} code={} signaled={} sig={}",

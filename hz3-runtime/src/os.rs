@@ -14,37 +14,19 @@ pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 /// Reserve `len` bytes of address space with no access (`PROT_NONE`, not committed).
 /// Returns null on failure.
 pub fn reserve(len: usize) -> *mut u8 {
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing
-    // touches no existing memory; the result is checked against MAP_FAILED.
-    let p = unsafe {
-        libc::mmap(
-            null_mut(),
-            len,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        null_mut()
-    } else {
-        p as *mut u8
-    }
+    map(len, libc::PROT_NONE)
 }
 
 /// Map `len` bytes read/write, demand-zero. Returns null on failure.
 pub fn map_rw(len: usize) -> *mut u8 {
-    // SAFETY: as in `reserve`: a fresh anonymous mapping, result checked.
+    map(len, libc::PROT_READ | libc::PROT_WRITE)
+}
+
+fn map(len: usize, prot: i32) -> *mut u8 {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing
+    // touches no existing memory; the result is checked against MAP_FAILED.
     let p = unsafe {
-        libc::mmap(
-            null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
+        libc::mmap(null_mut(), len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
     };
     if p == libc::MAP_FAILED {
         null_mut()

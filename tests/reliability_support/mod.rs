@@ -348,3 +348,25 @@ pub fn vm_size() -> usize {
 pub fn mib(n: usize) -> String {
     format!("{:.2} MiB", n as f64 / MIB as f64)
 }
+
+/// Wait up to `timeout` for the forked child `pid`. `Ok(status)` when it
+/// exited; `Err(())` when it hung, after killing and reaping it.
+pub fn wait_forked(pid: libc::pid_t, timeout: std::time::Duration) -> Result<i32, ()> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut status = 0;
+    loop {
+        // SAFETY: pid is our child; status is a valid out-pointer.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            return Ok(status);
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return Err(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
