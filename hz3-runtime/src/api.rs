@@ -7,7 +7,7 @@
 use core::sync::atomic::Ordering;
 
 use crate::free_route::{self, Route, Tally};
-use crate::size_class::{self, BINS, MEDIUM_MAX};
+use crate::size_class::{self, BINS, MEDIUM_MAX, SMALL_MAX};
 use crate::stats::{Ctr, StatsSnapshot};
 use crate::tcache::{self, ThreadCache};
 use crate::thread::{self, is_live};
@@ -22,10 +22,11 @@ const MAX_REQUEST: usize = 1 << 46;
 /// `align` is a power of two.
 #[inline(always)]
 pub unsafe fn alloc<C: Config>(size: usize, align: usize) -> *mut u8 {
-    if size <= MEDIUM_MAX && align <= 16 {
+    if align <= 16 && size <= MEDIUM_MAX {
         let tc = thread::raw::<C>();
         if is_live(tc) {
-            let p = tcache::pop(tc, size_class::bin_of(size));
+            let bin = if size <= SMALL_MAX { size_class::small_bin(size) } else { size_class::bin_of(size) };
+            let p = tcache::pop(tc, bin);
             if !p.is_null() {
                 (*tc).count::<C>(Ctr::Allocs);
                 if C::FAILFAST {

@@ -5,7 +5,7 @@
 //!
 //! Owns: the C contract on top of the engine entry points in
 //! [`crate::__private`] — the 16-byte minimum alignment, `malloc(0)` as a unique
-//! 1-byte block, `errno` (`ENOMEM` on failure, `EINVAL` for bad alignments;
+//! minimum-size block, `errno` (`ENOMEM` on failure, `EINVAL` for bad alignments;
 //! `posix_memalign` reports through its return value and leaves `errno` alone),
 //! the overflow checks of `calloc`, `reallocarray` and `pvalloc`, glibc's
 //! `realloc(p, 0)` (frees, returns null) and the hand-over of *foreign*
@@ -87,13 +87,6 @@ fn einval() -> *mut c_void {
 
 // ---------------------------------------------------------------------------
 // Small helpers
-
-/// True for sizes the hot path cannot hand to the engine as they are: 0 (a
-/// 1-byte request instead) and anything above [`MAX_REQUEST`].
-#[inline(always)]
-fn needs_care(size: usize) -> bool {
-    size.wrapping_sub(1) >= MAX_REQUEST
-}
 
 /// The system page size, read once from `sysconf` and cached.
 fn page_size() -> usize {
@@ -274,16 +267,15 @@ fn foreign_realloc<C: Config>(ptr: *mut c_void, size: usize) -> *mut c_void {
 // ---------------------------------------------------------------------------
 // The C entry points
 
-/// `malloc(size)`: 16-byte aligned; `malloc(0)` is a unique 1-byte block;
+/// `malloc(size)`: 16-byte aligned; `malloc(0)` is a unique minimum-size (16-byte) block;
 /// null with `ENOMEM` on failure.
 ///
 /// # Safety
 /// Callable from any thread at any time, as C's `malloc`.
 #[inline]
 pub unsafe fn malloc<C: Config>(size: usize) -> *mut c_void {
-    if needs_care(size) {
-        return aligned::<C>(MIN_ALIGN, size);
-    }
+    // The engine serves size 0 with a unique 16-byte block and answers null
+    // for sizes no mapping could hold, so no pre-check is needed here.
     engine_alloc::<C>(size, MIN_ALIGN)
 }
 
