@@ -151,7 +151,11 @@ unsafe fn free_block<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u8,
 /// `p` is a live block allocated by this type with this size and alignment.
 #[inline(always)]
 pub unsafe fn dealloc<C: Config>(p: *mut u8, size: usize, align: usize) {
-    if C::PTAG == Ptag::Off && !C::FREE_FAST && !C::FAILFAST && !(C::S110_META && C::STATS) {
+    // Header-route configurations only; failfast checks and the S110
+    // observation (stats) need the full route.
+    let header_route = C::PTAG == Ptag::Off && !C::FREE_FAST;
+    let observed = C::FAILFAST || (C::S110_META && C::STATS);
+    if header_route && !observed {
         let st = C::state();
         let tc = thread::raw::<C>();
         let off = (p as usize).wrapping_sub(st.arena.base.load(Ordering::Relaxed));

@@ -82,7 +82,7 @@ fn churn<C: Config>(seed: u64, ops: usize) {
     for _ in 0..ops {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let r = (x >> 33) as usize;
-        if live.len() > 500 || (r % 3 == 0 && !live.is_empty()) {
+        if live.len() > 500 || (r.is_multiple_of(3) && !live.is_empty()) {
             let (p, n, a) = live.swap_remove(r % live.len());
             check(p, n.min(256));
             // SAFETY: p is live, allocated with (n, a).
@@ -93,7 +93,7 @@ fn churn<C: Config>(seed: u64, ops: usize) {
                 7 | 8 => 2049 + r % 63000,
                 _ => 65537 + r % 600_000,
             };
-            let a = if r % 7 == 0 { 1 << (4 + (r >> 8) % 9) } else { 8 };
+            let a = if r.is_multiple_of(7) { 1 << (4 + (r >> 8) % 9) } else { 8 };
             // SAFETY: a is a power of two.
             let p = unsafe { alloc::<C>(n, a) };
             assert!(!p.is_null());

@@ -54,7 +54,7 @@ pub unsafe fn check_free<C: Config>(st: &State<C>, op: &str, p: usize, bin: usiz
     }
     let info = BINS[bin];
     let off = p - (seg + rs * PAGE_SIZE);
-    if off % info.size as usize != 0 || off / info.size as usize >= info.blocks as usize {
+    if !off.is_multiple_of(info.size as usize) || off / info.size as usize >= info.blocks as usize {
         fail::<C>(op, p, "interior pointer (not a block start)");
     }
     if st.live_bits.load(Ordering::Relaxed) != 0 {

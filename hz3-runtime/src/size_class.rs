@@ -237,7 +237,7 @@ mod tests {
                         assert_eq!((k * info.size as usize) % align, 0, "bin {b} align {align}");
                     }
                 } else {
-                    assert!(size > MEDIUM_MAX || (size.max(1) + align - 1) / align * align > MEDIUM_MAX);
+                    assert!(size > MEDIUM_MAX || size.max(1).div_ceil(align) * align > MEDIUM_MAX);
                 }
             }
             align *= 2;

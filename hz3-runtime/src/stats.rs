@@ -67,6 +67,12 @@ impl Counters {
     }
 }
 
+impl Default for Counters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A copy of one type's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
@@ -209,6 +215,12 @@ impl Line {
     pub fn emit(&mut self) {
         self.s("\n");
         crate::os::write_stderr(self.bytes());
+    }
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
