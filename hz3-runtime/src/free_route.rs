@@ -69,6 +69,20 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize, c: &Counters) -> Option<(
         }
         return None;
     }
+    if C::PTAG == Ptag::Late && C::S110_META && C::STATS && !C::FREE_FAST {
+        // The scale lane: the S110 step only observes and the tag map routes.
+        // The route does not depend on the order of the two loads, so read the
+        // tag first: a non-zero tag proves the segment live, and the observation
+        // then needs no slot check. Counted as before (observation, then a tag
+        // hit as a fallback).
+        let tag = tagmap::load(st.arena.tag_array(), off >> crate::os::PAGE_SHIFT);
+        if tag != 0 {
+            observe_meta::<C>(p, t);
+            t.bump::<C>(Ctr::PtagHit);
+            let (bin, owner) = tagmap::decode_trusted(tag);
+            return block(decode_bin(bin, owner));
+        }
+    }
     if C::PTAG == Ptag::First {
         if let Some(r) = by_tag::<C>(st, off, t) {
             return block(r);
@@ -89,6 +103,19 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize, c: &Counters) -> Option<(
         return block(by_header::<C>(st, p));
     }
     None
+}
+
+/// The S110 observation of a pointer whose segment is known live (its page
+/// has a tag): count whether the page meta is set.
+#[inline(always)]
+unsafe fn observe_meta<C: Config>(p: usize, t: Tally) {
+    let hdr = SegHdr::at(segment::seg_base(p));
+    // Acquire pairs with the release store at run carve time.
+    if hdr.meta[segment::page_index(p)].load(Ordering::Acquire) != 0 {
+        t.bump::<C>(Ctr::MetaHit);
+    } else {
+        t.bump::<C>(Ctr::MetaZero);
+    }
 }
 
 #[inline(always)]

@@ -44,7 +44,7 @@ pub struct BinInfo {
     /// (64 KiB of small blocks, 512 KiB of medium ones).
     pub max_limit: u16,
     /// Remote frees of this bin buffered per (owner, bin) before they are
-    /// published (about 16 KiB, 2..=32 blocks).
+    /// published (about 4 KiB, 2..=32 blocks: 64 slots hold at most ~256 KiB).
     pub remote_batch: u16,
     /// Empty runs a live shard keeps for the bin instead of releasing them
     /// (one small run; 128 KiB of medium runs).
@@ -90,7 +90,7 @@ const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
         max_cached: (2 * batch) as u16,
         max_limit: limit as u16,
         remote_batch: {
-            let r = (16 << 10) / size;
+            let r = (4 << 10) / size;
             if r < 2 {
                 2
             } else if r > 32 {
