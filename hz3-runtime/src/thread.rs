@@ -221,7 +221,9 @@ fn sweep_dead<C: Config>(st: &State<C>) {
 
 /// Direct mode allocation of one block of `bin` (from shard 0's central).
 pub fn direct_alloc<C: Config>(st: &State<C>, bin: usize) -> *mut u8 {
-    st.shared_ctr.bump_shared(Ctr::Allocs);
+    if C::STATS {
+        st.shared_ctr.bump_shared(Ctr::Allocs);
+    }
     let sh = shard::shard(st, 0);
     sh.lock.lock();
     // SAFETY: shard 0's lock is held.
