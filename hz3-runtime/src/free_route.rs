@@ -62,13 +62,50 @@ impl Tally<'_> {
 #[inline(always)]
 pub unsafe fn fast<C: Config>(st: &State<C>, p: usize, c: &Counters) -> Option<(usize, usize)> {
     let t = Tally { c, owned: true };
-    let off = p.wrapping_sub(st.arena.base.load(Ordering::Relaxed));
-    if off >= st.arena.len.load(Ordering::Relaxed) {
-        if C::S110_META && (C::FREE_FAST || C::STATS) {
-            t.bump::<C>(Ctr::SegMiss);
-        }
-        return None;
+    let off = in_arena::<C>(st, p, t)?;
+    if let Some(r) = steps::<C>(st, p, off, t) {
+        return block(r);
     }
+    if C::PTAG == Ptag::Off && !C::FREE_FAST {
+        // The header route is this configuration's only route: keep it hot.
+        return block(by_header::<C>(st, p));
+    }
+    None
+}
+
+/// Route `p` (non-null) by the configured routes, ending with the header route.
+///
+/// # Safety
+/// The state is initialised.
+#[inline(always)]
+pub unsafe fn route<C: Config>(st: &State<C>, p: usize, t: Tally) -> Route {
+    match in_arena::<C>(st, p, t) {
+        Some(off) => match steps::<C>(st, p, off, t) {
+            Some(r) => r,
+            None => by_header::<C>(st, p),
+        },
+        None => Route::Outside,
+    }
+}
+
+/// The arena offset of `p`, or `None` (counted as an S110 segment miss) when
+/// it is outside the arena.
+#[inline(always)]
+fn in_arena<C: Config>(st: &State<C>, p: usize, t: Tally) -> Option<usize> {
+    let off = p.wrapping_sub(st.arena.base.load(Ordering::Relaxed));
+    if off < st.arena.len.load(Ordering::Relaxed) {
+        return Some(off);
+    }
+    if C::S110_META && (C::FREE_FAST || C::STATS) {
+        t.bump::<C>(Ctr::SegMiss);
+    }
+    None
+}
+
+/// The configured route steps in the flags' order (`ptag: first`, the S110
+/// step, `ptag: late`); `None` when none of them routes `p`.
+#[inline(always)]
+unsafe fn steps<C: Config>(st: &State<C>, p: usize, off: usize, t: Tally) -> Option<Route> {
     if C::PTAG == Ptag::Late && C::S110_META && C::STATS && !C::FREE_FAST {
         // The scale lane: the S110 step only observes and the tag map routes.
         // The route does not depend on the order of the two loads, so read the
@@ -80,27 +117,21 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize, c: &Counters) -> Option<(
             observe_meta::<C>(p, t);
             t.bump::<C>(Ctr::PtagHit);
             let (bin, owner) = tagmap::decode_trusted(tag);
-            return block(decode_bin(bin, owner));
+            return Some(decode_bin(bin, owner));
         }
     }
     if C::PTAG == Ptag::First {
         if let Some(r) = by_tag::<C>(st, off, t) {
-            return block(r);
+            return Some(r);
         }
     }
     if C::S110_META && (C::FREE_FAST || C::STATS) {
         if let Some(r) = by_meta::<C>(st, p, t) {
-            return block(r);
+            return Some(r);
         }
     }
     if C::PTAG == Ptag::Late {
-        if let Some(r) = by_tag::<C>(st, off, t) {
-            return block(r);
-        }
-    }
-    if C::PTAG == Ptag::Off && !C::FREE_FAST {
-        // The header route is this configuration's only route: keep it hot.
-        return block(by_header::<C>(st, p));
+        return by_tag::<C>(st, off, t);
     }
     None
 }
@@ -163,38 +194,6 @@ fn decode_bin(bin: usize, owner: usize) -> Route {
     } else {
         Route::Block { bin, owner }
     }
-}
-
-/// Route `p` (non-null) by the configured routes.
-///
-/// # Safety
-/// The state is initialised.
-#[inline(always)]
-pub unsafe fn route<C: Config>(st: &State<C>, p: usize, t: Tally) -> Route {
-    let base = st.arena.base.load(Ordering::Relaxed);
-    let off = p.wrapping_sub(base);
-    if off >= st.arena.len.load(Ordering::Relaxed) {
-        if C::S110_META && (C::FREE_FAST || C::STATS) {
-            t.bump::<C>(Ctr::SegMiss);
-        }
-        return Route::Outside;
-    }
-    if C::PTAG == Ptag::First {
-        if let Some(r) = by_tag::<C>(st, off, t) {
-            return r;
-        }
-    }
-    if C::S110_META && (C::FREE_FAST || C::STATS) {
-        if let Some(r) = by_meta::<C>(st, p, t) {
-            return r;
-        }
-    }
-    if C::PTAG == Ptag::Late {
-        if let Some(r) = by_tag::<C>(st, off, t) {
-            return r;
-        }
-    }
-    by_header::<C>(st, p)
 }
 
 /// The tag-map route: `None` on a zero (or undecodable) tag.
