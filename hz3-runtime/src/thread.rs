@@ -117,16 +117,13 @@ fn create<C: Config>(st: &State<C>) -> *mut ThreadCache {
 }
 
 /// Take the lowest free shard id, or share the least loaded one when all are
-/// taken (after reclaiming the caches of threads that died without teardown).
+/// taken. (Shards held by threads that died without teardown come back through
+/// the periodic sweep in `create`; sweeping here, on every creation while all
+/// shards are busy, would cost a system call per live thread each time.)
 fn acquire_shard<C: Config>(st: &State<C>) -> usize {
-    for attempt in 0..2 {
-        for i in 0..C::SHARDS {
-            if shard::shard(st, i).live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                return i;
-            }
-        }
-        if attempt == 0 {
-            sweep_dead::<C>(st);
+    for i in 0..C::SHARDS {
+        if shard::shard(st, i).live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            return i;
         }
     }
     let mut best = 0;
