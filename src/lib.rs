@@ -2,6 +2,27 @@
 //!
 //! `hz3::hz3_allocator!` works with only this crate as a dependency: it tells
 //! the macro to name the runtime through this crate.
+//!
+//! ```
+//! use std::alloc::{GlobalAlloc, Layout};
+//!
+//! hz3::hz3_allocator! {
+//!     /// Declared through the facade.
+//!     pub struct Facade<ptag: first, stats: true>;
+//! }
+//! static A: Facade = Facade::new();
+//!
+//! let layout = Layout::from_size_align(48, 16).unwrap();
+//! // SAFETY: the layout has a non-zero size; the block is freed with it.
+//! unsafe {
+//!     let p = A.alloc(layout);
+//!     assert!(!p.is_null() && p as usize % 16 == 0);
+//!     p.write_bytes(0xa5, 48);
+//!     A.dealloc(p, layout);
+//! }
+//! assert_eq!(Facade::PTAG, hz3::Ptag::First);
+//! assert_eq!(Facade::stats().ptag_hit, 1);
+//! ```
 #![no_std]
 pub use hz3_runtime::*;
 
