@@ -154,10 +154,11 @@ macro_rules! failfast_suite {
 
             #[test]
             fn interior_pointer_large() {
+                // Large means above the biggest size class (256 KiB).
                 expect_abort::<$t>(&name("interior_pointer_large"), &["large"], |a| unsafe {
-                    let p = alloc_or_die(&a, 200 * KIB);
+                    let p = alloc_or_die(&a, 400 * KIB);
                     announce(p as usize + 64);
-                    a.dealloc(p.add(64), lay(200 * KIB));
+                    a.dealloc(p.add(64), lay(400 * KIB));
                 });
             }
 

@@ -23,6 +23,9 @@ pub const NO_ARENA: usize = 1 << 63;
 /// Smallest arena we accept when the address space is limited.
 const MIN_ARENA: usize = 64 << 20;
 
+/// Dirty slots remembered for reuse.
+const RECENT_DIRTY: usize = 256;
+
 /// Slot never committed (no access).
 pub const SLOT_RESERVED: u8 = 0;
 /// Slot committed and free; its memory reads as zero (fresh or purged).
@@ -48,9 +51,18 @@ pub struct Arena {
     hint: AtomicUsize,
     /// Free slots in the `SLOT_DIRTY` state.
     dirty: AtomicUsize,
+    /// Recently freed dirty slots, most recent last (under the lock): a
+    /// single-slot allocation reuses warm memory instead of the lowest slot.
+    recent_dirty: core::cell::UnsafeCell<[u32; RECENT_DIRTY]>,
+    /// Entries in `recent_dirty`.
+    recent_len: AtomicUsize,
     /// Serialises slot-table changes.
     pub lock: SpinLock,
 }
+
+// SAFETY: `recent_dirty` is read and written only with `lock` held; every
+// other field is atomic.
+unsafe impl Sync for Arena {}
 
 impl Arena {
     /// An arena with nothing reserved.
@@ -62,6 +74,8 @@ impl Arena {
             slots: AtomicUsize::new(0),
             hint: AtomicUsize::new(0),
             dirty: AtomicUsize::new(0),
+            recent_dirty: core::cell::UnsafeCell::new([0; RECENT_DIRTY]),
+            recent_len: AtomicUsize::new(0),
             lock: SpinLock::new(),
         }
     }
@@ -167,6 +181,13 @@ impl Arena {
             return None;
         }
         self.lock.lock();
+        if n == 1 {
+            if let Some(j) = self.pop_recent_dirty() {
+                let r = self.claim(j, 1);
+                self.lock.unlock();
+                return r;
+            }
+        }
         let mut i = self.hint.load(Ordering::Relaxed);
         let mut found = None;
         while i + n <= count {
@@ -270,9 +291,43 @@ impl Arena {
         for j in first..first + n {
             self.set_state(j, s);
         }
+        if !purge && n == 1 {
+            self.push_recent_dirty(first);
+        }
         if first < self.hint.load(Ordering::Relaxed) {
             self.hint.store(first, Ordering::Relaxed);
         }
         self.lock.unlock();
+    }
+
+    /// Under the lock: remember dirty slot `j` (the oldest entry is dropped when full).
+    fn push_recent_dirty(&self, j: usize) {
+        // SAFETY: the arena lock is held by the caller.
+        let stack = unsafe { &mut *self.recent_dirty.get() };
+        let mut len = self.recent_len.load(Ordering::Relaxed);
+        if len == RECENT_DIRTY {
+            stack.copy_within(1.., 0);
+            len -= 1;
+        }
+        stack[len] = j as u32;
+        self.recent_len.store(len + 1, Ordering::Relaxed);
+    }
+
+    /// Under the lock: the most recently freed slot that is still dirty and free.
+    fn pop_recent_dirty(&self) -> Option<usize> {
+        // SAFETY: the arena lock is held by the caller.
+        let stack = unsafe { &*self.recent_dirty.get() };
+        let mut len = self.recent_len.load(Ordering::Relaxed);
+        let mut found = None;
+        while len > 0 {
+            len -= 1;
+            let j = stack[len] as usize;
+            if self.slot_state(j) == SLOT_DIRTY {
+                found = Some(j);
+                break;
+            }
+        }
+        self.recent_len.store(len, Ordering::Relaxed);
+        found
     }
 }

@@ -1,4 +1,4 @@
-//! Large blocks (above 64 KiB) and direct mappings.
+//! Large blocks (above 256 KiB, the biggest size class) and direct mappings.
 //!
 //! Owns: large blocks as runs of whole arena slots (header in the first page of
 //! the first slot, data from page 1 or the requested alignment), their in-place

@@ -5,8 +5,11 @@
 //!
 //! Bins 0..128 are the small classes 16..2048 in 16-byte steps (one page per
 //! run); 128..132 the sub-4 KiB classes 2304, 2816, 3328, 3840 (two-page runs);
-//! 132..148 the medium classes 4..64 KiB in 4 KiB steps (one block per run of
-//! `size / 4 KiB` pages). Larger requests are "large" (`LARGE_BIN`).
+//! 132..148 the medium classes 4..64 KiB in 4 KiB steps and 148..156 the big
+//! medium classes 80, 96, 112, 128, 160, 192, 224, 256 KiB (one block per run
+//! of `size / 4 KiB` pages). Every class up to 256 KiB goes through the thread
+//! caches and the lock-free remote-free path (the C hz3 collapsed when 64–128
+//! KiB blocks were freed remotely). Larger requests are "large" (`LARGE_BIN`).
 
 use crate::os::{PAGE_SHIFT, PAGE_SIZE};
 
@@ -20,10 +23,17 @@ pub const SUB4K_SIZES: [usize; 4] = [2304, 2816, 3328, 3840];
 pub const MEDIUM_FIRST: usize = SMALL_BINS + SUB4K_SIZES.len();
 /// Number of medium classes (4..=64 KiB step 4 KiB).
 pub const MEDIUM_BINS: usize = 16;
-/// Largest medium size; anything above is large.
-pub const MEDIUM_MAX: usize = MEDIUM_BINS * PAGE_SIZE;
+/// Largest size of the 4 KiB-step medium classes.
+const MEDIUM_STEP_MAX: usize = MEDIUM_BINS * PAGE_SIZE;
+/// Sizes of the big medium classes (16 KiB steps to 128 KiB, then 32 KiB).
+pub const BIG_SIZES: [usize; 8] = [80 << 10, 96 << 10, 112 << 10, 128 << 10, 160 << 10, 192 << 10, 224 << 10, 256 << 10];
+/// First big medium bin.
+const BIG_FIRST: usize = MEDIUM_FIRST + MEDIUM_BINS;
+/// Largest size served from size classes; anything above is large.
+pub const MEDIUM_MAX: usize = BIG_SIZES[BIG_SIZES.len() - 1];
 /// Number of bins a thread cache holds.
-pub const NBINS: usize = MEDIUM_FIRST + MEDIUM_BINS;
+pub const NBINS: usize = BIG_FIRST + BIG_SIZES.len();
+const _: () = assert!(NBINS < 256, "remote-free keys hold the bin in 8 bits");
 /// Marker bin for large blocks in page meta and tags.
 pub const LARGE_BIN: usize = NBINS;
 
@@ -65,7 +75,7 @@ const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
     } else if size < PAGE_SIZE {
         4
     } else {
-        let b = MEDIUM_MAX / size;
+        let b = MEDIUM_STEP_MAX / size;
         if b < 2 {
             2
         } else if b > 16 {
@@ -126,6 +136,11 @@ const fn build_table() -> [BinInfo; NBINS] {
         t[MEDIUM_FIRST + k] = bin_info((k + 1) * PAGE_SIZE, k + 1);
         k += 1;
     }
+    let mut g = 0;
+    while g < BIG_SIZES.len() {
+        t[BIG_FIRST + g] = bin_info(BIG_SIZES[g], BIG_SIZES[g] / PAGE_SIZE);
+        g += 1;
+    }
     t
 }
 
@@ -157,7 +172,13 @@ pub fn bin_of(size: usize) -> usize {
 /// Medium bin whose run of whole pages holds `size` bytes (`size <= MEDIUM_MAX`).
 #[inline]
 fn medium_bin(size: usize) -> usize {
-    MEDIUM_FIRST + ((size + PAGE_SIZE - 1) >> PAGE_SHIFT).max(1) - 1
+    if size <= MEDIUM_STEP_MAX {
+        MEDIUM_FIRST + ((size + PAGE_SIZE - 1) >> PAGE_SHIFT).max(1) - 1
+    } else if size <= 128 << 10 {
+        BIG_FIRST + (size - MEDIUM_STEP_MAX).div_ceil(16 << 10) - 1
+    } else {
+        BIG_FIRST + 4 + (size - (128 << 10)).div_ceil(32 << 10) - 1
+    }
 }
 
 /// Bin that serves `size` bytes at alignment `align` (a power of two), or `None`
@@ -210,6 +231,9 @@ mod tests {
         }
         assert_eq!(bin_of(2049), SMALL_BINS);
         assert_eq!(bin_of(3841), MEDIUM_FIRST);
+        assert_eq!(bin_of(MEDIUM_STEP_MAX), BIG_FIRST - 1);
+        assert_eq!(bin_of(MEDIUM_STEP_MAX + 1), BIG_FIRST);
+        assert_eq!(BINS[BIG_FIRST].size as usize, 80 << 10);
         assert_eq!(bin_of(MEDIUM_MAX), NBINS - 1);
     }
 
@@ -223,13 +247,15 @@ mod tests {
             assert_eq!(b.size % 16, 0);
         }
         assert_eq!(BINS[MEDIUM_FIRST + 15].run_pages, 16);
+        assert_eq!(BINS[NBINS - 1].run_pages, 64);
+        assert!((BINS[NBINS - 1].run_pages as usize) <= crate::segment::USABLE_PAGES);
     }
 
     #[test]
     fn aligned_bins_keep_every_block_aligned() {
         let mut align = 32;
         while align <= PAGE_SIZE {
-            for size in [1, 8, align - 1, align, align + 1, 3 * align, 5000, 40000] {
+            for size in [1, 8, align - 1, align, align + 1, 3 * align, 5000, 40000, 70000, 200000] {
                 if let Some(b) = bin_for(size, align) {
                     let info = BINS[b];
                     assert!(info.size as usize >= size);

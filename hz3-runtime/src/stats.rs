@@ -109,7 +109,7 @@ pub struct StatsSnapshot {
     pub flushes: u64,
     /// Remote-free batches published to another shard.
     pub remote_batches: u64,
-    /// Large (> 64 KiB) and direct-mapped allocations.
+    /// Large (> 256 KiB) and direct-mapped allocations.
     pub large_allocs: u64,
     /// Frees of in-arena pointers that are not live blocks (ignored without failfast).
     pub invalid_frees: u64,

@@ -96,7 +96,7 @@ pub unsafe fn push<C: Config>(tc: *mut ThreadCache, bin: usize, p: *mut u8) {
     b.head = p;
     b.count += 1;
     if b.count > b.max {
-        flush::<C>(tc, bin, true);
+        flush::<C>(tc, bin);
     }
 }
 
@@ -118,7 +118,7 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     let si = tcr.shard as usize;
     let sh = shard::shard(st, si);
     let mut head = sh.inbox.take(bin);
-    let mut n = 0u32;
+    let mut n;
     if head.is_null() {
         sh.lock.lock();
         let want = (BINS[bin].batch as u32).max(tcr.bins[bin].max / 2);
@@ -127,10 +127,27 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
         head = chain.head;
         n = chain.n;
     } else {
-        let mut b = head;
-        while !b.is_null() {
+        // Keep at most a full bin (plus the block returned); whatever else
+        // was published stays in the inbox for the next refill, so a burst of
+        // remote frees never goes through the central (where one-block runs
+        // would be released, purged and faulted in again).
+        let keep = tcr.bins[bin].max + 1;
+        let mut last = head;
+        n = 1;
+        while n < keep && !next_of(last).is_null() {
+            last = next_of(last);
             n += 1;
-            b = next_of(b);
+        }
+        let rest = next_of(last);
+        if !rest.is_null() {
+            set_next(last, core::ptr::null_mut());
+            let mut tail = rest;
+            let mut rest_n = 1;
+            while !next_of(tail).is_null() {
+                tail = next_of(tail);
+                rest_n += 1;
+            }
+            sh.inbox.push(bin, Chain { head: rest, tail, n: rest_n });
         }
     }
     if head.is_null() {
@@ -139,28 +156,23 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     let bn = &mut tcr.bins[bin];
     bn.head = next_of(head);
     bn.count = n - 1;
-    if bn.count > bn.max {
-        // An inbox drain can bring any number of blocks: trim back without
-        // taking it as a sign that the bin's working set grew.
-        flush::<C>(tc, bin, false);
-    }
     head
 }
 
-/// An over-full bin: when the thread's own frees filled it (`grow`), raise
-/// its threshold while below the limit; otherwise move blocks back to the
-/// shard central until it is half full.
+/// A bin over-filled by the thread's own frees: raise its threshold while
+/// below the limit; otherwise move blocks back to the shard central until it
+/// is half full. (Inbox drains never over-fill a bin: see `refill`.)
 ///
 /// # Safety
 /// `tc` is this thread's live cache and bin `bin` holds more than `max` blocks.
 #[cold]
 #[inline(never)]
-pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize, grow: bool) {
+pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
     let st = C::state();
     let tcr = &mut *tc;
     let limit = BINS[bin].max_limit as u32;
     let b = &mut tcr.bins[bin];
-    if grow && b.max < limit {
+    if b.max < limit {
         b.max = (b.max * 2).min(limit);
         if b.count <= b.max {
             return;
