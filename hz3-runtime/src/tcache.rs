@@ -127,11 +127,14 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
         head = chain.head;
         n = chain.n;
     } else {
-        // Keep at most a full bin (plus the block returned); whatever else
-        // was published stays in the inbox for the next refill, so a burst of
-        // remote frees never goes through the central (where one-block runs
-        // would be released, purged and faulted in again).
-        let keep = tcr.bins[bin].max + 1;
+        // Keep at most half a bin (plus the block returned), so the thread's
+        // own frees do not overflow it at once (that would grow its
+        // threshold). The rest of a
+        // one-block-run bin (medium) stays in the inbox for the next refill:
+        // through the central its runs would be released, purged and faulted
+        // in again. The rest of a small bin goes to the central, where its
+        // pages can be released and reused by any class.
+        let keep = tcr.bins[bin].max / 2 + 1;
         let mut last = head;
         n = 1;
         while n < keep && !next_of(last).is_null() {
@@ -147,7 +150,12 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
                 tail = next_of(tail);
                 rest_n += 1;
             }
-            sh.inbox.push(bin, Chain { head: rest, tail, n: rest_n });
+            let rest = Chain { head: rest, tail, n: rest_n };
+            if BINS[bin].blocks == 1 {
+                sh.inbox.push(bin, rest);
+            } else {
+                give_chain::<C>(st, si, bin, rest);
+            }
         }
     }
     if head.is_null() {
