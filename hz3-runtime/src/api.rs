@@ -65,8 +65,9 @@ unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *mut u
     let bin = match size_class::bin_for(size, align) {
         Some(bin) => bin,
         None => {
-            count_shared_or_own::<C>(st, Ctr::LargeAllocs);
-            count_shared_or_own::<C>(st, Ctr::Allocs);
+            let t = Tally::current::<C>(st);
+            t.bump::<C>(Ctr::LargeAllocs);
+            t.bump::<C>(Ctr::Allocs);
             return large::alloc(st, size, align, zero);
         }
     };
@@ -93,18 +94,6 @@ unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *mut u
         core::ptr::write_bytes(p, 0, size);
     }
     p
-}
-
-fn count_shared_or_own<C: Config>(st: &State<C>, k: Ctr) {
-    if C::STATS {
-        let tc = thread::raw::<C>();
-        if is_live(tc) {
-            // SAFETY: a live TLS value is this thread's cache.
-            unsafe { (*tc).count::<C>(k) }
-        } else {
-            st.shared_ctr.bump_shared(k);
-        }
-    }
 }
 
 /// Free `p` (any block of this type, or null). Returns false when `p` is not
@@ -183,7 +172,7 @@ unsafe fn free_slow<C: Config>(p: *mut u8, counted: bool) -> bool {
     } else {
         free_route::route::<C>(st, p as usize, Tally { c: &st.shared_ctr, owned: false })
     };
-    let t = if is_live(tc) { Tally { c: &(*tc).ctr, owned: true } } else { Tally { c: &st.shared_ctr, owned: false } };
+    let t = Tally::current::<C>(st);
     match r {
         Route::Block { bin, owner } => {
             if tc.is_null() {

@@ -38,7 +38,20 @@ pub struct Tally<'a> {
     pub owned: bool,
 }
 
-impl Tally<'_> {
+impl<'a> Tally<'a> {
+    /// The calling thread's counters when it has a cache, else the shared set.
+    #[inline]
+    pub fn current<C: Config>(st: &'a State<C>) -> Self {
+        let tc = crate::thread::raw::<C>();
+        if crate::thread::is_live(tc) {
+            // SAFETY: a live TLS value is this thread's cache, which outlives
+            // the call that uses the tally.
+            Tally { c: unsafe { &(*tc).ctr }, owned: true }
+        } else {
+            Tally { c: &st.shared_ctr, owned: false }
+        }
+    }
+
     /// Count an event when stats are on.
     #[inline(always)]
     pub fn bump<C: Config>(&self, k: Ctr) {

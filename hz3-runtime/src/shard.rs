@@ -36,6 +36,20 @@ impl Chain {
     /// The empty chain.
     pub const EMPTY: Chain = Chain { head: core::ptr::null_mut(), tail: core::ptr::null_mut(), n: 0 };
 
+    /// The chain formed by the null-terminated list starting at `head`
+    /// (non-null): walks it once for its tail and length.
+    ///
+    /// # Safety
+    /// `head` starts a null-terminated list of free blocks owned by the caller.
+    pub unsafe fn of_list(head: *mut u8) -> Chain {
+        let mut chain = Chain { head, tail: head, n: 1 };
+        while !next_of(chain.tail).is_null() {
+            chain.tail = next_of(chain.tail);
+            chain.n += 1;
+        }
+        chain
+    }
+
     /// Append `b` (its link is overwritten).
     ///
     /// # Safety

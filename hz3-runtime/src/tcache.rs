@@ -144,13 +144,7 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
         let rest = next_of(last);
         if !rest.is_null() {
             set_next(last, core::ptr::null_mut());
-            let mut tail = rest;
-            let mut rest_n = 1;
-            while !next_of(tail).is_null() {
-                tail = next_of(tail);
-                rest_n += 1;
-            }
-            let rest = Chain { head: rest, tail, n: rest_n };
+            let rest = Chain::of_list(rest);
             if BINS[bin].blocks == 1 {
                 sh.inbox.push(bin, rest);
             } else {
@@ -251,12 +245,7 @@ pub unsafe fn drain_inbox<C: Config>(st: &State<C>, si: usize) {
         if head.is_null() {
             continue;
         }
-        let mut chain = Chain { head, tail: head, n: 1 };
-        while !next_of(chain.tail).is_null() {
-            chain.tail = next_of(chain.tail);
-            chain.n += 1;
-        }
-        give_chain::<C>(st, si, bin, chain);
+        give_chain::<C>(st, si, bin, Chain::of_list(head));
     }
     sh.lock.lock();
     shard::trim(st, si);
