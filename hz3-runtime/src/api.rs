@@ -8,7 +8,7 @@ use core::sync::atomic::Ordering;
 
 use crate::free_route::{self, Route, Tally};
 use crate::size_class::{self, BINS, MEDIUM_MAX, SMALL_MAX};
-use crate::stats::{Ctr, StatsSnapshot};
+use crate::stats::{Ctr, Events, StatsSnapshot};
 use crate::tcache::{self, ThreadCache};
 use crate::thread::{self, is_live};
 use crate::{failfast, large, remote, Config, Ptag, State};
@@ -109,25 +109,26 @@ pub unsafe fn free<C: Config>(p: *mut u8) -> bool {
     let tc = thread::raw::<C>();
     if is_live(tc) {
         let st = C::state();
-        if let Some((bin, owner)) = free_route::fast::<C>(st, p as usize, &(*tc).ctr) {
-            free_block::<C>(st, tc, p, bin, owner);
+        if let Some((bin, owner, ev)) = free_route::fast::<C>(st, p as usize) {
+            free_block::<C>(st, tc, p, bin, owner, ev);
             return true;
         }
     }
-    free_slow::<C>(p, is_live(tc))
+    free_slow::<C>(p)
 }
 
-/// Free a small/medium block: a push when this thread's shard owns it.
+/// Free a small/medium block: a push when this thread's shard owns it. `ev`:
+/// the route's events, counted together with local/remote in one bump.
 #[inline(always)]
-unsafe fn free_block<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u8, bin: usize, owner: usize) {
+unsafe fn free_block<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u8, bin: usize, owner: usize, ev: Events) {
     if C::FAILFAST {
         failfast::check_free::<C>(st, "free", p as usize, bin);
     }
     if (*tc).shard as usize == owner {
-        (*tc).count::<C>(Ctr::Local);
+        (*tc).count_events::<C>(ev.with(Ctr::Local));
         tcache::push::<C>(tc, bin, p);
     } else {
-        (*tc).count::<C>(Ctr::Remote);
+        (*tc).count_events::<C>(ev.with(Ctr::Remote));
         remote::free::<C>(tc, p, bin, owner);
     }
 }
@@ -150,7 +151,7 @@ pub unsafe fn dealloc<C: Config>(p: *mut u8, size: usize, align: usize) {
         let off = (p as usize).wrapping_sub(st.arena.base.load(Ordering::Relaxed));
         if is_live(tc) && off < st.arena.len.load(Ordering::Relaxed) {
             if let Some(bin) = size_class::bin_for(size, align) {
-                free_block::<C>(st, tc, p, bin, free_route::owner_of(p as usize));
+                free_block::<C>(st, tc, p, bin, free_route::owner_of(p as usize), Events::NONE);
                 return;
             }
         }
@@ -159,27 +160,24 @@ pub unsafe fn dealloc<C: Config>(p: *mut u8, size: usize, align: usize) {
 }
 
 /// Everything that is not a hot small/medium free: a thread without a cache
-/// (first free, torn down; `counted == false`: route with shared counters),
-/// or a pointer the fast route did not resolve (header route, large blocks,
-/// direct mappings, foreign and invalid pointers).
+/// (first free, torn down: counted in the shared set), or a pointer the fast
+/// route did not resolve (large blocks, direct mappings, foreign and invalid
+/// pointers, a miss of the first route step). Routes again with every
+/// configured step, counting them (the fast route counts nothing).
 #[cold]
 #[inline(never)]
-unsafe fn free_slow<C: Config>(p: *mut u8, counted: bool) -> bool {
+unsafe fn free_slow<C: Config>(p: *mut u8) -> bool {
     let st = C::state();
     let mut tc = thread::raw::<C>();
-    let r = if counted {
-        classify::<C>(st, p as usize)
-    } else {
-        free_route::route::<C>(st, p as usize, Tally { c: &st.shared_ctr, owned: false })
-    };
     let t = Tally::current::<C>(st);
+    let r = free_route::route::<C>(st, p as usize, t);
     match r {
         Route::Block { bin, owner } => {
             if tc.is_null() {
                 tc = thread::cache::<C>();
             }
             if is_live(tc) {
-                free_block::<C>(st, tc, p, bin, owner);
+                free_block::<C>(st, tc, p, bin, owner, Events::NONE);
             } else {
                 if C::FAILFAST {
                     failfast::check_free::<C>(st, "free", p as usize, bin);

@@ -13,7 +13,7 @@ use core::sync::atomic::Ordering;
 use crate::arena::SLOT_HEAD;
 use crate::segment::{self, SegHdr, KIND_LARGE, KIND_RUNS, SEG_MAGIC};
 use crate::size_class::LARGE_BIN;
-use crate::stats::{Counters, Ctr};
+use crate::stats::{Counters, Ctr, Events};
 use crate::{failfast, tagmap, Config, Ptag, State};
 
 /// Where a freed pointer goes.
@@ -63,88 +63,132 @@ impl<'a> Tally<'a> {
             }
         }
     }
+
+    /// Count the events of one free when stats are on.
+    #[inline(always)]
+    pub fn bump_events<C: Config>(&self, e: Events) {
+        if C::STATS {
+            if self.owned {
+                self.c.bump_events_owned(e)
+            } else {
+                self.c.bump_events_shared(e)
+            }
+        }
+    }
 }
 
-/// The hot route for a thread with a cache: `(bin, owner)` of a small/medium
-/// block, or `None` for everything else (not in the arena, large, a miss of
-/// every configured route) — the caller then takes the cold path, which
-/// finishes with the header route without counting the steps taken here again.
+/// Whether this configuration is the scale lane: the S110 step only observes
+/// (stats on, no `free_fast`) and the tag map routes after it (`ptag: late`).
+#[inline(always)]
+fn scale_lane<C: Config>() -> bool {
+    C::PTAG == Ptag::Late && C::S110_META && C::STATS && !C::FREE_FAST
+}
+
+/// The hot route for a thread with a cache: `(bin, owner, events)` of a
+/// small/medium block that the configuration's first routing step resolves,
+/// or `None` for everything else (not in the arena, large, a miss). Counts
+/// nothing: on `None` the caller's slow path runs [`route`], which takes every
+/// configured step again and counts them; on a hit the caller counts `events`
+/// with the free's own (one bump per free).
 ///
 /// # Safety
 /// The state is initialised or `p` is outside its (empty) arena.
 #[inline(always)]
-pub unsafe fn fast<C: Config>(st: &State<C>, p: usize, c: &Counters) -> Option<(usize, usize)> {
-    let t = Tally { c, owned: true };
-    let off = in_arena::<C>(st, p, t)?;
-    if let Some(r) = steps::<C>(st, p, off, t) {
-        return block(r);
+pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(usize, usize, Events)> {
+    let mut ev = Events::NONE;
+    let off = in_arena::<C>(st, p, &mut ev)?;
+    let r = if scale_lane::<C>() {
+        // The route does not depend on the order of the two loads, so read the
+        // tag first: a non-zero tag proves the segment live, and the
+        // observation then needs no slot check. Counted as in `steps`
+        // (observation, then a tag hit as a fallback).
+        let tag = tagmap::load(st.arena.tag_array(), off >> crate::os::PAGE_SHIFT);
+        if tag == 0 {
+            return None;
+        }
+        observe_meta(p, &mut ev);
+        ev = ev.with(Ctr::PtagHit);
+        let (bin, owner) = tagmap::decode_trusted(tag);
+        decode_bin(bin, owner)
+    } else if C::PTAG == Ptag::First {
+        by_tag::<C>(st, off, &mut ev, None)?
+    } else if C::S110_META && C::FREE_FAST {
+        by_meta::<C>(st, p, &mut ev)?
+    } else if C::PTAG == Ptag::Late {
+        by_tag::<C>(st, off, &mut ev, None)?
+    } else {
+        // `ptag: off` without `free_fast`: the header route is the only route
+        // (after the S110 observation when stats are on).
+        if C::S110_META && C::STATS {
+            by_meta::<C>(st, p, &mut ev);
+        }
+        by_header::<C>(st, p)
+    };
+    match r {
+        Route::Block { bin, owner } => Some((bin, owner, ev)),
+        _ => None,
     }
-    if C::PTAG == Ptag::Off && !C::FREE_FAST {
-        // The header route is this configuration's only route: keep it hot.
-        return block(by_header::<C>(st, p));
-    }
-    None
 }
 
-/// Route `p` (non-null) by the configured routes, ending with the header route.
+/// Route `p` (non-null) by the configured routes, ending with the header
+/// route, and count the steps taken in `t`.
 ///
 /// # Safety
 /// The state is initialised.
 #[inline(always)]
 pub unsafe fn route<C: Config>(st: &State<C>, p: usize, t: Tally) -> Route {
-    match in_arena::<C>(st, p, t) {
-        Some(off) => match steps::<C>(st, p, off, t) {
+    let mut ev = Events::NONE;
+    let r = match in_arena::<C>(st, p, &mut ev) {
+        Some(off) => match steps::<C>(st, p, off, &mut ev, t) {
             Some(r) => r,
             None => by_header::<C>(st, p),
         },
         None => Route::Outside,
+    };
+    if ev != Events::NONE {
+        t.bump_events::<C>(ev);
     }
+    r
 }
 
-/// The arena offset of `p`, or `None` (counted as an S110 segment miss) when
-/// it is outside the arena.
+/// The arena offset of `p`, or `None` (an S110 segment miss) when it is
+/// outside the arena.
 #[inline(always)]
-fn in_arena<C: Config>(st: &State<C>, p: usize, t: Tally) -> Option<usize> {
+fn in_arena<C: Config>(st: &State<C>, p: usize, ev: &mut Events) -> Option<usize> {
     let off = p.wrapping_sub(st.arena.base.load(Ordering::Relaxed));
     if off < st.arena.len.load(Ordering::Relaxed) {
         return Some(off);
     }
     if C::S110_META && (C::FREE_FAST || C::STATS) {
-        t.bump::<C>(Ctr::SegMiss);
+        note::<C>(ev, Ctr::SegMiss);
     }
     None
+}
+
+/// Add event `k` to `ev` when stats are on.
+#[inline(always)]
+fn note<C: Config>(ev: &mut Events, k: Ctr) {
+    if C::STATS {
+        *ev = ev.with(k);
+    }
 }
 
 /// The configured route steps in the flags' order (`ptag: first`, the S110
 /// step, `ptag: late`); `None` when none of them routes `p`.
 #[inline(always)]
-unsafe fn steps<C: Config>(st: &State<C>, p: usize, off: usize, t: Tally) -> Option<Route> {
-    if C::PTAG == Ptag::Late && C::S110_META && C::STATS && !C::FREE_FAST {
-        // The scale lane: the S110 step only observes and the tag map routes.
-        // The route does not depend on the order of the two loads, so read the
-        // tag first: a non-zero tag proves the segment live, and the observation
-        // then needs no slot check. Counted as before (observation, then a tag
-        // hit as a fallback).
-        let tag = tagmap::load(st.arena.tag_array(), off >> crate::os::PAGE_SHIFT);
-        if tag != 0 {
-            observe_meta::<C>(p, t);
-            t.bump::<C>(Ctr::PtagHit);
-            let (bin, owner) = tagmap::decode_trusted(tag);
-            return Some(decode_bin(bin, owner));
-        }
-    }
+unsafe fn steps<C: Config>(st: &State<C>, p: usize, off: usize, ev: &mut Events, t: Tally) -> Option<Route> {
     if C::PTAG == Ptag::First {
-        if let Some(r) = by_tag::<C>(st, off, t) {
+        if let Some(r) = by_tag::<C>(st, off, ev, Some(t)) {
             return Some(r);
         }
     }
     if C::S110_META && (C::FREE_FAST || C::STATS) {
-        if let Some(r) = by_meta::<C>(st, p, t) {
+        if let Some(r) = by_meta::<C>(st, p, ev) {
             return Some(r);
         }
     }
     if C::PTAG == Ptag::Late {
-        return by_tag::<C>(st, off, t);
+        return by_tag::<C>(st, off, ev, Some(t));
     }
     None
 }
@@ -152,47 +196,48 @@ unsafe fn steps<C: Config>(st: &State<C>, p: usize, off: usize, t: Tally) -> Opt
 /// The S110 observation of a pointer whose segment is known live (its page
 /// has a tag): count whether the page meta is set.
 #[inline(always)]
-unsafe fn observe_meta<C: Config>(p: usize, t: Tally) {
+unsafe fn observe_meta(p: usize, ev: &mut Events) {
     let hdr = SegHdr::at(segment::seg_base(p));
     // Acquire pairs with the release store at run carve time.
     if hdr.meta[segment::page_index(p)].load(Ordering::Acquire) != 0 {
-        t.bump::<C>(Ctr::MetaHit);
+        *ev = ev.with(Ctr::MetaHit);
     } else {
-        t.bump::<C>(Ctr::MetaZero);
+        // A branch, not a select: the counter's address must not wait for the
+        // meta load (measured: ~1 ns per pair when it does).
+        *ev = meta_zero(*ev);
     }
 }
 
-#[inline(always)]
-fn block(r: Route) -> Option<(usize, usize)> {
-    match r {
-        Route::Block { bin, owner } => Some((bin, owner)),
-        _ => None,
-    }
+/// The unexpected side of the observation (a tagged page without meta).
+#[cold]
+#[inline(never)]
+fn meta_zero(ev: Events) -> Events {
+    ev.with(Ctr::MetaZero)
 }
 
 /// The S110 step: segment header, then `bin_plus1` of the page. Routes only
 /// with `free_fast`; otherwise it observes (counts) and returns `None`.
 #[inline(always)]
-unsafe fn by_meta<C: Config>(st: &State<C>, p: usize, t: Tally) -> Option<Route> {
+unsafe fn by_meta<C: Config>(st: &State<C>, p: usize, ev: &mut Events) -> Option<Route> {
     let seg = segment::seg_base(p);
     // seg_from_ptr: the slot must be live before its header is read (a stray
     // in-arena pointer may point into an uncommitted slot).
     if st.arena.slot_state(st.arena.slot_of(seg)) != SLOT_HEAD {
-        t.bump::<C>(Ctr::SegMiss);
+        note::<C>(ev, Ctr::SegMiss);
         return None;
     }
     let hdr = SegHdr::at(seg);
     if hdr.magic != SEG_MAGIC {
-        t.bump::<C>(Ctr::SegMiss);
+        note::<C>(ev, Ctr::SegMiss);
         return None;
     }
     // Acquire pairs with the release store at run carve time.
     let m = hdr.meta[segment::page_index(p)].load(Ordering::Acquire) as usize;
     if m == 0 {
-        t.bump::<C>(Ctr::MetaZero);
+        note::<C>(ev, Ctr::MetaZero);
         return None;
     }
-    t.bump::<C>(Ctr::MetaHit);
+    note::<C>(ev, Ctr::MetaHit);
     if C::FREE_FAST {
         Some(decode_bin(m - 1, hdr.owner as usize))
     } else {
@@ -209,29 +254,30 @@ fn decode_bin(bin: usize, owner: usize) -> Route {
     }
 }
 
-/// The tag-map route: `None` on a zero (or undecodable) tag.
+/// The tag-map route: `None` on a zero (or undecodable) tag. A tag that does
+/// not decode is counted (and fails) only on the slow route (`slow` given).
 #[inline(always)]
-unsafe fn by_tag<C: Config>(st: &State<C>, off: usize, t: Tally) -> Option<Route> {
+unsafe fn by_tag<C: Config>(st: &State<C>, off: usize, ev: &mut Events, slow: Option<Tally>) -> Option<Route> {
     let tag = tagmap::load(st.arena.tag_array(), off >> crate::os::PAGE_SHIFT);
     if tag == 0 {
-        t.bump::<C>(Ctr::PtagMiss);
+        note::<C>(ev, Ctr::PtagMiss);
         return None;
     }
     if !C::FAILFAST {
         // Tags are written only by this engine: only failfast builds validate
         // them (and count decode failures).
-        t.bump::<C>(Ctr::PtagHit);
+        note::<C>(ev, Ctr::PtagHit);
         let (bin, owner) = tagmap::decode_trusted(tag);
         return Some(decode_bin(bin, owner));
     }
     match tagmap::decode(tag, C::SHARDS) {
         Some((bin, owner)) => {
-            t.bump::<C>(Ctr::PtagHit);
+            note::<C>(ev, Ctr::PtagHit);
             Some(decode_bin(bin, owner))
         }
         None => {
-            t.bump::<C>(Ctr::PtagDecodeFail);
-            if C::FAILFAST {
+            if let Some(t) = slow {
+                t.bump::<C>(Ctr::PtagDecodeFail);
                 failfast::fail::<C>("free", st.arena.base.load(Ordering::Relaxed) + off, "tag does not decode");
             }
             None

@@ -11,18 +11,20 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Counter indices. Only independent events are counted on the hot path;
 /// `calls`, `seg_hit`, `ptag_lookups` and `fallback_ptag` are derived from them.
+/// The first [`FREE_EVENTS`] are the events of one small/medium free, which the
+/// free path collects in an [`Events`] set and counts with one bump.
 #[derive(Clone, Copy)]
 #[repr(usize)]
 pub enum Ctr {
-    /// Frees that were not small/medium (large, direct-mapped, foreign, invalid).
-    FreeOther,
     SegMiss,
     MetaHit,
     MetaZero,
-    Local,
-    Remote,
     PtagHit,
     PtagMiss,
+    Local,
+    Remote,
+    /// Frees that were not small/medium (large, direct-mapped, foreign, invalid).
+    FreeOther,
     PtagDecodeFail,
     Allocs,
     Refills,
@@ -35,15 +37,51 @@ pub enum Ctr {
 /// Number of counters.
 pub const NCTR: usize = Ctr::Invalid as usize + 1;
 
+/// Counters `0..FREE_EVENTS` can be collected in an [`Events`] set.
+pub const FREE_EVENTS: usize = Ctr::Remote as usize + 1;
+
+/// A set of free events (bit `k` = `Ctr` `k`), counted together with one bump:
+/// a hot free costs one counter update however many route steps it observed.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct Events(pub u32);
+
+impl Events {
+    /// No event.
+    pub const NONE: Events = Events(0);
+
+    /// This set plus event `k` (one of the first [`FREE_EVENTS`] counters).
+    #[inline(always)]
+    pub const fn with(self, k: Ctr) -> Events {
+        Events(self.0 | 1 << k as u32)
+    }
+}
+
 /// One set of counters.
 pub struct Counters {
     c: [AtomicU64; NCTR],
+    /// `sets[m]`: frees whose events were exactly the set `m`.
+    sets: [AtomicU64; 1 << FREE_EVENTS],
 }
 
 impl Counters {
     /// All zero.
     pub const fn new() -> Self {
-        Counters { c: [const { AtomicU64::new(0) }; NCTR] }
+        Counters { c: [const { AtomicU64::new(0) }; NCTR], sets: [const { AtomicU64::new(0) }; 1 << FREE_EVENTS] }
+    }
+
+    /// Count the events of one free, by the only thread that writes this set.
+    #[inline(always)]
+    pub fn bump_events_owned(&self, e: Events) {
+        // The mask keeps the index in bounds without a check (`Events::with`
+        // only sets free-event bits, so it never changes the set).
+        let c = &self.sets[e.0 as usize & ((1 << FREE_EVENTS) - 1)];
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Count the events of one free in a set shared between threads.
+    #[inline]
+    pub fn bump_events_shared(&self, e: Events) {
+        self.sets[e.0 as usize & ((1 << FREE_EVENTS) - 1)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Add one, by the only thread that writes this set (no read-modify-write).
@@ -59,10 +97,20 @@ impl Counters {
         self.c[k as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Add this set into `into`.
+    /// Add this set into `into` (each event set adds to each of its events).
     pub fn add_to(&self, into: &mut [u64; NCTR]) {
         for (acc, c) in into.iter_mut().zip(self.c.iter()) {
             *acc += c.load(Ordering::Relaxed);
+        }
+        for (m, c) in self.sets.iter().enumerate().skip(1) {
+            let v = c.load(Ordering::Relaxed);
+            if v != 0 {
+                for (k, acc) in into.iter_mut().enumerate().take(FREE_EVENTS) {
+                    if m & (1 << k) != 0 {
+                        *acc += v;
+                    }
+                }
+            }
         }
     }
 }

@@ -7,7 +7,7 @@
 use crate::remote::{self, RemoteSlot, RSLOTS};
 use crate::shard::{self, next_of, set_next, Chain};
 use crate::size_class::{BINS, NBINS};
-use crate::stats::{Counters, Ctr};
+use crate::stats::{Counters, Ctr, Events};
 use crate::{Config, State};
 
 /// One bin of a thread cache.
@@ -66,6 +66,14 @@ impl ThreadCache {
     pub fn count<C: Config>(&self, k: Ctr) {
         if C::STATS {
             self.ctr.bump_owned(k);
+        }
+    }
+
+    /// Count the events of one free (one bump) when stats are on.
+    #[inline(always)]
+    pub fn count_events<C: Config>(&self, e: Events) {
+        if C::STATS {
+            self.ctr.bump_events_owned(e);
         }
     }
 }
