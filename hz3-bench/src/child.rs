@@ -8,6 +8,7 @@
 
 use crate::allocators;
 use crate::workloads::{Mode, Workload};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What one child run reports.
@@ -66,6 +67,12 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("child: unknown workload {workload:?} or mode {mode:?}");
         return 2;
     };
+    if let Some((_, lib)) = allocators::preload_lib(alloc) {
+        if !allocators::malloc_comes_from(lib) {
+            eprintln!("child: {alloc}: malloc does not come from {lib} (LD_PRELOAD not in effect)");
+            return 2;
+        }
+    }
     let Some(o) = allocators::run_named(alloc, w, mode) else {
         eprintln!("child: unknown allocator {alloc:?}");
         return 2;
@@ -108,13 +115,56 @@ pub fn parse_result(stdout: &str) -> Option<RunResult> {
     (seen >= 5).then_some(r)
 }
 
+/// The preloaded library of allocator `name`, next to this executable (where cargo puts the
+/// workspace's `cdylib`s); `None` for in-process allocators.
+pub fn preload_path(alloc: &str) -> Option<PathBuf> {
+    let (_, lib) = allocators::preload_lib(alloc)?;
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.join(lib))
+}
+
+/// Build the `cdylib` of preloaded allocator `alloc` with the profile and target directory
+/// of this executable (`$CARGO` when run by `cargo run`, else `cargo` on the PATH), so the
+/// library is never older than the engine the in-process presets were built from.
+pub fn build_preload(alloc: &str) -> Result<PathBuf, String> {
+    let (pkg, _) = allocators::preload_lib(alloc).ok_or(format!("{alloc} is not a preloaded allocator"))?;
+    let path = preload_path(alloc).ok_or("no executable path")?;
+    let profile_dir = path.parent().ok_or("no profile directory")?;
+    let target_dir = profile_dir.parent().ok_or("no target directory")?;
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", pkg]).arg("--manifest-path").arg(&manifest);
+    cmd.arg("--target-dir").arg(target_dir);
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(p) => {
+            cmd.args(["--profile", p]);
+        }
+        None => return Err("no profile directory name".into()),
+    }
+    let st = cmd.status().map_err(|e| format!("cargo build -p {pkg}: {e}"))?;
+    if !st.success() {
+        return Err(format!("cargo build -p {pkg}: {st}"));
+    }
+    if !path.exists() {
+        return Err(format!("{} missing after cargo build -p {pkg}", path.display()));
+    }
+    Ok(path)
+}
+
 /// Run one child and collect its result; `Err` carries the reason (exit status, stderr).
 pub fn spawn(alloc: &str, workload: &str, mode: Mode) -> Result<RunResult, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let out = Command::new(exe)
-        .args(["child", alloc, workload, mode.name()])
-        .output()
-        .map_err(|e| format!("spawn: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["child", alloc, workload, mode.name()]);
+    if let Some(lib) = preload_path(alloc) {
+        cmd.env("LD_PRELOAD", lib);
+    }
+    let out = cmd.output().map_err(|e| format!("spawn: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);

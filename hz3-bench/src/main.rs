@@ -24,7 +24,8 @@ const HELP: &str = "\
 hz3-bench: hz3 presets vs glibc, mimalloc and jemalloc
 
 USAGE:
-    hz3-bench [OPTIONS]                       compare allocators (default: hz3-scale, mimalloc, jemalloc, glibc)
+    hz3-bench [OPTIONS]                       compare allocators (default: hz3-scale, hz3-scale-preload, mimalloc,
+                                              jemalloc, glibc)
     hz3-bench ab --base P --treat P [OPTIONS] A/B two hz3 presets, with the GO / NO-GO verdict
     hz3-bench check [--out DIR]               verify DIR/results.csv, results.md, chart.svg
     hz3-bench list                            list workloads (with parameters) and allocators
@@ -34,7 +35,8 @@ OPTIONS:
     --full                publication size (4x the iterations, 11 runs)
     --runs N              timed runs per (workload, allocator); default 5 (ab: 20)
     --workloads a,b       workload names or prefixes (random_mixed, dist, mt_remote, mt_remote_t2, cache, ...)
-    --allocators a,b      allocators: hz3 (all --hz3 presets), hz3-<preset>, mimalloc, jemalloc, glibc
+    --allocators a,b      allocators: hz3 (all --hz3 presets), hz3-<preset>, hz3-scale-preload, mimalloc,
+                          jemalloc, glibc
     --hz3 p,q             hz3 presets to include: scale, default, s110fast, ptagfirst, ptagoff (default: scale)
     --out DIR             output directory (default: <workspace target>/hz3-bench)
     --check               after the run, re-read results.csv and verify every row (non-zero exit on failure)
@@ -44,6 +46,8 @@ OPTIONS:
 Every run is its own child process (peak RSS belongs to one allocator); each child runs an untimed
 warm-up pass, then the timed pass. ratio = allocator ops/s / mimalloc ops/s in the same run
 (> 1: faster than mimalloc). Outputs: results.md, results.csv, runs.csv, chart.svg (ab: ab.md, ab.csv).
+hz3-scale-preload runs the workload on glibc's malloc symbols with LD_PRELOAD=libhz3_scale.so (the
+C interface, as a C program sees it); the library is built first with this executable's profile.
 ";
 
 /// Parsed command line.
@@ -151,6 +155,7 @@ fn select_allocs(o: &Opts) -> Result<Vec<String>, String> {
         );
     }
     let mut all: Vec<String> = hz3.clone();
+    all.extend(allocators::PRELOADED.iter().map(|p| p.0.to_string()));
     all.extend(allocators::OTHERS.iter().map(|s| s.to_string()));
     let Some(f) = &o.allocators else {
         return Ok(all);
@@ -231,7 +236,22 @@ fn write_file(dir: &Path, name: &str, text: &str) -> Result<(), String> {
 
 fn run_compare(o: &Opts) -> Result<bool, String> {
     let workloads = select_workloads(&o.workloads)?;
-    let allocs = select_allocs(o)?;
+    let mut allocs = select_allocs(o)?;
+    // Preloaded allocators need their library built; one the user did not name is
+    // dropped (with a note) when that fails, one named with --allocators is an error.
+    let mut dropped = Vec::new();
+    for a in allocs.clone() {
+        if allocators::preload_lib(&a).is_some() {
+            if let Err(e) = child::build_preload(&a) {
+                if o.allocators.is_some() {
+                    return Err(format!("{a}: {e}"));
+                }
+                eprintln!("hz3-bench: {a} left out: {e}");
+                dropped.push(a);
+            }
+        }
+    }
+    allocs.retain(|a| !dropped.contains(a));
     if allocs.is_empty() {
         return Err("no allocator selected".into());
     }
@@ -359,6 +379,9 @@ fn list() {
             .join(" "),
         allocators::OTHERS.join(" ")
     );
+    for (name, pkg, lib) in allocators::PRELOADED {
+        println!("  {name}: package {pkg} ({lib}) under LD_PRELOAD, the workload calling glibc's malloc symbols");
+    }
 }
 
 fn main() -> ExitCode {
@@ -438,8 +461,10 @@ mod tests {
     fn alloc_filter() {
         assert_eq!(
             select_allocs(&opts(&[])).unwrap(),
-            ["hz3-scale", "mimalloc", "jemalloc", "glibc"]
+            ["hz3-scale", "hz3-scale-preload", "mimalloc", "jemalloc", "glibc"]
         );
+        let o = opts(&["--allocators", "mimalloc,hz3-scale-preload,hz3"]);
+        assert_eq!(select_allocs(&o).unwrap(), ["hz3-scale", "hz3-scale-preload", "mimalloc"]);
         let o = opts(&["--hz3=scale,ptagoff", "--allocators", "glibc,hz3,mimalloc"]);
         assert_eq!(
             select_allocs(&o).unwrap(),

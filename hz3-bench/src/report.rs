@@ -230,6 +230,32 @@ pub fn markdown(s: &Summary, m: &Meta) -> String {
             o.push('\n');
         }
     }
+    // Preloaded vs in-process.
+    for (pre, _, lib) in crate::allocators::PRELOADED {
+        let Some(inproc) = pre.strip_suffix("-preload") else { continue };
+        if !(s.allocs.iter().any(|a| a == pre) && s.allocs.iter().any(|a| a == inproc)) {
+            continue;
+        }
+        let _ = writeln!(
+            o,
+            "\n## {pre} vs {inproc}\n\nThe same engine and flags through the C interface (`LD_PRELOAD={lib}`, the \
+             workload calling glibc's malloc symbols through the PLT) and in-process (the Rust type called through \
+             `GlobalAlloc`, inlined). time ratio = in-process ops/s ÷ preloaded ops/s (medians; > 1: the preloaded \
+             library is slower).\n\n| workload | {inproc} Mops/s | {pre} Mops/s | time ratio |\n|---|---:|---:|---:|"
+        );
+        for w in &s.workloads {
+            let (Some(a), Some(b)) = (s.get(w.name, inproc), s.get(w.name, pre)) else { continue };
+            let ratio = (a.runs_ok > 0 && b.runs_ok > 0 && b.ops_per_sec > 0.0).then(|| a.ops_per_sec / b.ops_per_sec);
+            let _ = writeln!(
+                o,
+                "| {} | {:.2} | {:.2} | {} |",
+                w.name,
+                a.ops_per_sec / 1e6,
+                b.ops_per_sec / 1e6,
+                opt(ratio, 2)
+            );
+        }
+    }
     // Parameters.
     let _ = writeln!(
         o,

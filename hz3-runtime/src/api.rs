@@ -22,6 +22,21 @@ const MAX_REQUEST: usize = 1 << 46;
 /// `align` is a power of two.
 #[inline(always)]
 pub unsafe fn alloc<C: Config>(size: usize, align: usize) -> *mut u8 {
+    let p = alloc_cached::<C>(size, align);
+    if !p.is_null() {
+        return p;
+    }
+    alloc_slow::<C>(size, align, false)
+}
+
+/// The hot half of [`alloc`]: a block from this thread's cache, or null when
+/// the request needs the slow path (no cache yet, empty bin, large or
+/// over-aligned). Makes no call, so a caller can tail-call its slow path.
+///
+/// # Safety
+/// `align` is a power of two.
+#[inline(always)]
+pub unsafe fn alloc_cached<C: Config>(size: usize, align: usize) -> *mut u8 {
     if align <= 16 && size <= MEDIUM_MAX {
         let tc = thread::raw::<C>();
         if is_live(tc) {
@@ -36,7 +51,7 @@ pub unsafe fn alloc<C: Config>(size: usize, align: usize) -> *mut u8 {
             }
         }
     }
-    alloc_slow::<C>(size, align, false)
+    core::ptr::null_mut()
 }
 
 /// Allocate zeroed memory; large blocks fresh from the OS skip the memset.
@@ -57,7 +72,7 @@ pub unsafe fn alloc_zeroed<C: Config>(size: usize, align: usize) -> *mut u8 {
 
 #[cold]
 #[inline(never)]
-unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *mut u8 {
+pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *mut u8 {
     let st = C::state();
     if size > MAX_REQUEST || align > MAX_REQUEST || (!st.ready() && !st.ensure_init()) {
         return core::ptr::null_mut();
@@ -103,6 +118,17 @@ unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *mut u
 /// `p` is null, a live block of this type, or a pointer this type never saw.
 #[inline(always)]
 pub unsafe fn free<C: Config>(p: *mut u8) -> bool {
+    free_cached::<C>(p) || free_slow::<C>(p)
+}
+
+/// The hot half of [`free`]: true when `p` is null or a small/medium block the
+/// first route step resolves for a thread with a cache (then freed); false
+/// when `p` needs [`free_slow`]. Its only calls are the remote and flush paths.
+///
+/// # Safety
+/// As [`free`].
+#[inline(always)]
+pub unsafe fn free_cached<C: Config>(p: *mut u8) -> bool {
     if p.is_null() {
         return true;
     }
@@ -114,7 +140,7 @@ pub unsafe fn free<C: Config>(p: *mut u8) -> bool {
             return true;
         }
     }
-    free_slow::<C>(p)
+    false
 }
 
 /// Free a small/medium block: a push when this thread's shard owns it. `ev`:
@@ -166,7 +192,7 @@ pub unsafe fn dealloc<C: Config>(p: *mut u8, size: usize, align: usize) {
 /// configured step, counting them (the fast route counts nothing).
 #[cold]
 #[inline(never)]
-unsafe fn free_slow<C: Config>(p: *mut u8) -> bool {
+pub unsafe fn free_slow<C: Config>(p: *mut u8) -> bool {
     let st = C::state();
     let mut tc = thread::raw::<C>();
     let t = Tally::current::<C>(st);

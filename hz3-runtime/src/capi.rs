@@ -275,8 +275,27 @@ fn foreign_realloc<C: Config>(ptr: *mut c_void, size: usize) -> *mut c_void {
 #[inline]
 pub unsafe fn malloc<C: Config>(size: usize) -> *mut c_void {
     // The engine serves size 0 with a unique 16-byte block and answers null
-    // for sizes no mapping could hold, so no pre-check is needed here.
-    engine_alloc::<C>(size, MIN_ALIGN)
+    // for sizes no mapping could hold, so no pre-check is needed here. The hot
+    // half makes no call, so the slow half is a tail call: no stack frame on
+    // the path a C program takes for nearly every malloc.
+    // SAFETY: MIN_ALIGN is a power of two.
+    let p = unsafe { engine::alloc_cached::<C>(size, MIN_ALIGN) };
+    if !p.is_null() {
+        return p.cast();
+    }
+    malloc_slow::<C>(size)
+}
+
+/// `malloc` when the thread cache cannot serve the request.
+#[cold]
+#[inline(never)]
+fn malloc_slow<C: Config>(size: usize) -> *mut c_void {
+    // SAFETY: MIN_ALIGN is a power of two; `alloc_slow` returns null on failure.
+    let p = unsafe { engine::alloc_slow::<C>(size, MIN_ALIGN, false) };
+    if p.is_null() {
+        return enomem();
+    }
+    p.cast()
 }
 
 /// `free(ptr)`: null is ignored; pointers this type does not own go to the
@@ -287,10 +306,27 @@ pub unsafe fn malloc<C: Config>(size: usize) -> *mut c_void {
 /// allocator), not freed before.
 #[inline]
 pub unsafe fn free<C: Config>(ptr: *mut c_void) {
-    // SAFETY: the engine's `free` accepts null, blocks of this type and
-    // pointers it never saw (answering false for those); the caller guarantees
-    // that a block of ours is live and freed once.
-    if !unsafe { engine::free::<C>(ptr as *mut u8) } {
+    // SAFETY: the engine's hot free accepts null, blocks of this type and
+    // pointers it never saw (answering false, having done nothing, for
+    // everything it does not finish); the caller guarantees that a block of
+    // ours is live and freed once.
+    if !unsafe { engine::free_cached::<C>(ptr as *mut u8) } {
+        // SAFETY: as above.
+        unsafe { free_slow::<C>(ptr) }
+    }
+}
+
+/// `free` of everything the hot half does not finish (tail-called, so the hot
+/// half needs no stack frame).
+///
+/// # Safety
+/// As [`free`].
+#[cold]
+#[inline(never)]
+unsafe fn free_slow<C: Config>(ptr: *mut c_void) {
+    // SAFETY: `free_slow` accepts any non-null pointer (ours or not), answering
+    // false for pointers this type never handed out.
+    if !unsafe { engine::free_slow::<C>(ptr as *mut u8) } {
         foreign_free(ptr)
     }
 }

@@ -41,7 +41,10 @@ pub use stats::StatsSnapshot;
 /// Entry points used by the code that `hz3_allocator!` generates. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::api::{alloc, alloc_zeroed, dealloc, free, realloc, stats, usable_size};
+    pub use crate::api::{
+        alloc, alloc_cached, alloc_slow, alloc_zeroed, dealloc, free, free_cached, free_slow, realloc, stats,
+        usable_size,
+    };
     pub use crate::State;
     pub use crate::capi;
 }
