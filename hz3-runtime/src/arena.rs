@@ -2,10 +2,10 @@
 //!
 //! Owns: the reservation (reserved `PROT_NONE`, committed a segment at a time),
 //! the per-slot state table, contiguous slot runs for segments and large blocks,
-//! and the tag map that sits right below the arena in the same reservation (so
-//! the hot path reaches it from the arena base alone). Must never: hand out a
-//! slot twice, or touch slot memory outside the arena lock except through the
-//! segment that owns it.
+//! the purge queue of freed dirty runs (delayed purging), and the tag map that
+//! sits right below the arena in the same reservation (so the hot path reaches
+//! it from the arena base alone). Must never: hand out a slot twice, or touch
+//! slot memory outside the arena lock except through the segment that owns it.
 
 use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
@@ -25,6 +25,28 @@ const MIN_ARENA: usize = 64 << 20;
 
 /// Dirty slots remembered for reuse.
 const RECENT_DIRTY: usize = 256;
+
+/// Freed dirty runs above the kept floor are purged this long after their free.
+pub const PURGE_DELAY_MS: u32 = 50;
+/// Entries of the purge queue (a full queue purges its oldest entry at once).
+const PURGE_QUEUE: usize = 128;
+
+/// One freed dirty run in the purge queue; `at` is the free time, also stamped
+/// on each of its slots (a slot re-freed later carries a newer stamp, so an old
+/// entry never purges it early).
+#[derive(Clone, Copy)]
+struct Freed {
+    first: u32,
+    n: u32,
+    at: u32,
+}
+
+/// The purge queue: a ring of freed runs, oldest at `head` (under the lock).
+struct PurgeQueue {
+    runs: [Freed; PURGE_QUEUE],
+    head: usize,
+    len: usize,
+}
 
 /// Slot never committed (no access).
 pub const SLOT_RESERVED: u8 = 0;
@@ -56,12 +78,19 @@ pub struct Arena {
     recent_dirty: core::cell::UnsafeCell<[u32; RECENT_DIRTY]>,
     /// Entries in `recent_dirty`.
     recent_len: AtomicUsize,
+    /// Freed dirty runs in free order (delayed purging).
+    queue: core::cell::UnsafeCell<PurgeQueue>,
+    /// Free time of the oldest queued run (valid while `queued` is non-zero):
+    /// lets threads check for due purges without the lock.
+    oldest_at: AtomicU32,
+    /// Entries in the purge queue.
+    queued: AtomicUsize,
     /// Serialises slot-table changes.
     pub lock: SpinLock,
 }
 
-// SAFETY: `recent_dirty` is read and written only with `lock` held; every
-// other field is atomic.
+// SAFETY: `recent_dirty` and `queue` are read and written only with `lock`
+// held; every other field is atomic.
 unsafe impl Sync for Arena {}
 
 impl Arena {
@@ -76,6 +105,13 @@ impl Arena {
             dirty: AtomicUsize::new(0),
             recent_dirty: core::cell::UnsafeCell::new([0; RECENT_DIRTY]),
             recent_len: AtomicUsize::new(0),
+            queue: core::cell::UnsafeCell::new(PurgeQueue {
+                runs: [Freed { first: 0, n: 0, at: 0 }; PURGE_QUEUE],
+                head: 0,
+                len: 0,
+            }),
+            oldest_at: AtomicU32::new(0),
+            queued: AtomicUsize::new(0),
             lock: SpinLock::new(),
         }
     }
@@ -102,7 +138,7 @@ impl Arena {
         if raw.is_null() {
             return false;
         }
-        let slots = os::map_rw(len >> SEG_SHIFT);
+        let slots = os::map_rw(slot_table_bytes(len >> SEG_SHIFT));
         if slots.is_null() {
             // SAFETY: `raw` is the reservation just made, of `total` bytes, unused.
             unsafe { os::unmap(raw, total) };
@@ -116,7 +152,7 @@ impl Arena {
             // SAFETY: both mappings were made above and hold nothing.
             unsafe {
                 os::unmap(raw, total);
-                os::unmap(slots, len >> SEG_SHIFT);
+                os::unmap(slots, slot_table_bytes(len >> SEG_SHIFT));
             }
             return false;
         }
@@ -126,6 +162,14 @@ impl Arena {
         // Release: a thread that sees the base sees the tag map and slot table.
         self.base.store(base as usize, Ordering::Release);
         true
+    }
+
+    /// Free-time stamp of slot `i` (written under the lock when it turns dirty).
+    fn stamp(&self, i: usize) -> &AtomicU32 {
+        let states = self.slots.load(Ordering::Relaxed);
+        // SAFETY: the stamps follow the state bytes in the slot table mapping
+        // (`slot_table_bytes`), 4-aligned, one per slot; `i < slot_count()`.
+        unsafe { &*((states + stamps_offset(self.slot_count())) as *const AtomicU32).add(i) }
     }
 
     /// Free slots whose memory is still resident (not purged).
@@ -300,6 +344,145 @@ impl Arena {
         self.lock.unlock();
     }
 
+    /// Return the large run `[first, first+n)` to the free set, resident: it is
+    /// purged once it has been free for `PURGE_DELAY_MS` while more than `floor`
+    /// slots are dirty, at once (oldest runs first) when dirty slots would
+    /// exceed `cap`. Also purges whatever else is due at `now`.
+    ///
+    /// # Safety
+    /// The slots must be a run handed out by `alloc_slots` holding no live data.
+    pub unsafe fn free_slots_delayed(&self, first: usize, n: usize, floor: usize, cap: usize, now: u32) {
+        self.lock.lock();
+        // SAFETY: the lock is held.
+        let q = unsafe { &mut *self.queue.get() };
+        while self.dirty.load(Ordering::Relaxed) + n > cap && q.len > 0 {
+            self.purge_oldest(q);
+        }
+        if self.dirty.load(Ordering::Relaxed) + n > cap {
+            // SAFETY: the caller hands over a run of ours with no live data.
+            os::purge(self.slot_addr(first), n << SEG_SHIFT);
+            for j in first..first + n {
+                self.set_state(j, SLOT_CLEAN);
+            }
+        } else {
+            if q.len == PURGE_QUEUE {
+                // Entries of reused slots are dead weight: drop them. Live ones
+                // number at most the dirty slots (`cap`), so room is made
+                // without purging unless `cap` exceeds the queue.
+                self.drop_stale(q);
+                if q.len == PURGE_QUEUE {
+                    self.purge_oldest(q);
+                }
+            }
+            for j in first..first + n {
+                self.stamp(j).store(now, Ordering::Relaxed);
+                self.set_state(j, SLOT_DIRTY);
+            }
+            self.dirty.fetch_add(n, Ordering::Relaxed);
+            q.runs[(q.head + q.len) % PURGE_QUEUE] = Freed { first: first as u32, n: n as u32, at: now };
+            q.len += 1;
+            self.sync_queue(q);
+            if n == 1 {
+                self.push_recent_dirty(first);
+            }
+        }
+        if first < self.hint.load(Ordering::Relaxed) {
+            self.hint.store(first, Ordering::Relaxed);
+        }
+        self.purge_due(q, floor, now, false);
+        self.lock.unlock();
+    }
+
+    /// Whether a queued run may be due for purging at `now` while more than
+    /// `floor` slots are dirty (lock-free hint; `purge_queued` decides).
+    #[inline]
+    pub fn purge_pending(&self, floor: usize, now: u32) -> bool {
+        self.queued.load(Ordering::Relaxed) != 0
+            && self.dirty.load(Ordering::Relaxed) > floor
+            && now.wrapping_sub(self.oldest_at.load(Ordering::Relaxed)) >= PURGE_DELAY_MS
+    }
+
+    /// Purge queued runs down to `floor` dirty slots: the ones free for
+    /// `PURGE_DELAY_MS` at `now`, or all of them (oldest first) with `all`.
+    pub fn purge_queued(&self, floor: usize, now: u32, all: bool) {
+        self.lock.lock();
+        // SAFETY: the lock is held.
+        let q = unsafe { &mut *self.queue.get() };
+        self.purge_due(q, floor, now, all);
+        self.lock.unlock();
+    }
+
+    /// Under the lock: the body of `purge_queued`.
+    fn purge_due(&self, q: &mut PurgeQueue, floor: usize, now: u32, all: bool) {
+        while q.len > 0
+            && self.dirty.load(Ordering::Relaxed) > floor
+            && (all || now.wrapping_sub(q.runs[q.head].at) >= PURGE_DELAY_MS)
+        {
+            self.purge_oldest(q);
+        }
+    }
+
+    /// Under the lock: pop the oldest queued run and purge those of its slots
+    /// that are still free, dirty and stamped with its free time (the others
+    /// were reused, purged, or freed again later), in contiguous stretches.
+    fn purge_oldest(&self, q: &mut PurgeQueue) {
+        let r = q.runs[q.head];
+        q.head = (q.head + 1) % PURGE_QUEUE;
+        q.len -= 1;
+        self.sync_queue(q);
+        let (first, end) = (r.first as usize, (r.first + r.n) as usize);
+        let mut j = first;
+        while j < end {
+            let stale = |k: usize| self.slot_state(k) != SLOT_DIRTY || self.stamp(k).load(Ordering::Relaxed) != r.at;
+            if stale(j) {
+                j += 1;
+                continue;
+            }
+            let start = j;
+            while j < end && !stale(j) {
+                j += 1;
+            }
+            // SAFETY: [start, j) are free dirty slots of this arena: committed,
+            // no live data, and nobody else touches them while the lock is held.
+            unsafe { os::purge(self.slot_addr(start), (j - start) << SEG_SHIFT) };
+            for k in start..j {
+                self.set_state(k, SLOT_CLEAN);
+            }
+            self.dirty.fetch_sub(j - start, Ordering::Relaxed);
+        }
+    }
+
+    /// Under the lock: remove the queued runs none of whose slots is still
+    /// free, dirty and stamped with the run's free time (order kept).
+    fn drop_stale(&self, q: &mut PurgeQueue) {
+        let live = |r: &Freed| {
+            (r.first..r.first + r.n).any(|k| {
+                let k = k as usize;
+                self.slot_state(k) == SLOT_DIRTY && self.stamp(k).load(Ordering::Relaxed) == r.at
+            })
+        };
+        let mut kept = 0;
+        for i in 0..q.len {
+            let r = q.runs[(q.head + i) % PURGE_QUEUE];
+            if live(&r) {
+                q.runs[(q.head + kept) % PURGE_QUEUE] = r;
+                kept += 1;
+            }
+        }
+        q.len = kept;
+        self.sync_queue(q);
+    }
+
+    /// Under the lock: publish the queue's length and oldest free time for
+    /// `purge_pending` (relaxed: a stale hint only delays or repeats a check
+    /// that is redone under the lock).
+    fn sync_queue(&self, q: &PurgeQueue) {
+        if q.len > 0 {
+            self.oldest_at.store(q.runs[q.head].at, Ordering::Relaxed);
+        }
+        self.queued.store(q.len, Ordering::Relaxed);
+    }
+
     /// Under the lock: remember dirty slot `j` (the oldest entry is dropped when full).
     fn push_recent_dirty(&self, j: usize) {
         // SAFETY: the arena lock is held by the caller.
@@ -331,3 +514,14 @@ impl Arena {
         found
     }
 }
+
+/// Offset of the stamp array in the slot table mapping (after the state bytes, 4-aligned).
+fn stamps_offset(slot_count: usize) -> usize {
+    (slot_count + 3) & !3
+}
+
+/// Bytes of the slot table mapping: a state byte and a `u32` free stamp per slot.
+fn slot_table_bytes(slot_count: usize) -> usize {
+    stamps_offset(slot_count) + slot_count * 4
+}
+

@@ -327,6 +327,78 @@ mod trimmed {
         .unwrap();
         assert_eq!(held_slots(), 0, "every segment and large block returned to the arena");
         let st = <ctrim::T as Config>::state();
-        assert!(st.arena.dirty_slots() <= crate::large::LARGE_CACHE_SLOTS);
+        assert!(st.arena.dirty_slots() <= crate::large::LARGE_DIRTY_CAP);
+    }
+}
+
+mod delayed_purge {
+    use super::*;
+    use crate::arena::PURGE_DELAY_MS;
+    use crate::large::{LARGE_CACHE_SLOTS, LARGE_DIRTY_CAP};
+    test_config!(cdecay, true, false, Ptag::Late, false, 4);
+
+    fn alloc_large(n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|i| {
+                // SAFETY: align 16 is a power of two.
+                let p = unsafe { alloc::<cdecay::T>(300_000, 16) };
+                assert!(!p.is_null());
+                // SAFETY: the block has 300_000 bytes.
+                unsafe { p.write_bytes(i as u8, 300_000) };
+                p as usize
+            })
+            .collect()
+    }
+
+    /// Freed large slots above the kept floor stay resident for the purge delay
+    /// (a burst of frees followed by allocations reuses them), never beyond the
+    /// cap, and are purged once the delay has passed; a thread's exit purges
+    /// what it left above the floor at once.
+    #[test]
+    fn freed_large_slots_purge_after_the_delay() {
+        let st = <cdecay::T as Config>::state();
+        std::thread::spawn(|| {
+            // A thread cache (its exit hook purges, below).
+            // SAFETY: align 16 is a power of two; the block is freed at once.
+            unsafe { free::<cdecay::T>(alloc::<cdecay::T>(64, 16)) };
+            // A burst: 40 blocks (one slot each) freed, then reallocated warm.
+            // The exact counts hold unless the machine stalled for the delay.
+            let ps = alloc_large(40);
+            let t0 = crate::os::now_ms();
+            for &p in &ps {
+                // SAFETY: p is a live block.
+                unsafe { free::<cdecay::T>(p as *mut u8) };
+            }
+            let resident = st.arena.dirty_slots();
+            let again = alloc_large(40);
+            if crate::os::now_ms().wrapping_sub(t0) < PURGE_DELAY_MS {
+                assert_eq!(resident, 40, "the burst stays resident");
+                assert_eq!(st.arena.dirty_slots(), 0, "the burst reused every dirty slot");
+            }
+            // More than the cap: the oldest runs are purged at once.
+            let more = alloc_large(LARGE_DIRTY_CAP);
+            for &p in again.iter().chain(more.iter()) {
+                // SAFETY: p is a live block.
+                unsafe { free::<cdecay::T>(p as *mut u8) };
+            }
+            assert!(st.arena.dirty_slots() <= LARGE_DIRTY_CAP);
+            assert!(st.arena.dirty_slots() > LARGE_CACHE_SLOTS);
+            // After the delay, the next large free purges down to the floor.
+            std::thread::sleep(std::time::Duration::from_millis(PURGE_DELAY_MS as u64 * 2 + 20));
+            let one = alloc_large(1);
+            // SAFETY: one[0] is a live block.
+            unsafe { free::<cdecay::T>(one[0] as *mut u8) };
+            assert!(st.arena.dirty_slots() <= LARGE_CACHE_SLOTS + 1, "dirty {}", st.arena.dirty_slots());
+            // A burst left behind by an exiting thread goes at its exit.
+            let last = alloc_large(30);
+            for &p in &last {
+                // SAFETY: p is a live block.
+                unsafe { free::<cdecay::T>(p as *mut u8) };
+            }
+            assert!(st.arena.dirty_slots() > LARGE_CACHE_SLOTS);
+        })
+        .join()
+        .unwrap();
+        assert!(st.arena.dirty_slots() <= LARGE_CACHE_SLOTS, "dirty {} after thread exit", st.arena.dirty_slots());
     }
 }

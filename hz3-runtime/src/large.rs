@@ -2,11 +2,13 @@
 //!
 //! Owns: large blocks as runs of whole arena slots (header in the first page of
 //! the first slot, data from page 1 or the requested alignment), their in-place
-//! growth, the bounded cache of freed-but-unpurged large slots, and the registry
-//! of direct `mmap` blocks (huge requests, alignments above half a segment, and
-//! anything the arena cannot hold). Must never: keep more than
-//! `LARGE_CACHE_SLOTS` freed large slots resident when purging is on, or look at
-//! memory it does not own to decide whether a pointer is ours.
+//! growth, the bounded cache of freed-but-unpurged large slots (delayed purging),
+//! and the registry of direct `mmap` blocks (huge requests, alignments above half
+//! a segment, and anything the arena cannot hold). Must never: keep more than
+//! `LARGE_DIRTY_CAP` freed large slots resident when purging is on (more than
+//! `LARGE_CACHE_SLOTS` for longer than the purge delay, give or take the next
+//! allocator activity), or look at memory it does not own to decide whether a
+//! pointer is ours.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,8 +19,14 @@ use crate::size_class::LARGE_BIN;
 use crate::sync::SpinLock;
 use crate::{tagmap, Config, Ptag, State};
 
-/// Freed large slots kept resident for reuse (8 MiB) before purging starts.
+/// Freed large slots kept resident for reuse (8 MiB) however long they stay free.
 pub const LARGE_CACHE_SLOTS: usize = 8;
+/// Freed large slots kept resident at most (64 MiB): above `LARGE_CACHE_SLOTS`
+/// a freed run is purged `arena::PURGE_DELAY_MS` after its free (at the next
+/// large operation, refill or thread exit), or at once beyond this cap, so a
+/// burst of frees followed by allocations reuses warm memory instead of
+/// faulting it in again.
+pub const LARGE_DIRTY_CAP: usize = 64;
 /// Requests of at least this share of the arena (1/16) are mapped directly.
 const ARENA_SHARE_SHIFT: u32 = 4;
 
@@ -119,9 +127,33 @@ pub unsafe fn free<C: Config>(st: &State<C>, p: usize) -> bool {
     }
     let n = hdr.large_slots as usize;
     hdr.magic = 0;
-    let limit = if C::PURGE { LARGE_CACHE_SLOTS } else { usize::MAX };
-    st.arena.free_slots(segment::slot_index(base, seg), n, limit);
+    let first = segment::slot_index(base, seg);
+    if C::PURGE {
+        st.arena.free_slots_delayed(first, n, LARGE_CACHE_SLOTS, LARGE_DIRTY_CAP, os::now_ms());
+    } else {
+        st.arena.free_slots(first, n, usize::MAX);
+    }
     true
+}
+
+/// Purge the freed large runs that are due (free for the purge delay, above
+/// the kept floor); cheap when none is (no lock, one clock read only when
+/// runs are queued). Called from allocation slow paths.
+pub fn purge_tick<C: Config>(st: &State<C>) {
+    if C::PURGE && st.arena.dirty_slots() > LARGE_CACHE_SLOTS {
+        let now = os::now_ms();
+        if st.arena.purge_pending(LARGE_CACHE_SLOTS, now) {
+            st.arena.purge_queued(LARGE_CACHE_SLOTS, now, false);
+        }
+    }
+}
+
+/// At thread exit: purge freed large runs above the kept floor without
+/// waiting (an exiting thread's blocks are not coming back to it).
+pub fn purge_at_exit<C: Config>(st: &State<C>) {
+    if C::PURGE && st.arena.dirty_slots() > LARGE_CACHE_SLOTS {
+        st.arena.purge_queued(LARGE_CACHE_SLOTS, os::now_ms(), true);
+    }
 }
 
 /// Resize the large block at `p` in place to `new_size` when it fits its slots

@@ -120,6 +120,7 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     let st = C::state();
     let tcr = &mut *tc;
     tcr.count::<C>(Ctr::Refills);
+    crate::large::purge_tick(st);
     if tcr.remote_pending != 0 {
         remote::publish_all::<C>(st, tcr);
     }

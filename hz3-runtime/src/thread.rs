@@ -159,6 +159,7 @@ extern "C" fn thread_exit<C: Config>(arg: *mut libc::c_void) {
         st.pool_free.store(tc as usize, Ordering::Relaxed);
         st.pool_lock.unlock();
     }
+    crate::large::purge_at_exit(st);
 }
 
 /// Empty a cache whose thread is gone (flush, publish remote frees) and give
