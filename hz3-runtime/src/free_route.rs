@@ -8,7 +8,7 @@
 //! read a header of a slot it has not checked is live unless the pointer came
 //! through a route that proves it (a tag or meta hit).
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arena::SLOT_HEAD;
 use crate::segment::{self, SegHdr, KIND_LARGE, KIND_RUNS, SEG_MAGIC};
@@ -56,11 +56,7 @@ impl<'a> Tally<'a> {
     #[inline(always)]
     pub fn bump<C: Config>(&self, k: Ctr) {
         if C::STATS {
-            if self.owned {
-                self.c.bump_owned(k)
-            } else {
-                self.c.bump_shared(k)
-            }
+            self.add(self.c.of(k));
         }
     }
 
@@ -68,11 +64,16 @@ impl<'a> Tally<'a> {
     #[inline(always)]
     pub fn bump_events<C: Config>(&self, e: Events) {
         if C::STATS {
-            if self.owned {
-                self.c.bump_events_owned(e)
-            } else {
-                self.c.bump_events_shared(e)
-            }
+            self.add(self.c.of_events(e));
+        }
+    }
+
+    #[inline(always)]
+    fn add(&self, c: &AtomicU64) {
+        if self.owned {
+            crate::stats::add_owned(c)
+        } else {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

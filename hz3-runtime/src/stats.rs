@@ -56,6 +56,14 @@ impl Events {
     }
 }
 
+/// Add one to a counter only the calling thread writes: a relaxed load and
+/// store, no locked read-modify-write (readers on other threads see some
+/// recent value, which is all a statistics snapshot needs).
+#[inline(always)]
+pub fn add_owned(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
 /// One set of counters.
 pub struct Counters {
     c: [AtomicU64; NCTR],
@@ -69,32 +77,30 @@ impl Counters {
         Counters { c: [const { AtomicU64::new(0) }; NCTR], sets: [const { AtomicU64::new(0) }; 1 << FREE_EVENTS] }
     }
 
-    /// Count the events of one free, by the only thread that writes this set.
+    /// The counter of event set `e` (one bump counts each of its events).
     #[inline(always)]
-    pub fn bump_events_owned(&self, e: Events) {
+    pub fn of_events(&self, e: Events) -> &AtomicU64 {
         // The mask keeps the index in bounds without a check (`Events::with`
         // only sets free-event bits, so it never changes the set).
-        let c = &self.sets[e.0 as usize & ((1 << FREE_EVENTS) - 1)];
-        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        &self.sets[e.0 as usize & ((1 << FREE_EVENTS) - 1)]
     }
 
-    /// Count the events of one free in a set shared between threads.
-    #[inline]
-    pub fn bump_events_shared(&self, e: Events) {
-        self.sets[e.0 as usize & ((1 << FREE_EVENTS) - 1)].fetch_add(1, Ordering::Relaxed);
+    /// The counter of `k`.
+    #[inline(always)]
+    pub fn of(&self, k: Ctr) -> &AtomicU64 {
+        &self.c[k as usize]
     }
 
-    /// Add one, by the only thread that writes this set (no read-modify-write).
+    /// Add one, by the only thread that writes this set.
     #[inline(always)]
     pub fn bump_owned(&self, k: Ctr) {
-        let c = &self.c[k as usize];
-        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        add_owned(self.of(k))
     }
 
     /// Add one to a set shared between threads.
     #[inline]
     pub fn bump_shared(&self, k: Ctr) {
-        self.c[k as usize].fetch_add(1, Ordering::Relaxed);
+        self.of(k).fetch_add(1, Ordering::Relaxed);
     }
 
     /// Add this set into `into` (each event set adds to each of its events).

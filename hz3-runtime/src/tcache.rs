@@ -73,7 +73,7 @@ impl ThreadCache {
     #[inline(always)]
     pub fn count_events<C: Config>(&self, e: Events) {
         if C::STATS {
-            self.ctr.bump_events_owned(e);
+            crate::stats::add_owned(self.ctr.of_events(e));
         }
     }
 }
