@@ -28,8 +28,9 @@ const RECENT_DIRTY: usize = 256;
 
 /// Freed dirty runs above the kept floor are purged this long after their free.
 pub const PURGE_DELAY_MS: u32 = 50;
-/// Entries of the purge queue (a full queue purges its oldest entry at once).
-const PURGE_QUEUE: usize = 128;
+/// Entries of the purge queue (a full queue first drops entries of reused
+/// slots; it purges its oldest entry only when more runs than this are dirty).
+pub const PURGE_QUEUE: usize = 128;
 
 /// One freed dirty run in the purge queue; `at` is the free time, also stamped
 /// on each of its slots (a slot re-freed later carries a newer stamp, so an old
@@ -355,10 +356,12 @@ impl Arena {
         self.lock.lock();
         // SAFETY: the lock is held.
         let q = unsafe { &mut *self.queue.get() };
-        while self.dirty.load(Ordering::Relaxed) + n > cap && q.len > 0 {
+        // A run too big to keep beside the floor goes at once; otherwise the
+        // oldest runs make room for it.
+        while n + floor <= cap && self.dirty.load(Ordering::Relaxed) + n > cap && q.len > 0 {
             self.purge_oldest(q);
         }
-        if self.dirty.load(Ordering::Relaxed) + n > cap {
+        if n + floor > cap || self.dirty.load(Ordering::Relaxed) + n > cap {
             // SAFETY: the caller hands over a run of ours with no live data.
             os::purge(self.slot_addr(first), n << SEG_SHIFT);
             for j in first..first + n {
@@ -399,7 +402,7 @@ impl Arena {
     pub fn purge_pending(&self, floor: usize, now: u32) -> bool {
         self.queued.load(Ordering::Relaxed) != 0
             && self.dirty.load(Ordering::Relaxed) > floor
-            && now.wrapping_sub(self.oldest_at.load(Ordering::Relaxed)) >= PURGE_DELAY_MS
+            && age(now, self.oldest_at.load(Ordering::Relaxed)) >= PURGE_DELAY_MS
     }
 
     /// Purge queued runs down to `floor` dirty slots: the ones free for
@@ -416,7 +419,7 @@ impl Arena {
     fn purge_due(&self, q: &mut PurgeQueue, floor: usize, now: u32, all: bool) {
         while q.len > 0
             && self.dirty.load(Ordering::Relaxed) > floor
-            && (all || now.wrapping_sub(q.runs[q.head].at) >= PURGE_DELAY_MS)
+            && (all || age(now, q.runs[q.head].at) >= PURGE_DELAY_MS)
         {
             self.purge_oldest(q);
         }
@@ -512,6 +515,17 @@ impl Arena {
         }
         self.recent_len.store(len, Ordering::Relaxed);
         found
+    }
+}
+
+/// Milliseconds from free time `at` to `now`; 0 when `at` is later (two
+/// threads read the clock before taking the lock in either order).
+fn age(now: u32, at: u32) -> u32 {
+    let d = now.wrapping_sub(at);
+    if d > u32::MAX / 2 {
+        0
+    } else {
+        d
     }
 }
 

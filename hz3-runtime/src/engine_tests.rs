@@ -361,6 +361,10 @@ mod delayed_purge {
             // A thread cache (its exit hook purges, below).
             // SAFETY: align 16 is a power of two; the block is freed at once.
             unsafe { free::<cdecay::T>(alloc::<cdecay::T>(64, 16)) };
+            // A run bigger than the cap allows beside the floor is purged at once.
+            // SAFETY: align 16 is a power of two; the block is freed untouched.
+            unsafe { free::<cdecay::T>(alloc::<cdecay::T>((LARGE_DIRTY_CAP - LARGE_CACHE_SLOTS + 1) << 20, 16)) };
+            assert_eq!(st.arena.dirty_slots(), 0);
             // A burst: 40 blocks (one slot each) freed, then reallocated warm.
             // The exact counts hold unless the machine stalled for the delay.
             let ps = alloc_large(40);

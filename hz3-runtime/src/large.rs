@@ -27,6 +27,8 @@ pub const LARGE_CACHE_SLOTS: usize = 8;
 /// burst of frees followed by allocations reuses warm memory instead of
 /// faulting it in again.
 pub const LARGE_DIRTY_CAP: usize = 64;
+// Dirty runs never outnumber the purge queue, so it never purges early.
+const _: () = assert!(LARGE_DIRTY_CAP < crate::arena::PURGE_QUEUE);
 /// Requests of at least this share of the arena (1/16) are mapped directly.
 const ARENA_SHARE_SHIFT: u32 = 4;
 
