@@ -184,6 +184,24 @@ fn common_expectations<A: Probe>(a: &'static A, e: &mut Expect) {
     e.eq("local small", "large_allocs", d.large_allocs, 0);
     e.ge("local small", "refills", d.refills, 1);
 
+    // `allocs` is derived from the bins' block flow: check it mid-flight, on a
+    // thread whose bins still hold blocks and that has refilled and flushed.
+    let (d, cached_free) = thread::spawn(move || {
+        let before = A::probe_stats();
+        let mut v: Vec<_> = (0..3 * N).map(|_| Block::new(a, 48, 16)).collect();
+        v.drain(..).for_each(|b| b.free("churn"));
+        v.extend((0..3 * N).map(|_| Block::new(a, 48, 16)));
+        v.drain(..3 * N as usize / 2).for_each(|b| b.free("churn"));
+        let d = delta(&before, &A::probe_stats());
+        v.into_iter().for_each(|b| b.free("churn"));
+        (d, 3 * N / 2)
+    })
+    .join()
+    .unwrap();
+    e.eq("cached churn", "allocs", d.allocs, 6 * N);
+    e.eq("cached churn", "local", d.local, 3 * N + cached_free);
+    e.ge("cached churn", "refills", d.refills, 1);
+
     let d = measure::<A>(|| remote_live_seq(a, N, small_size));
     e.eq("remote small (owner alive)", "allocs", d.allocs, N);
     e.eq("remote small (owner alive)", "calls", d.calls, N);

@@ -41,9 +41,9 @@ pub unsafe fn alloc_cached<C: Config>(size: usize, align: usize) -> *mut u8 {
         let tc = thread::raw::<C>();
         if is_live(tc) {
             let bin = if size <= SMALL_MAX { size_class::small_bin(size) } else { size_class::bin_of(size) };
+            // Not counted: `allocs` is derived from the bins' block flow.
             let p = tcache::pop(tc, bin);
             if !p.is_null() {
-                (*tc).count::<C>(Ctr::Allocs);
                 if C::FAILFAST {
                     failfast::mark_live(C::state(), p as usize);
                 }
@@ -88,7 +88,7 @@ pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *m
     };
     let tc = thread::cache::<C>();
     let p = if is_live(tc) {
-        (*tc).count::<C>(Ctr::Allocs);
+        // A pop is counted by the bins' block flow, a refill's block by refill.
         let p = tcache::pop(tc, bin);
         if p.is_null() {
             tcache::refill::<C>(tc, bin)

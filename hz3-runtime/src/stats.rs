@@ -31,6 +31,11 @@ pub enum Ctr {
     Flushes,
     RemoteBatches,
     LargeAllocs,
+    /// Blocks a refill put into a thread-cache bin (the one it returned is
+    /// counted in `Allocs`).
+    CacheIn,
+    /// Blocks moved out of a thread-cache bin by a flush or a thread's exit.
+    CacheOut,
     Invalid,
 }
 
@@ -172,7 +177,14 @@ pub struct StatsSnapshot {
 impl StatsSnapshot {
     /// Build from summed counters; `ptag_late` says whether every tag hit was a
     /// fallback after the S110 step (`ptag: late`).
-    pub fn from_sums(s: &[u64; NCTR], ptag_late: bool) -> Self {
+    ///
+    /// `allocs` is derived: every block that enters a thread-cache bin (a
+    /// local free, or a refill's surplus) leaves it by an allocation (a pop,
+    /// not counted on the hot path), a flush or a thread exit, or is still in
+    /// it (`cached`, the bins' current counts); so pops = local + in − out −
+    /// cached, plus the allocations counted directly (refill's returned block,
+    /// large, direct-mode). Exact when no other thread is mid-operation.
+    pub fn from_sums(s: &[u64; NCTR], ptag_late: bool, cached: u64) -> Self {
         use Ctr::*;
         StatsSnapshot {
             calls: s[Local as usize] + s[Remote as usize] + s[FreeOther as usize],
@@ -187,7 +199,8 @@ impl StatsSnapshot {
             ptag_hit: s[PtagHit as usize],
             ptag_miss: s[PtagMiss as usize],
             ptag_decode_fail: s[PtagDecodeFail as usize],
-            allocs: s[Allocs as usize],
+            allocs: (s[Allocs as usize] + s[Local as usize] + s[CacheIn as usize])
+                .saturating_sub(s[CacheOut as usize] + cached),
             refills: s[Refills as usize],
             flushes: s[Flushes as usize],
             remote_batches: s[RemoteBatches as usize],
@@ -338,13 +351,13 @@ mod tests {
         let mut s = [0; NCTR];
         a.add_to(&mut s);
         b.add_to(&mut s);
-        let snap = StatsSnapshot::from_sums(&s, true);
+        let snap = StatsSnapshot::from_sums(&s, true, 0);
         assert_eq!(snap.calls, 4);
         assert_eq!(snap.remote, 1);
         assert_eq!(snap.local, 2);
         assert_eq!(snap.seg_hit, 2);
         assert_eq!(snap.ptag_lookups, 2);
         assert_eq!(snap.fallback_ptag, 1);
-        assert_eq!(StatsSnapshot::from_sums(&s, false).fallback_ptag, 0);
+        assert_eq!(StatsSnapshot::from_sums(&s, false, 0).fallback_ptag, 0);
     }
 }

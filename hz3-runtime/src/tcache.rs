@@ -9,14 +9,17 @@ use crate::shard::{self, next_of, set_next, Chain};
 use crate::size_class::{BINS, NBINS};
 use crate::stats::{Counters, Ctr, Events};
 use crate::{Config, State};
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// One bin of a thread cache.
 #[repr(C)]
 pub struct Bin {
     /// First cached block (null when empty).
     pub head: *mut u8,
-    /// Cached blocks.
-    pub count: u32,
+    /// Cached blocks. Written only by the owning thread (relaxed load and
+    /// store, the same instructions as a plain field); atomic so a stats
+    /// snapshot on another thread may read it: `allocs` is derived from it.
+    pub count: AtomicU32,
     /// Flush threshold: starts at `BINS[bin].max_cached`, doubles (up to
     /// `max_limit`) each time the bin fills up, so a bin whose working set is
     /// larger stops trading blocks with the central.
@@ -51,7 +54,7 @@ impl ThreadCache {
     pub fn reset(&mut self, shard: usize) {
         for (b, info) in self.bins.iter_mut().zip(BINS.iter()) {
             b.head = core::ptr::null_mut();
-            b.count = 0;
+            b.count.store(0, Relaxed);
             b.max = info.max_cached as u32;
         }
         self.shard = shard as u32;
@@ -67,6 +70,20 @@ impl ThreadCache {
         if C::STATS {
             self.ctr.bump_owned(k);
         }
+    }
+
+    /// Add `n` to counter `k` when stats are on.
+    #[inline]
+    pub fn add<C: Config>(&self, k: Ctr, n: u64) {
+        if C::STATS {
+            let c = self.ctr.of(k);
+            c.store(c.load(core::sync::atomic::Ordering::Relaxed) + n, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Blocks held in the bins now (read by stats snapshots on any thread).
+    pub fn cached_blocks(&self) -> u64 {
+        self.bins.iter().map(|b| b.count.load(Relaxed) as u64).sum()
     }
 
     /// Count the events of one free (one bump) when stats are on.
@@ -88,7 +105,7 @@ pub unsafe fn pop(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     let p = b.head;
     if !p.is_null() {
         b.head = next_of(p);
-        b.count -= 1;
+        b.count.store(b.count.load(Relaxed) - 1, Relaxed);
     }
     p
 }
@@ -102,8 +119,9 @@ pub unsafe fn push<C: Config>(tc: *mut ThreadCache, bin: usize, p: *mut u8) {
     let b = (*tc).bins.get_unchecked_mut(bin);
     set_next(p, b.head);
     b.head = p;
-    b.count += 1;
-    if b.count > b.max {
+    let n = b.count.load(Relaxed) + 1;
+    b.count.store(n, Relaxed);
+    if n > b.max {
         flush::<C>(tc, bin);
     }
 }
@@ -164,9 +182,13 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     if head.is_null() {
         return head;
     }
+    // The returned block is an allocation that never enters the bin; the
+    // rest is counted in (see `StatsSnapshot::allocs`).
+    tcr.count::<C>(Ctr::Allocs);
+    tcr.add::<C>(Ctr::CacheIn, n as u64 - 1);
     let bn = &mut tcr.bins[bin];
     bn.head = next_of(head);
-    bn.count = n - 1;
+    bn.count.store(n - 1, Relaxed);
     head
 }
 
@@ -185,13 +207,15 @@ pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
     let b = &mut tcr.bins[bin];
     if b.max < limit {
         b.max = (b.max * 2).min(limit);
-        if b.count <= b.max {
+        if b.count.load(Relaxed) <= b.max {
             return;
         }
     }
     tcr.count::<C>(Ctr::Flushes);
     let b = &mut tcr.bins[bin];
-    let n = b.count - b.max / 2;
+    let n = b.count.load(Relaxed) - b.max / 2;
+    tcr.add::<C>(Ctr::CacheOut, n as u64);
+    let b = &mut tcr.bins[bin];
     let chain = split_front(b, n);
     give_chain::<C>(st, tcr.shard as usize, bin, chain);
 }
@@ -204,7 +228,7 @@ unsafe fn split_front(b: &mut Bin, n: u32) -> Chain {
         tail = next_of(tail);
     }
     b.head = next_of(tail);
-    b.count -= n;
+    b.count.store(b.count.load(Relaxed) - n, Relaxed);
     set_next(tail, core::ptr::null_mut());
     Chain { head, tail, n }
 }
@@ -234,9 +258,10 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
     remote::publish_all::<C>(st, tcr);
     for bin in 0..NBINS {
         let b = &mut tcr.bins[bin];
-        if b.count > 0 {
-            let n = b.count;
+        let n = b.count.load(Relaxed);
+        if n > 0 {
             let chain = split_front(b, n);
+            tcr.add::<C>(Ctr::CacheOut, n as u64);
             give_chain::<C>(st, tcr.shard as usize, bin, chain);
         }
     }

@@ -296,6 +296,7 @@ extern "C" fn print_at_exit<C: Config>() {
 pub fn snapshot<C: Config>() -> StatsSnapshot {
     let st = C::state();
     let mut sums = [0u64; NCTR];
+    let mut cached = 0;
     st.shared_ctr.add_to(&mut sums);
     st.pool_lock.lock();
     let mut tc = st.pool_all.load(Ordering::Relaxed) as *mut ThreadCache;
@@ -303,9 +304,10 @@ pub fn snapshot<C: Config>() -> StatsSnapshot {
         // SAFETY: caches are never unmapped; counters are atomics.
         unsafe {
             (*tc).ctr.add_to(&mut sums);
+            cached += (*tc).cached_blocks();
             tc = (*tc).all_next;
         }
     }
     st.pool_lock.unlock();
-    StatsSnapshot::from_sums(&sums, C::PTAG == crate::Ptag::Late)
+    StatsSnapshot::from_sums(&sums, C::PTAG == crate::Ptag::Late, cached)
 }
