@@ -37,10 +37,13 @@ pub unsafe fn alloc<C: Config>(size: usize, align: usize) -> *mut u8 {
 /// `align` is a power of two.
 #[inline(always)]
 pub unsafe fn alloc_cached<C: Config>(size: usize, align: usize) -> *mut u8 {
-    if align <= 16 && size <= MEDIUM_MAX {
+    // Size 0 takes the slow path, so a small size's bin is the range test's
+    // `size - 1` shifted.
+    let small = size.wrapping_sub(1) < SMALL_MAX;
+    if align <= 16 && (small || (size > SMALL_MAX && size <= MEDIUM_MAX)) {
         let tc = thread::raw::<C>();
         if is_live(tc) {
-            let bin = if size <= SMALL_MAX { size_class::small_bin(size) } else { size_class::bin_of(size) };
+            let bin = if small { size_class::small_bin_nonzero(size) } else { size_class::bin_of(size) };
             // Not counted: `allocs` is derived from the bins' block flow.
             let p = tcache::pop(tc, bin);
             if !p.is_null() {
@@ -129,9 +132,16 @@ pub unsafe fn free<C: Config>(p: *mut u8) -> bool {
 /// As [`free`].
 #[inline(always)]
 pub unsafe fn free_cached<C: Config>(p: *mut u8) -> bool {
-    if p.is_null() {
-        return true;
-    }
+    p.is_null() || free_hot::<C>(p)
+}
+
+/// [`free_cached`] without its null test: null is never in the arena, so it
+/// answers false for null too (the C `free` tests null on its slow half).
+///
+/// # Safety
+/// As [`free`].
+#[inline(always)]
+pub unsafe fn free_hot<C: Config>(p: *mut u8) -> bool {
     let tc = thread::raw::<C>();
     if is_live(tc) {
         let st = C::state();

@@ -308,9 +308,9 @@ fn malloc_slow<C: Config>(size: usize) -> *mut c_void {
 pub unsafe fn free<C: Config>(ptr: *mut c_void) {
     // SAFETY: the engine's hot free accepts null, blocks of this type and
     // pointers it never saw (answering false, having done nothing, for
-    // everything it does not finish); the caller guarantees that a block of
-    // ours is live and freed once.
-    if !unsafe { engine::free_cached::<C>(ptr as *mut u8) } {
+    // everything it does not finish, null included); the caller guarantees
+    // that a block of ours is live and freed once.
+    if !unsafe { engine::free_hot::<C>(ptr as *mut u8) } {
         // SAFETY: as above.
         unsafe { free_slow::<C>(ptr) }
     }
@@ -324,6 +324,9 @@ pub unsafe fn free<C: Config>(ptr: *mut c_void) {
 #[cold]
 #[inline(never)]
 unsafe fn free_slow<C: Config>(ptr: *mut c_void) {
+    if ptr.is_null() {
+        return;
+    }
     // SAFETY: `free_slow` accepts any non-null pointer (ours or not), answering
     // false for pointers this type never handed out.
     if !unsafe { engine::free_slow::<C>(ptr as *mut u8) } {

@@ -42,7 +42,7 @@ pub use stats::StatsSnapshot;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::api::{
-        alloc, alloc_cached, alloc_slow, alloc_zeroed, dealloc, free, free_cached, free_slow, realloc, stats,
+        alloc, alloc_cached, alloc_slow, alloc_zeroed, dealloc, free, free_cached, free_hot, free_slow, realloc, stats,
         usable_size,
     };
     pub use crate::State;

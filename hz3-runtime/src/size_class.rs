@@ -150,7 +150,15 @@ pub static BINS: [BinInfo; NBINS] = build_table();
 /// Bin of a small request (`size <= SMALL_MAX`); size 0 maps to the 16-byte class.
 #[inline(always)]
 pub fn small_bin(size: usize) -> usize {
-    ((size + 15) >> 4).max(1) - 1
+    small_bin_nonzero(size.max(1))
+}
+
+/// Bin of a small request of 1 to `SMALL_MAX` bytes: `size - 1` is what the
+/// hot path's range test already computed, so the bin is one shift more (and
+/// the bin's offset in the cache one mask).
+#[inline(always)]
+pub fn small_bin_nonzero(size: usize) -> usize {
+    (size - 1) >> 4
 }
 
 /// Bin of an unaligned request of at most `MEDIUM_MAX` bytes.
