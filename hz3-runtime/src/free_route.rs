@@ -10,7 +10,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::arena::SLOT_HEAD;
+use crate::arena::{PAGES_PER_SEG, SLOT_HEAD};
 use crate::segment::{self, SegHdr, KIND_LARGE, KIND_RUNS, SEG_MAGIC};
 use crate::size_class::LARGE_BIN;
 use crate::stats::{Counters, Ctr, Events};
@@ -102,13 +102,15 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(usize, usize, 
         // The route does not depend on the order of the two loads, so read the
         // tag first: a non-zero tag proves the segment live, and the
         // observation then needs no slot check. Counted as in `steps`
-        // (observation, then a tag hit as a fallback).
-        let tag = tagmap::load(st.arena.tag_array(), off >> crate::os::PAGE_SHIFT);
-        if tag == 0 {
+        // (observation, then a tag hit as a fallback); the unexpected side of
+        // the observation (a tagged page without meta) is left to the slow
+        // route, which counts it, so the hot side's counter is a constant.
+        let page = off >> crate::os::PAGE_SHIFT;
+        let tag = tagmap::load(st.arena.tag_array(), page);
+        if tag == 0 || !meta_is_set(p, page) {
             return None;
         }
-        observe_meta(p, &mut ev);
-        ev = ev.with(Ctr::PtagHit);
+        ev = ev.with(Ctr::MetaHit).with(Ctr::PtagHit);
         let (bin, owner) = tagmap::decode_trusted(tag);
         decode_bin(bin, owner)
     } else if C::PTAG == Ptag::First {
@@ -195,25 +197,16 @@ unsafe fn steps<C: Config>(st: &State<C>, p: usize, off: usize, ev: &mut Events,
 }
 
 /// The S110 observation of a pointer whose segment is known live (its page
-/// has a tag): count whether the page meta is set.
+/// has a tag): is the page meta set?
 #[inline(always)]
-unsafe fn observe_meta(p: usize, ev: &mut Events) {
+unsafe fn meta_is_set(p: usize, arena_page: usize) -> bool {
     let hdr = SegHdr::at(segment::seg_base(p));
+    // The arena is segment-aligned, so the page's index in its segment is the
+    // low bits of its arena page index (already computed for the tag), and
+    // below `PAGES_PER_SEG`, so the unchecked index is in bounds.
+    let page = arena_page & (PAGES_PER_SEG - 1);
     // Acquire pairs with the release store at run carve time.
-    if hdr.meta[segment::page_index(p)].load(Ordering::Acquire) != 0 {
-        *ev = ev.with(Ctr::MetaHit);
-    } else {
-        // A branch, not a select: the counter's address must not wait for the
-        // meta load (measured: ~1 ns per pair when it does).
-        *ev = meta_zero(*ev);
-    }
-}
-
-/// The unexpected side of the observation (a tagged page without meta).
-#[cold]
-#[inline(never)]
-fn meta_zero(ev: Events) -> Events {
-    ev.with(Ctr::MetaZero)
+    hdr.meta.get_unchecked(page).load(Ordering::Acquire) != 0
 }
 
 /// The S110 step: segment header, then `bin_plus1` of the page. Routes only

@@ -23,14 +23,44 @@ pub struct Bin {
     pub head: *mut u8,
     /// Blocks freed by this thread since `head` last ran empty.
     pub freed: *mut u8,
-    /// Cached blocks, both lists. Written only by the owning thread (relaxed load and
-    /// store, the same instructions as a plain field); atomic so a stats
-    /// snapshot on another thread may read it: `allocs` is derived from it.
-    pub count: AtomicU32,
+    /// `max` minus the blocks cached in both lists, wrapping below zero when
+    /// the bin is over-full: a push is one decrement whose borrow says
+    /// "flush". Written only by the owning thread (relaxed load and store, the
+    /// same instructions as a plain field); atomic so a stats snapshot on
+    /// another thread may read it: `allocs` is derived from the cached count.
+    room: AtomicU32,
     /// Flush threshold: starts at `BINS[bin].max_cached`, doubles (up to
     /// `max_limit`) each time the bin fills up, so a bin whose working set is
-    /// larger stops trading blocks with the central.
-    pub max: u32,
+    /// larger stops trading blocks with the central. Atomic for the same
+    /// reason as `room`.
+    max: AtomicU32,
+}
+
+impl Bin {
+    /// Blocks cached in both lists.
+    #[inline]
+    pub fn cached(&self) -> u32 {
+        self.max().wrapping_sub(self.room.load(Relaxed))
+    }
+
+    /// The flush threshold.
+    #[inline]
+    pub fn max(&self) -> u32 {
+        self.max.load(Relaxed)
+    }
+
+    /// Record that the lists hold `n` blocks.
+    #[inline]
+    fn set_cached(&self, n: u32) {
+        self.room.store(self.max().wrapping_sub(n), Relaxed);
+    }
+
+    /// Change the flush threshold, keeping the cached count.
+    fn set_max(&self, max: u32) {
+        let n = self.cached();
+        self.max.store(max, Relaxed);
+        self.set_cached(n);
+    }
 }
 
 /// A thread's cache for one generated type (lives in its own mapping, recycled).
@@ -62,8 +92,8 @@ impl ThreadCache {
         for (b, info) in self.bins.iter_mut().zip(BINS.iter()) {
             b.head = core::ptr::null_mut();
             b.freed = core::ptr::null_mut();
-            b.count.store(0, Relaxed);
-            b.max = info.max_cached as u32;
+            b.max.store(info.max_cached as u32, Relaxed);
+            b.set_cached(0);
         }
         self.shard = shard as u32;
         self.remote_pending = 0;
@@ -91,7 +121,7 @@ impl ThreadCache {
 
     /// Blocks held in the bins now (read by stats snapshots on any thread).
     pub fn cached_blocks(&self) -> u64 {
-        self.bins.iter().map(|b| b.count.load(Relaxed) as u64).sum()
+        self.bins.iter().map(|b| b.cached() as u64).sum()
     }
 
     /// Count the events of one free (one bump) when stats are on.
@@ -119,7 +149,7 @@ pub unsafe fn pop(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
         b.freed = core::ptr::null_mut();
     }
     b.head = next_of(p);
-    b.count.store(b.count.load(Relaxed) - 1, Relaxed);
+    b.room.store(b.room.load(Relaxed).wrapping_add(1), Relaxed);
     p
 }
 
@@ -132,9 +162,9 @@ pub unsafe fn push<C: Config>(tc: *mut ThreadCache, bin: usize, p: *mut u8) {
     let b = (*tc).bins.get_unchecked_mut(bin);
     set_next(p, b.freed);
     b.freed = p;
-    let n = b.count.load(Relaxed) + 1;
-    b.count.store(n, Relaxed);
-    if n > b.max {
+    let (room, over_full) = b.room.load(Relaxed).overflowing_sub(1);
+    b.room.store(room, Relaxed);
+    if over_full {
         flush::<C>(tc, bin);
     }
 }
@@ -161,7 +191,7 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     let mut n;
     if head.is_null() {
         sh.lock.lock();
-        let want = (BINS[bin].batch as u32).max(tcr.bins[bin].max / 2);
+        let want = (BINS[bin].batch as u32).max(tcr.bins[bin].max() / 2);
         let chain = shard::take(st, si, bin, want);
         sh.lock.unlock();
         head = chain.head;
@@ -174,7 +204,7 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
         // through the central its runs would be released, purged and faulted
         // in again. The rest of a small bin goes to the central, where its
         // pages can be released and reused by any class.
-        let keep = tcr.bins[bin].max / 2 + 1;
+        let keep = tcr.bins[bin].max() / 2 + 1;
         let mut last = head;
         n = 1;
         while n < keep && !next_of(last).is_null() {
@@ -201,7 +231,7 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     tcr.add::<C>(Ctr::CacheIn, n as u64 - 1);
     let bn = &mut tcr.bins[bin];
     bn.head = next_of(head);
-    bn.count.store(n - 1, Relaxed);
+    bn.set_cached(n - 1);
     head
 }
 
@@ -218,15 +248,15 @@ pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
     let tcr = &mut *tc;
     let limit = BINS[bin].max_limit as u32;
     let b = &mut tcr.bins[bin];
-    if b.max < limit {
-        b.max = (b.max * 2).min(limit);
-        if b.count.load(Relaxed) <= b.max {
+    if b.max() < limit {
+        b.set_max((b.max() * 2).min(limit));
+        if b.cached() <= b.max() {
             return;
         }
     }
     tcr.count::<C>(Ctr::Flushes);
     let b = &mut tcr.bins[bin];
-    let n = b.count.load(Relaxed) - b.max / 2;
+    let n = b.cached() - b.max() / 2;
     tcr.add::<C>(Ctr::CacheOut, n as u64);
     let b = &mut tcr.bins[bin];
     let chain = split_front(b, n);
@@ -251,7 +281,7 @@ unsafe fn split_front(b: &mut Bin, n: u32) -> Chain {
         tail = next_of(tail);
     }
     b.head = next_of(tail);
-    b.count.store(b.count.load(Relaxed) - n, Relaxed);
+    b.set_cached(b.cached() - n);
     set_next(tail, core::ptr::null_mut());
     Chain { head, tail, n }
 }
@@ -281,7 +311,7 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
     remote::publish_all::<C>(st, tcr);
     for bin in 0..NBINS {
         let b = &mut tcr.bins[bin];
-        let n = b.count.load(Relaxed);
+        let n = b.cached();
         if n > 0 {
             let chain = split_front(b, n);
             tcr.add::<C>(Ctr::CacheOut, n as u64);
