@@ -11,7 +11,7 @@ use crate::size_class::{self, BINS, MEDIUM_MAX, SMALL_MAX};
 use crate::stats::{Ctr, Events, StatsSnapshot};
 use crate::tcache::{self, ThreadCache};
 use crate::thread::{self, is_live};
-use crate::{failfast, large, remote, Config, Ptag, State};
+use crate::{failfast, large, remote, tagmap, Config, Ptag, State};
 
 /// Requests above this are refused at once (no mapping could hold them).
 const MAX_REQUEST: usize = 1 << 46;
@@ -145,28 +145,51 @@ pub unsafe fn free_hot<C: Config>(p: *mut u8) -> bool {
     let tc = thread::raw::<C>();
     if is_live(tc) {
         let st = C::state();
-        if let Some((bin, owner, ev)) = free_route::fast::<C>(st, p as usize) {
-            free_block::<C>(st, tc, p, bin, owner, ev);
+        if let Some((tag, ev)) = free_route::fast::<C>(st, p as usize) {
+            free_block::<C>(st, tc, p, tag, ev);
             return true;
         }
     }
     false
 }
 
-/// Free a small/medium block: a push when this thread's shard owns it. `ev`:
-/// the route's events, counted together with local/remote in one bump.
+/// Free the block `p` routed to `tag` (`tagmap` encoding): a push when this
+/// thread's shard owns it, where the tag xor the cache's owner half is the
+/// bin + 1 (one xor and one compare decide and decode); everything else —
+/// another shard's block, or a large block on the tag route (a large tag has no
+/// owner half) — goes to [`free_foreign`]. `ev`: the route's events, counted
+/// together with local/remote in one bump.
 #[inline(always)]
-unsafe fn free_block<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u8, bin: usize, owner: usize, ev: Events) {
-    if C::FAILFAST {
-        failfast::check_free::<C>(st, "free", p as usize, bin);
-    }
-    if (*tc).shard as usize == owner {
+unsafe fn free_block<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u8, tag: u32, ev: Events) {
+    let bin_plus1 = tag ^ (*tc).owner_half;
+    if bin_plus1 <= tagmap::BIN_MASK {
+        // `bin_plus1 - 1` folds into the push's address.
+        let bin = bin_plus1 as usize - 1;
+        if C::FAILFAST {
+            failfast::check_free::<C>(st, "free", p as usize, bin);
+        }
         (*tc).count_events::<C>(ev.with(Ctr::Local));
         tcache::push::<C>(tc, bin, p);
     } else {
-        (*tc).count_events::<C>(ev.with(Ctr::Remote));
-        remote::free::<C>(tc, p, bin, owner);
+        free_foreign::<C>(st, tc, p, tag, ev);
     }
+}
+
+/// A block [`free_block`] did not push: another shard's (a remote free), or a
+/// large block (routed again and freed by [`free_slow`], which counts it).
+#[cold]
+#[inline(never)]
+unsafe fn free_foreign<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u8, tag: u32, ev: Events) {
+    if tag == tagmap::LARGE {
+        free_slow::<C>(p);
+        return;
+    }
+    let (bin, owner) = tagmap::decode_trusted(tag);
+    if C::FAILFAST {
+        failfast::check_free::<C>(st, "free", p as usize, bin);
+    }
+    (*tc).count_events::<C>(ev.with(Ctr::Remote));
+    remote::free::<C>(tc, p, bin, owner);
 }
 
 /// Free with the allocation's size and alignment known. On the header route
@@ -187,7 +210,8 @@ pub unsafe fn dealloc<C: Config>(p: *mut u8, size: usize, align: usize) {
         let off = (p as usize).wrapping_sub(st.arena.base.load(Ordering::Relaxed));
         if is_live(tc) && off < st.arena.len.load(Ordering::Relaxed) {
             if let Some(bin) = size_class::bin_for(size, align) {
-                free_block::<C>(st, tc, p, bin, free_route::owner_of(p as usize), Events::NONE);
+                let tag = tagmap::encode(bin, free_route::owner_of(p as usize));
+                free_block::<C>(st, tc, p, tag, Events::NONE);
                 return;
             }
         }
@@ -213,7 +237,7 @@ pub unsafe fn free_slow<C: Config>(p: *mut u8) -> bool {
                 tc = thread::cache::<C>();
             }
             if is_live(tc) {
-                free_block::<C>(st, tc, p, bin, owner, Events::NONE);
+                free_block::<C>(st, tc, p, tagmap::encode(bin, owner), Events::NONE);
             } else {
                 if C::FAILFAST {
                     failfast::check_free::<C>(st, "free", p as usize, bin);

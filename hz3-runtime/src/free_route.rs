@@ -85,17 +85,19 @@ fn scale_lane<C: Config>() -> bool {
     C::PTAG == Ptag::Late && C::S110_META && C::STATS && !C::FREE_FAST
 }
 
-/// The hot route for a thread with a cache: `(bin, owner, events)` of a
-/// small/medium block that the configuration's first routing step resolves,
-/// or `None` for everything else (not in the arena, large, a miss). Counts
-/// nothing: on `None` the caller's slow path runs [`route`], which takes every
-/// configured step again and counts them; on a hit the caller counts `events`
-/// with the free's own (one bump per free).
+/// The hot route for a thread with a cache: `(tag, events)` of a block that
+/// the configuration's first routing step resolves, the tag in `tagmap`
+/// encoding (a small/medium block's bin and owner; on the tag routes also
+/// [`tagmap::LARGE`], which the caller's local test never takes), or `None` for
+/// everything else (not in the arena, a miss; large on the other routes).
+/// Counts nothing: on `None` the caller's slow path runs [`route`], which takes
+/// every configured step again and counts them; on a hit the caller counts
+/// `events` with the free's own (one bump per free).
 ///
 /// # Safety
 /// The state is initialised or `p` is outside its (empty) arena.
 #[inline(always)]
-pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(usize, usize, Events)> {
+pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(u32, Events)> {
     let mut ev = Events::NONE;
     let off = in_arena::<C>(st, p, &mut ev)?;
     let r = if scale_lane::<C>() {
@@ -110,9 +112,7 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(usize, usize, 
         if tag == 0 || !meta_is_set(p, page) {
             return None;
         }
-        ev = ev.with(Ctr::MetaHit).with(Ctr::PtagHit);
-        let (bin, owner) = tagmap::decode_trusted(tag);
-        decode_bin(bin, owner)
+        return Some((tag, ev.with(Ctr::MetaHit).with(Ctr::PtagHit)));
     } else if C::PTAG == Ptag::First {
         by_tag::<C>(st, off, &mut ev, None)?
     } else if C::S110_META && C::FREE_FAST {
@@ -128,7 +128,7 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(usize, usize, 
         by_header::<C>(st, p)
     };
     match r {
-        Route::Block { bin, owner } => Some((bin, owner, ev)),
+        Route::Block { bin, owner } => Some((tagmap::encode(bin, owner), ev)),
         _ => None,
     }
 }

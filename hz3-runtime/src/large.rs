@@ -71,7 +71,7 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
                 }
                 if C::PTAG != Ptag::Off {
                     let base = st.arena.base.load(Ordering::Relaxed);
-                    tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, tagmap::encode(LARGE_BIN, 0));
+                    tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, tagmap::LARGE);
                 }
                 // Release: a reader that sees the magic sees the fields above.
                 (*(&hdr.magic as *const u64 as *const core::sync::atomic::AtomicU64)).store(SEG_MAGIC, Ordering::Release);

@@ -70,6 +70,9 @@ pub struct ThreadCache {
     pub bins: [Bin; NBINS],
     /// The owner shard this thread holds.
     pub shard: u32,
+    /// `tagmap::owner_half(shard)`: a tag xor this is the bin + 1 of a block
+    /// this thread's shard owns (the free hot path's local test).
+    pub owner_half: u32,
     /// Remote-free slots holding blocks.
     pub remote_pending: u32,
     /// Buffered remote frees, by (owner, bin).
@@ -96,6 +99,7 @@ impl ThreadCache {
             b.set_cached(0);
         }
         self.shard = shard as u32;
+        self.owner_half = crate::tagmap::owner_half(shard);
         self.remote_pending = 0;
         for r in self.remote.iter_mut() {
             *r = RemoteSlot::EMPTY;
