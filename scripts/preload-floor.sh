@@ -17,12 +17,12 @@ trap 'rm -rf "$work"' EXIT
 (cd "$root" && cargo build --release -q -p hz3-scale && cargo build --release -q -p hz3 --example pair_loop)
 cc -O2 -fno-builtin -o "$work/pair_loop" "$root/tests/preload/pair_loop.c"
 cc -O2 -fPIC -shared -ftls-model=initial-exec -DCALL_FLOOR_LIBRARY -o "$work/libcall_floor.so" "$root/tests/preload/call_floor.c"
-cc -O2 -o "$work/call_floor" "$root/tests/preload/call_floor.c"
+cc -O2 -fno-builtin -DCALL_FLOOR_INLINE -o "$work/call_floor" "$root/tests/preload/pair_loop.c"
 
 ns() { sed -n 's/.*ns_per_pair=//p'; }
 for _ in $(seq "$runs"); do
     echo "floor-preloaded $(LD_PRELOAD="$work/libcall_floor.so" "$work/pair_loop" "$pairs" 64 | ns)"
-    echo "floor-inlined $("$work/call_floor" "$pairs" | ns)"
+    echo "floor-inlined $("$work/call_floor" "$pairs" 64 | ns)"
     echo "hz3-scale-preloaded $(LD_PRELOAD="$target/release/libhz3_scale.so" "$work/pair_loop" "$pairs" 64 2>/dev/null | ns)"
     echo "hz3-scale-in-process $("$target/release/examples/pair_loop" "$pairs" 64 2>/dev/null | ns)"
 done | sort -k1,1 -k2n | awk '

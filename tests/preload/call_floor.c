@@ -3,11 +3,12 @@
  * allocator itself does almost nothing — the floor under any LD_PRELOAD
  * library's pair loop. A two-list thread cache (pops take 'head', frees push
  * onto 'freed', swapped when 'head' runs empty, as hz3's bins do) of one
- * 64-byte class, initial-exec TLS, no checks. Two builds of this file:
+ * 64-byte class, initial-exec TLS, no checks. Two uses:
  *
  *   gcc -O2 -fPIC -shared -ftls-model=initial-exec -DCALL_FLOOR_LIBRARY \
  *       -o libcall_floor.so call_floor.c      # malloc/free symbols: run pair_loop under it
- *   gcc -O2 -o call_floor call_floor.c        # the same functions inlined into the pair loop
+ *   gcc -O2 -DCALL_FLOOR_INLINE -o call_floor pair_loop.c
+ *                                             # the same functions inlined into the pair loop
  *
  * Only for the pair loop: blocks come from a fixed 1 MiB pool, never returned.
  * scripts/preload-floor.sh builds both and compares them with hz3.
@@ -56,38 +57,5 @@ void *realloc(void *p, size_t n) {
     char *q = floor_malloc(n);
     for (size_t i = 0; p && q && i < n && i < 64; i++) q[i] = ((char *)p)[i];
     return q;
-}
-#else
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* The same loop as pair_loop.c; the compiler barrier keeps the TLS loads and
- * stores of every iteration (nothing is held in registers across pairs). */
-int main(int argc, char **argv) {
-    long pairs = argc > 1 ? atol(argv[1]) : 50000000L;
-    for (long i = 0; i < 100000; i++) {
-        volatile char *p = floor_malloc(64);
-        p[0] = (char)i;
-        floor_free((void *)p);
-    }
-    double t0 = now();
-    for (long i = 0; i < pairs; i++) {
-        volatile char *p = floor_malloc(64);
-        if (!p) return 1;
-        p[0] = (char)i;
-        __asm__ volatile("" ::: "memory");
-        floor_free((void *)p);
-        __asm__ volatile("" ::: "memory");
-    }
-    double t1 = now();
-    printf("call_floor (inlined): size=64 pairs=%ld ns_per_pair=%.2f\n", pairs, (t1 - t0) * 1e9 / (double)pairs);
-    return 0;
 }
 #endif
