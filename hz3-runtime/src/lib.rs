@@ -22,6 +22,7 @@ mod config;
 mod failfast;
 mod free_route;
 mod large;
+mod options;
 mod os;
 mod remote;
 mod segment;
