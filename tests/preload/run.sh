@@ -83,6 +83,13 @@ else
     finish
 fi
 
+if gcc -O1 -Wall -o "$work/reassign_stderr" "$here/reassign_stderr.c" >"$work/cc.log" 2>&1; then
+    ok "gcc reassign_stderr.c"
+else
+    bad "gcc reassign_stderr.c" "$work/cc.log"
+    finish
+fi
+
 cat >"$work/hello.c" <<'C'
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,6 +184,61 @@ for idx in "${!names[@]}"; do
         else
             bad "$name: no [HZ3_S110_FREE] calls=N (N > 0) line on stderr at exit" "$out/capi.err"
         fi
+    fi
+
+    # runtime options and where the exit lines go
+    stats_lib=0
+    [[ " $stats_presets " == *" $name "* ]] && stats_lib=1
+    "${pre[@]}" HZ3_SHOW_STATS=0 timeout $limit "$work/capi_test" >/dev/null 2>"$out/quiet.err"
+    if ! grep -q '^\[HZ3_' "$out/quiet.err"; then
+        ok "$name: HZ3_SHOW_STATS=0 prints no exit lines"
+    else
+        bad "$name: HZ3_SHOW_STATS=0 but exit lines on stderr" "$out/quiet.err"
+    fi
+    "${pre[@]}" HZ3_SHOW_STATS=1 timeout $limit "$work/capi_test" >/dev/null 2>"$out/loud.err"
+    if grep -Eq "^\[HZ3_(S110_FREE|STATS)\] .* prog=capi_test pid=[0-9]+\$" "$out/loud.err"; then
+        ok "$name: HZ3_SHOW_STATS=1 prints the exit lines with prog and pid"
+    else
+        bad "$name: HZ3_SHOW_STATS=1: no exit line naming prog=capi_test pid=N" "$out/loud.err"
+    fi
+    "${pre[@]}" HZ3_VERBOSE=1 HZ3_SHOW_STATS=0 timeout $limit "$work/capi_test" >/dev/null 2>"$out/verbose.err"
+    if grep -q '^\[HZ3_OPTIONS\] HZ3_SHOW_STATS=0 ' "$out/verbose.err" &&
+        grep -Eq '^\[HZ3_ARENA\] type=[A-Za-z0-9_]+ reserved_bytes=[1-9][0-9]* shards=[1-9][0-9]* page=[1-9]' "$out/verbose.err"; then
+        ok "$name: HZ3_VERBOSE=1 prints the options and arena lines"
+    else
+        bad "$name: HZ3_VERBOSE=1: no [HZ3_OPTIONS] / [HZ3_ARENA] line" "$out/verbose.err"
+    fi
+    # a program that closes stderr and opens a file (fd 2): never our lines in it
+    "${pre[@]}" timeout $limit "$work/reassign_stderr" "$out/own.txt" >"$out/reassign.out"
+    rc=$?
+    if [ $rc -eq 0 ] && [ "$(cat "$out/own.txt")" = "program's own line" ]; then
+        ok "$name: closed stderr, reopened file gets no exit lines"
+    else
+        bad "$name: reassign_stderr (exit $rc): the program's file is not its own" "$out/own.txt"
+    fi
+    rm -f "$out"/stats.*
+    "${pre[@]}" HZ3_STATS_FILE="$out/stats.%p" timeout $limit "$work/reassign_stderr" "$out/own.txt" >"$out/reassign.out"
+    pid=$(sed -n 's/^pid=//p' "$out/reassign.out")
+    if [ $stats_lib -eq 0 ] || { [ -n "$pid" ] && grep -Eq "^\[HZ3_CACHE\] .* pid=$pid\$" "$out/stats.$pid" 2>/dev/null; }; then
+        if [ "$(cat "$out/own.txt")" = "program's own line" ]; then
+            ok "$name: HZ3_STATS_FILE=stats.%p gets the exit lines (pid $pid)"
+        else
+            bad "$name: HZ3_STATS_FILE set, but the program's file got lines" "$out/own.txt"
+        fi
+    else
+        bad "$name: HZ3_STATS_FILE=stats.%p: no exit lines in stats.$pid" "$out/reassign.out"
+    fi
+    # ls and cat close stderr before exit: the lines still reach HZ3_STATS_FILE
+    rm -f "$out/ls.stats"
+    "${pre[@]}" HZ3_STATS_FILE="$out/ls.stats" HZ3_SHOW_STATS=1 timeout $limit ls -l "$here" >"$out/ls.out" 2>&1 &&
+        "${pre[@]}" HZ3_STATS_FILE="$out/ls.stats" HZ3_SHOW_STATS=1 timeout $limit cat "$here/run.sh" >"$out/cat.out" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ] && grep -q 'run.sh' "$out/ls.out" && cmp -s "$out/cat.out" "$here/run.sh" &&
+        grep -Eq '^\[HZ3_(CACHE|STATS)\] .* prog=ls pid=' "$out/ls.stats" &&
+        grep -Eq '^\[HZ3_(CACHE|STATS)\] .* prog=cat pid=' "$out/ls.stats"; then
+        ok "$name: ls and cat: exit lines in HZ3_STATS_FILE"
+    else
+        bad "$name: ls/cat (exit $rc): no exit lines in HZ3_STATS_FILE" "$out/ls.stats" "$out/ls.out"
     fi
 
     # python: threaded churn, checksum equal to the system allocator's run
