@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Preload tests: every hz3 preset library under LD_PRELOAD runs the C edge-case
-# test (capi_test.c), a threaded Python churn, git, gcc, perl and sqlite3, and
-# each program's output is checked, not only its exit status.
+# test (capi_test.c), the C++ operator test (cxx_test.cpp), the runtime options
+# and exit-line checks (reassign_stderr.c, ls, cat), a threaded Python churn,
+# git, gcc, perl and sqlite3, and each program's output is checked, not only
+# its exit status.
 #
 #   tests/preload/run.sh [preset ...]        presets: scale default s110 (all by default)
 #
@@ -42,7 +44,7 @@ finish() {
 
 # ---- tools -------------------------------------------------------------------
 need_deps=0
-for cmd in python3 git gcc perl sqlite3 timeout readelf; do
+for cmd in python3 git gcc g++ perl sqlite3 timeout readelf; do
     command -v "$cmd" >/dev/null 2>&1 || need_deps=1
 done
 if [ $need_deps -eq 1 ]; then
@@ -80,6 +82,13 @@ if gcc -O1 -fno-builtin -Wall -pthread -o "$work/capi_test" "$here/capi_test.c" 
     ok "gcc capi_test.c"
 else
     bad "gcc capi_test.c" "$work/cc.log"
+    finish
+fi
+
+if g++ -std=c++17 -O1 -fno-allocation-dce -Wall -pthread -o "$work/cxx_test" "$here/cxx_test.cpp" -ldl >"$work/cc.log" 2>&1; then
+    ok "g++ cxx_test.cpp"
+else
+    bad "g++ cxx_test.cpp" "$work/cc.log"
     finish
 fi
 
@@ -167,6 +176,23 @@ for idx in "${!names[@]}"; do
         grep -Eq " FUNC +GLOBAL +DEFAULT +[0-9]+ $sym\$" "$out/syms" || missing="$missing $sym"
     done
     if [ -z "$missing" ]; then ok "$name: exports the 11 C symbols"; else bad "$name: not exported:$missing"; fi
+    missing=""
+    for sym in _Znwm _Znam _ZnwmRKSt9nothrow_t _ZnamRKSt9nothrow_t _ZnwmSt11align_val_t _ZnamSt11align_val_t \
+        _ZnwmSt11align_val_tRKSt9nothrow_t _ZnamSt11align_val_tRKSt9nothrow_t _ZdlPv _ZdaPv _ZdlPvm _ZdaPvm \
+        _ZdlPvSt11align_val_t _ZdaPvSt11align_val_t _ZdlPvmSt11align_val_t _ZdaPvmSt11align_val_t \
+        _ZdlPvRKSt9nothrow_t _ZdaPvRKSt9nothrow_t _ZdlPvSt11align_val_tRKSt9nothrow_t _ZdaPvSt11align_val_tRKSt9nothrow_t; do
+        grep -Eq " FUNC +GLOBAL +DEFAULT +[0-9]+ $sym\$" "$out/syms" || missing="$missing $sym"
+    done
+    if [ -z "$missing" ]; then ok "$name: exports the 20 C++ operators"; else bad "$name: not exported:$missing"; fi
+
+    # the C++ operators: every form, alignment, nothrow, new-handler, bad_alloc
+    "${pre[@]}" CXX_EXPECT_LIB="$base" timeout $limit "$work/cxx_test" >"$out/cxx.out" 2>"$out/cxx.err"
+    rc=$?
+    if [ $rc -eq 0 ] && grep -Eq '^cxx_test: [0-9]+ passed, 0 failed$' "$out/cxx.out"; then
+        ok "$name: cxx_test ($(grep -E '^cxx_test: [0-9]+ passed' "$out/cxx.out"))"
+    else
+        bad "$name: cxx_test (exit $rc)" "$out/cxx.out" "$out/cxx.err"
+    fi
 
     # the C edge-case test
     "${pre[@]}" CAPI_EXPECT_LIB="$base" timeout $limit "$work/capi_test" >"$out/capi.out" 2>"$out/capi.err"
