@@ -209,3 +209,114 @@ pub unsafe extern "C-unwind" fn new_or_throw<C: Config>(size: usize, align: usiz
         unsafe { core::mem::transmute::<usize, extern "C-unwind" fn()>(h)() };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+    use crate::State;
+
+    macro_rules! cxx_config {
+        ($m:ident, $ptag:expr) => {
+            mod $m {
+                use super::*;
+                std::thread_local! {
+                    static SLOT: core::cell::Cell<*mut u8> = const { core::cell::Cell::new(core::ptr::null_mut()) };
+                }
+                pub struct T;
+                impl Config for T {
+                    const NAME: &'static str = stringify!($m);
+                    const S110_META: bool = false;
+                    const FREE_FAST: bool = false;
+                    const PTAG: Ptag = $ptag;
+                    const STATS: bool = true;
+                    const FAILFAST: bool = false;
+                    const SHARDS: usize = 4;
+                    const ARENA_SIZE: usize = 4 << 30;
+                    const PURGE: bool = true;
+                    fn state() -> &'static State<Self> {
+                        static S: State<T> = State::new();
+                        &S
+                    }
+                    fn tls_get() -> *mut u8 {
+                        SLOT.with(|c| c.get())
+                    }
+                    fn tls_set(p: *mut u8) {
+                        SLOT.with(|c| c.set(p))
+                    }
+                }
+            }
+        };
+    }
+    cxx_config!(cxx_off, Ptag::Off);
+    cxx_config!(cxx_late, Ptag::Late);
+
+    /// Sized and aligned deletes give every block back to the bin it came
+    /// from: later `new`s of the same request get the same block back.
+    fn sized_delete_returns_blocks_to_their_bin<C: Config>() {
+        std::thread::spawn(|| unsafe {
+            for (size, align) in [(1, 16), (24, 16), (100, 16), (2048, 16), (2049, 16), (40000, 16), (100, 64), (5000, 4096)] {
+                let p = new_aligned_try::<C>(size, align) as *mut u8;
+                assert!(!p.is_null() && p as usize % align == 0, "{size}/{align}");
+                p.write_bytes(0x77, size);
+                delete_sized::<C>(p.cast(), size, align);
+                // The bin hands out its refilled blocks first, then the freed ones.
+                let mut got = Vec::new();
+                let mut back = false;
+                while !back && got.len() < 4096 {
+                    let q = new_aligned_try::<C>(size, align);
+                    assert!(!q.is_null());
+                    back = q as usize == p as usize;
+                    got.push(q);
+                }
+                assert!(back, "{}: block of {size}/{align} not back in its bin", C::NAME);
+                for q in got {
+                    delete_sized::<C>(q, size, align);
+                }
+            }
+            // Large blocks and a size-0 block.
+            let big = new_try::<C>(3 << 20, 0);
+            assert!(!big.is_null());
+            delete_sized::<C>(big, 3 << 20, 16);
+            let (a, b) = (new_try::<C>(0, 0), new_try::<C>(0, 0));
+            assert!(!a.is_null() && !b.is_null() && a != b);
+            delete_sized::<C>(a, 0, 16);
+            delete::<C>(b);
+            // A pointer of another allocator goes to it (no crash, no leak into our bins).
+            let foreign = libc::malloc(100);
+            delete_sized::<C>(foreign, 100, 16);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn sized_delete_without_tag_map() {
+        sized_delete_returns_blocks_to_their_bin::<cxx_off::T>();
+    }
+
+    #[test]
+    fn sized_delete_with_tag_map() {
+        sized_delete_returns_blocks_to_their_bin::<cxx_late::T>();
+    }
+
+    #[test]
+    fn failed_requests_return_null() {
+        unsafe {
+            assert!(new_try::<cxx_late::T>(1 << 60, 0).is_null());
+            assert!(new_aligned_try::<cxx_late::T>(1 << 60, 64).is_null());
+            assert!(new_aligned_try::<cxx_late::T>(100, 48).is_null(), "alignment not a power of two");
+            assert!(new_nothrow::<cxx_late::T>(usize::MAX).is_null());
+            assert!(new_aligned_nothrow::<cxx_late::T>(usize::MAX, 1 << 16).is_null());
+        }
+    }
+
+    #[test]
+    fn no_cxx_runtime_means_no_handler() {
+        // This test binary links no libstdc++: no handler to call.
+        if lookup(&GET_NEW_HANDLER, c"_ZSt15get_new_handlerv").is_none() {
+            assert_eq!(cxx_new_handler(), 0);
+        }
+    }
+}
