@@ -51,7 +51,8 @@ fn in_child(test: &str, env: &[(&str, &str)], body: impl FnOnce()) -> Option<Out
         std::process::exit(0);
     }
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(CHILD_ENV, "1");
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "1");
     for o in OPTIONS {
         cmd.env_remove(o);
     }
@@ -59,20 +60,30 @@ fn in_child(test: &str, env: &[(&str, &str)], body: impl FnOnce()) -> Option<Out
         cmd.env(k, v);
     }
     let out = cmd.output().expect("spawn child test process");
-    assert!(out.status.success(), "{test}: child failed: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{test}: child failed: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(out)
 }
 
 /// The `[HZ3_...]` lines of `text` naming type `ty`.
 fn hz3_lines<'a>(text: &'a str, ty: &str) -> Vec<&'a str> {
     let tag = format!("type={ty} ");
-    text.lines().filter(|l| l.starts_with("[HZ3_") && l.contains(&tag)).collect()
+    text.lines()
+        .filter(|l| l.starts_with("[HZ3_") && l.contains(&tag))
+        .collect()
 }
 
 /// The child's pid, which it printed on stdout as `CHILD_PID=N`.
 fn child_pid(out: &Output) -> u32 {
     let s = String::from_utf8_lossy(&out.stdout);
-    let line = s.lines().find_map(|l| l.split("CHILD_PID=").nth(1)).unwrap_or_else(|| panic!("no CHILD_PID in {s}; stderr {}", String::from_utf8_lossy(&out.stderr)));
+    let line = s
+        .lines()
+        .find_map(|l| l.split("CHILD_PID=").nth(1))
+        .unwrap_or_else(|| panic!("no CHILD_PID in {s}; stderr {}", String::from_utf8_lossy(&out.stderr)));
     line.trim().parse().unwrap()
 }
 
@@ -81,7 +92,12 @@ fn print_pid() {
 }
 
 fn exe_name() -> String {
-    std::env::current_exe().unwrap().file_name().unwrap().to_string_lossy().into_owned()
+    std::env::current_exe()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[test]
@@ -107,7 +123,9 @@ fn exit_lines_name_program_and_pid() {
 
 #[test]
 fn show_stats_0_suppresses_the_lines() {
-    let Some(out) = in_child("show_stats_0_suppresses_the_lines", &[("HZ3_SHOW_STATS", "0")], || churn(&STATS)) else {
+    let Some(out) = in_child("show_stats_0_suppresses_the_lines", &[("HZ3_SHOW_STATS", "0")], || {
+        churn(&STATS)
+    }) else {
         return;
     };
     let err = String::from_utf8_lossy(&out.stderr);
@@ -116,10 +134,14 @@ fn show_stats_0_suppresses_the_lines() {
 
 #[test]
 fn show_stats_1_shows_stats_types_and_names_quiet_ones() {
-    let Some(out) = in_child("show_stats_1_shows_stats_types_and_names_quiet_ones", &[("HZ3_SHOW_STATS", "1")], || {
-        churn(&STATS);
-        churn(&QUIET);
-    }) else {
+    let Some(out) = in_child(
+        "show_stats_1_shows_stats_types_and_names_quiet_ones",
+        &[("HZ3_SHOW_STATS", "1")],
+        || {
+            churn(&STATS);
+            churn(&QUIET);
+        },
+    ) else {
         return;
     };
     let err = String::from_utf8_lossy(&out.stderr);
@@ -140,7 +162,10 @@ fn reassign_stderr() {
         let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644);
         assert_eq!(fd, 2, "the new file did not get descriptor 2");
         let text = b"program's own line\n";
-        assert_eq!(libc::write(2, text.as_ptr() as *const _, text.len()), text.len() as isize);
+        assert_eq!(
+            libc::write(2, text.as_ptr() as *const _, text.len()),
+            text.len() as isize
+        );
     }
 }
 
@@ -148,10 +173,14 @@ fn reassign_stderr() {
 fn reassigned_stderr_gets_no_lines() {
     let dir = scratch("reassigned");
     let own = dir.join("own.txt");
-    let Some(_) = in_child("reassigned_stderr_gets_no_lines", &[(OWN_FILE, own.to_str().unwrap())], || {
-        churn(&STATS);
-        reassign_stderr();
-    }) else {
+    let Some(_) = in_child(
+        "reassigned_stderr_gets_no_lines",
+        &[(OWN_FILE, own.to_str().unwrap())],
+        || {
+            churn(&STATS);
+            reassign_stderr();
+        },
+    ) else {
         return;
     };
     let text = std::fs::read_to_string(&own).unwrap();
@@ -166,7 +195,10 @@ fn stats_file_with_pid_gets_the_lines() {
     let pattern = dir.join("stats.%p.txt");
     let Some(out) = in_child(
         "stats_file_with_pid_gets_the_lines",
-        &[("HZ3_STATS_FILE", pattern.to_str().unwrap()), (OWN_FILE, own.to_str().unwrap())],
+        &[
+            ("HZ3_STATS_FILE", pattern.to_str().unwrap()),
+            (OWN_FILE, own.to_str().unwrap()),
+        ],
         || {
             print_pid();
             churn(&STATS);
@@ -188,7 +220,11 @@ fn stats_file_appends() {
     let dir = scratch("append");
     let file = dir.join("stats.txt");
     std::fs::write(&file, "earlier\n").unwrap();
-    let Some(out) = in_child("stats_file_appends", &[("HZ3_STATS_FILE", file.to_str().unwrap())], || churn(&STATS)) else {
+    let Some(out) = in_child(
+        "stats_file_appends",
+        &[("HZ3_STATS_FILE", file.to_str().unwrap())],
+        || churn(&STATS),
+    ) else {
         return;
     };
     let text = std::fs::read_to_string(&file).unwrap();
@@ -201,26 +237,42 @@ fn stats_file_appends() {
 
 #[test]
 fn verbose_prints_options_and_arena_facts() {
-    let Some(out) = in_child("verbose_prints_options_and_arena_facts", &[("HZ3_VERBOSE", "1"), ("HZ3_SHOW_STATS", "0")], || {
-        churn(&STATS);
-        churn(&QUIET);
-    }) else {
+    let Some(out) = in_child(
+        "verbose_prints_options_and_arena_facts",
+        &[("HZ3_VERBOSE", "1"), ("HZ3_SHOW_STATS", "0")],
+        || {
+            churn(&STATS);
+            churn(&QUIET);
+        },
+    ) else {
         return;
     };
     let err = String::from_utf8_lossy(&out.stderr);
     let opts: Vec<_> = err.lines().filter(|l| l.starts_with("[HZ3_OPTIONS] ")).collect();
     assert_eq!(opts.len(), 1, "one options line per process:\n{err}");
-    assert!(opts[0].contains("HZ3_SHOW_STATS=0 HZ3_STATS_FILE=(stderr) HZ3_VERBOSE=1"), "{}", opts[0]);
+    assert!(
+        opts[0].contains("HZ3_SHOW_STATS=0 HZ3_STATS_FILE=(stderr) HZ3_VERBOSE=1"),
+        "{}",
+        opts[0]
+    );
     let arena = hz3_lines(&err, "OptStats");
     assert_eq!(arena.len(), 1, "{err}");
     let want = format!("reserved_bytes={} shards=3 page=", OptStats::ARENA_SIZE);
-    assert!(arena[0].starts_with("[HZ3_ARENA] ") && arena[0].contains(&want), "{}", arena[0]);
+    assert!(
+        arena[0].starts_with("[HZ3_ARENA] ") && arena[0].contains(&want),
+        "{}",
+        arena[0]
+    );
     assert_eq!(hz3_lines(&err, "OptQuiet").len(), 1, "{err}");
 }
 
 #[test]
 fn bad_value_is_reported_and_ignored() {
-    let Some(out) = in_child("bad_value_is_reported_and_ignored", &[("HZ3_SHOW_STATS", "maybe")], || churn(&STATS)) else {
+    let Some(out) = in_child(
+        "bad_value_is_reported_and_ignored",
+        &[("HZ3_SHOW_STATS", "maybe")],
+        || churn(&STATS),
+    ) else {
         return;
     };
     let err = String::from_utf8_lossy(&out.stderr);

@@ -178,7 +178,10 @@ pub extern "C" fn cxx_bad_alloc_thrower() -> usize {
     match lookup(&THROW_BAD_ALLOC, c"_ZSt17__throw_bad_allocv") {
         Some(f) => f,
         None => {
-            crate::os::write_once(2, b"hz3: operator new: out of memory, and no std::bad_alloc to throw (no libstdc++)\n");
+            crate::os::write_once(
+                2,
+                b"hz3: operator new: out of memory, and no std::bad_alloc to throw (no libstdc++)\n",
+            );
             crate::os::abort()
         }
     }
@@ -214,8 +217,8 @@ pub unsafe extern "C-unwind" fn new_or_throw<C: Config>(size: usize, align: usiz
 mod tests {
     extern crate std;
     use super::*;
-    use std::vec::Vec;
     use crate::State;
+    use std::vec::Vec;
 
     macro_rules! cxx_config {
         ($m:ident, $ptag:expr) => {
@@ -256,7 +259,16 @@ mod tests {
     /// from: later `new`s of the same request get the same block back.
     fn sized_delete_returns_blocks_to_their_bin<C: Config>() {
         std::thread::spawn(|| unsafe {
-            for (size, align) in [(1, 16), (24, 16), (100, 16), (2048, 16), (2049, 16), (40000, 16), (100, 64), (5000, 4096)] {
+            for (size, align) in [
+                (1, 16),
+                (24, 16),
+                (100, 16),
+                (2048, 16),
+                (2049, 16),
+                (40000, 16),
+                (100, 64),
+                (5000, 4096),
+            ] {
                 let p = new_aligned_try::<C>(size, align) as *mut u8;
                 assert!(!p.is_null() && p as usize % align == 0, "{size}/{align}");
                 p.write_bytes(0x77, size);
@@ -306,7 +318,10 @@ mod tests {
         unsafe {
             assert!(new_try::<cxx_late::T>(1 << 60, 0).is_null());
             assert!(new_aligned_try::<cxx_late::T>(1 << 60, 64).is_null());
-            assert!(new_aligned_try::<cxx_late::T>(100, 48).is_null(), "alignment not a power of two");
+            assert!(
+                new_aligned_try::<cxx_late::T>(100, 48).is_null(),
+                "alignment not a power of two"
+            );
             assert!(new_nothrow::<cxx_late::T>(usize::MAX).is_null());
             assert!(new_aligned_nothrow::<cxx_late::T>(usize::MAX, 1 << 16).is_null());
         }

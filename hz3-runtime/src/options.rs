@@ -75,8 +75,13 @@ fn parse_bool(v: &[u8]) -> Option<bool> {
 
 impl Parsed {
     /// Every option at its default.
-    pub const DEFAULT: Parsed =
-        Parsed { show_stats: ShowStats::Default, verbose: false, file: [0; FILE_MAX], file_len: 0, bad: 0 };
+    pub const DEFAULT: Parsed = Parsed {
+        show_stats: ShowStats::Default,
+        verbose: false,
+        file: [0; FILE_MAX],
+        file_len: 0,
+        bad: 0,
+    };
 
     /// Take one environment entry `NAME=value` into account (others are ignored).
     pub fn entry(&mut self, e: &[u8]) {
@@ -138,7 +143,11 @@ struct Partial {
 /// counts too).
 pub fn parse_block(block: &[u8]) -> Parsed {
     let mut p = Parsed::DEFAULT;
-    let mut cur = Partial { buf: [0; FILE_MAX + 32], len: 0, overflow: false };
+    let mut cur = Partial {
+        buf: [0; FILE_MAX + 32],
+        len: 0,
+        overflow: false,
+    };
     p.feed(block, &mut cur);
     p.feed(&[0], &mut cur);
     p
@@ -178,7 +187,12 @@ fn from_environ() -> Option<Parsed> {
         }
         // Only our variables matter: test the prefix before measuring the string.
         // SAFETY: `s` is NUL-terminated, so reading up to 4 bytes stops at its NUL at the latest.
-        let ours = unsafe { *s == b'H' as c_char && *s.add(1) == b'Z' as c_char && *s.add(2) == b'3' as c_char && *s.add(3) == b'_' as c_char };
+        let ours = unsafe {
+            *s == b'H' as c_char
+                && *s.add(1) == b'Z' as c_char
+                && *s.add(2) == b'3' as c_char
+                && *s.add(3) == b'_' as c_char
+        };
         if ours {
             // SAFETY: as above; the slice covers the string without its NUL.
             p.entry(unsafe { core::slice::from_raw_parts(s as *const u8, c_len(s)) });
@@ -198,7 +212,11 @@ pub fn from_proc() -> Parsed {
     if fd < 0 {
         return p;
     }
-    let mut cur = Partial { buf: [0; FILE_MAX + 32], len: 0, overflow: false };
+    let mut cur = Partial {
+        buf: [0; FILE_MAX + 32],
+        len: 0,
+        overflow: false,
+    };
     let mut buf = [0u8; 1024];
     loop {
         // SAFETY: `buf` is a writable buffer of `buf.len()` bytes.
@@ -270,7 +288,11 @@ pub fn read_once() {
     if STORE.state.load(Ordering::Acquire) == READ {
         return;
     }
-    if STORE.state.compare_exchange(UNREAD, READING, Ordering::Acquire, Ordering::Acquire).is_err() {
+    if STORE
+        .state
+        .compare_exchange(UNREAD, READING, Ordering::Acquire, Ordering::Acquire)
+        .is_err()
+    {
         // Reading makes only system calls, so the reader finishes soon.
         while STORE.state.load(Ordering::Acquire) != READ {
             crate::os::yield_now();
@@ -309,7 +331,9 @@ fn warn_bad(bad: u8) {
         Line::new().s("hz3: HZ3_VERBOSE must be 0 or 1; ignored").emit();
     }
     if bad & BAD_FILE != 0 {
-        Line::new().s("hz3: HZ3_STATS_FILE is longer than 255 bytes; ignored").emit();
+        Line::new()
+            .s("hz3: HZ3_STATS_FILE is longer than 255 bytes; ignored")
+            .emit();
     }
 }
 
@@ -452,7 +476,10 @@ pub fn at_type_init(name: &str, reserved: usize, shards: usize, stats: bool) {
     // SAFETY: sysconf only reads process constants.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     let mut l = Line::new();
-    l.s("[HZ3_ARENA] type=").s(name).s(" reserved_bytes=").u(reserved as u64);
+    l.s("[HZ3_ARENA] type=")
+        .s(name)
+        .s(" reserved_bytes=")
+        .u(reserved as u64);
     l.s(" shards=").u(shards as u64).s(" page=").u(page.max(0) as u64);
     l.s(" stats=").s(if stats { "on" } else { "off" });
     append_origin(&mut l);
@@ -498,7 +525,11 @@ mod tests {
         let block = b"A=1\0HZ3_SHOW_STATS=1\0HZ3_STATS_FILE=/x/y\0";
         for cut in 0..block.len() {
             let mut p = Parsed::DEFAULT;
-            let mut cur = Partial { buf: [0; FILE_MAX + 32], len: 0, overflow: false };
+            let mut cur = Partial {
+                buf: [0; FILE_MAX + 32],
+                len: 0,
+                overflow: false,
+            };
             p.feed(&block[..cut], &mut cur);
             p.feed(&block[cut..], &mut cur);
             assert_eq!(p.show_stats, ShowStats::On, "cut at {cut}");

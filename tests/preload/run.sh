@@ -15,6 +15,8 @@
 #
 # Prints "preload: N passed, M failed"; exits non-zero when M > 0.
 set -u
+# The runtime options are set per check below; none from the caller's environment.
+unset HZ3_SHOW_STATS HZ3_STATS_FILE HZ3_VERBOSE
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
