@@ -61,6 +61,11 @@ pub unsafe fn unmap(p: *mut u8, len: usize) {
     libc::munmap(p as *mut _, len);
 }
 
+/// Write `bytes` to stderr with one `write` call (see [`write_once`]).
+pub fn write_stderr(bytes: &[u8]) {
+    write_once(2, bytes)
+}
+
 /// Write `bytes` to `fd` with one `write` call (no retry: a line written
 /// this way never interleaves with another writer's, and a short write at
 /// exit is not worth a loop). Best effort, no allocation.

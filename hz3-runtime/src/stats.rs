@@ -287,9 +287,10 @@ impl Line {
         &self.buf[..self.len]
     }
 
-    /// Write the line and a newline to stderr.
+    /// Write the line and a newline to stderr (one `write`, as [`Line::emit_to`]).
     pub fn emit(&mut self) {
-        self.emit_to(2);
+        self.end_line();
+        crate::os::write_stderr(self.bytes());
     }
 
     /// Write the line and a newline to `fd` with one `write` call, so that
@@ -297,11 +298,16 @@ impl Line {
     /// file, threads) never interleave inside a line. Best effort: a short or
     /// failed write is not retried. The last byte is always the newline.
     pub fn emit_to(&mut self, fd: i32) {
+        self.end_line();
+        crate::os::write_once(fd, self.bytes());
+    }
+
+    /// Append the newline, over the last byte when the buffer is full.
+    fn end_line(&mut self) {
         if self.len == self.buf.len() {
             self.len -= 1;
         }
         self.s("\n");
-        crate::os::write_once(fd, self.bytes());
     }
 }
 
