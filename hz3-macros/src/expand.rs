@@ -126,7 +126,9 @@ fn expand_decl(decl: &Decl, rt: &TokenStream, tls_sym: &str) -> TokenStream {
 
     let (tls_asm, tls) = expand_tls(export_c, tls_sym);
     let capi = if export_c {
-        expand_capi(ident, rt)
+        let mut c = expand_capi(ident, rt);
+        c.extend(expand_cxx(ident, rt));
+        c
     } else {
         TokenStream::new()
     };
@@ -453,6 +455,131 @@ fn expand_capi(ident: &syn::Ident, rt: &TokenStream) -> TokenStream {
         .collect()
 }
 
+/// The assembly body of a throwing `operator new` thunk (x86_64 System V):
+/// one attempt through `{attempt}` (a Rust function that never unwinds), then
+/// the new-handler loop, then a jump to `std::__throw_bad_alloc` made after
+/// the thunk's frame is popped, so that no Rust frame is on the stack when a
+/// C++ exception is thrown. `aligned`: the alignment in `rsi` is kept too.
+/// The CFI lines describe the frame for a handler's exception.
+fn new_thunk_asm(aligned: bool) -> Vec<LitStr> {
+    // Bytes pushed: the arguments (and padding to keep calls 16-byte aligned).
+    let frame = if aligned { 24 } else { 8 };
+    let mut lines: Vec<String> = vec![".cfi_startproc".into(), "push rdi".into(), ".cfi_adjust_cfa_offset 8".into()];
+    if aligned {
+        lines.extend(["push rsi", ".cfi_adjust_cfa_offset 8", "sub rsp, 8", ".cfi_adjust_cfa_offset 8"].map(String::from));
+    }
+    let ret = [
+        format!("add rsp, {frame}"),
+        format!(".cfi_adjust_cfa_offset -{frame}"),
+        "ret".into(),
+        format!(".cfi_adjust_cfa_offset {frame}"),
+    ];
+    lines.extend(["call {attempt}", "test rax, rax", "jz 3f"].map(String::from));
+    lines.extend(ret.iter().cloned());
+    // 3: no memory. Call the new-handler (it frees memory, throws or aborts), retry.
+    lines.extend(["3:", "call {handler}", "test rax, rax", "jz 4f", "call rax"].map(String::from));
+    if aligned {
+        lines.extend(["mov rdi, qword ptr [rsp + 16]", "mov rsi, qword ptr [rsp + 8]"].map(String::from));
+    } else {
+        lines.push("mov rdi, qword ptr [rsp]".into());
+    }
+    lines.extend(["call {attempt}", "test rax, rax", "jz 3b"].map(String::from));
+    lines.extend(ret.iter().cloned());
+    // 4: no handler installed: throw std::bad_alloc from the caller's frame.
+    lines.extend([
+        "4:".into(),
+        "call {thrower}".into(),
+        format!("add rsp, {frame}"),
+        format!(".cfi_adjust_cfa_offset -{frame}"),
+        "jmp rax".into(),
+        ".cfi_endproc".into(),
+    ]);
+    lines.into_iter().map(|l| LitStr::new(&l, proc_macro2::Span::call_site())).collect()
+}
+
+/// The C++ operators of an `export: c` type: the throwing `new` forms as naked
+/// assembly thunks on x86_64 Linux (a Rust `C-unwind` loop elsewhere), the
+/// `nothrow` `new` forms and every `delete` form as plain forwards.
+fn expand_cxx(ident: &syn::Ident, rt: &TokenStream) -> TokenStream {
+    let void = quote!(*mut ::core::ffi::c_void);
+    let cx = quote!(#rt::__private::capi_cxx);
+    let linux64 = quote!(#[cfg(all(target_arch = "x86_64", target_os = "linux"))]);
+    let other = quote!(#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]);
+    let mut out = TokenStream::new();
+    // (symbol, C++ name, aligned)
+    for (sym, what, aligned) in [
+        ("_Znwm", "operator new(size_t)", false),
+        ("_Znam", "operator new[](size_t)", false),
+        ("_ZnwmSt11align_val_t", "operator new(size_t, align_val_t)", true),
+        ("_ZnamSt11align_val_t", "operator new[](size_t, align_val_t)", true),
+    ] {
+        let f = format_ident!("{}", sym);
+        let d = doc(&format!(" C++ `{what}`, served by `{}`; throws `std::bad_alloc`.", ident.unraw()));
+        let attempt = if aligned { quote!(new_aligned_try) } else { quote!(new_try) };
+        let body = new_thunk_asm(aligned);
+        let (params, align) = if aligned {
+            (quote!(size: usize, align: usize), quote!(align))
+        } else {
+            (quote!(size: usize), quote!(16))
+        };
+        out.extend(quote! {
+            #d
+            #linux64
+            #[unsafe(naked)]
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn #f(#params) -> #void {
+                ::core::arch::naked_asm!(
+                    #(#body),*,
+                    attempt = sym #cx::#attempt::<#ident>,
+                    handler = sym #cx::cxx_new_handler,
+                    thrower = sym #cx::cxx_bad_alloc_thrower,
+                )
+            }
+            #d
+            #other
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C-unwind" fn #f(#params) -> #void {
+                // SAFETY: the C++ caller upholds `operator new`'s contract.
+                unsafe { #cx::new_or_throw::<#ident>(size, #align) }
+            }
+        });
+    }
+    let nt = quote!(_nothrow: *const ::core::ffi::c_void);
+    // (symbol, C++ name, parameters, call)
+    let forwards = [
+        ("_ZnwmRKSt9nothrow_t", "operator new(size_t, nothrow_t)", quote!(size: usize, #nt), quote!(-> #void), quote!(new_nothrow::<#ident>(size))),
+        ("_ZnamRKSt9nothrow_t", "operator new[](size_t, nothrow_t)", quote!(size: usize, #nt), quote!(-> #void), quote!(new_nothrow::<#ident>(size))),
+        ("_ZnwmSt11align_val_tRKSt9nothrow_t", "operator new(size_t, align_val_t, nothrow_t)", quote!(size: usize, align: usize, #nt), quote!(-> #void), quote!(new_aligned_nothrow::<#ident>(size, align))),
+        ("_ZnamSt11align_val_tRKSt9nothrow_t", "operator new[](size_t, align_val_t, nothrow_t)", quote!(size: usize, align: usize, #nt), quote!(-> #void), quote!(new_aligned_nothrow::<#ident>(size, align))),
+        ("_ZdlPv", "operator delete(void*)", quote!(ptr: #void), quote!(), quote!(delete::<#ident>(ptr))),
+        ("_ZdaPv", "operator delete[](void*)", quote!(ptr: #void), quote!(), quote!(delete::<#ident>(ptr))),
+        ("_ZdlPvm", "operator delete(void*, size_t)", quote!(ptr: #void, size: usize), quote!(), quote!(delete_sized::<#ident>(ptr, size, 16))),
+        ("_ZdaPvm", "operator delete[](void*, size_t)", quote!(ptr: #void, size: usize), quote!(), quote!(delete_sized::<#ident>(ptr, size, 16))),
+        ("_ZdlPvSt11align_val_t", "operator delete(void*, align_val_t)", quote!(ptr: #void, _align: usize), quote!(), quote!(delete::<#ident>(ptr))),
+        ("_ZdaPvSt11align_val_t", "operator delete[](void*, align_val_t)", quote!(ptr: #void, _align: usize), quote!(), quote!(delete::<#ident>(ptr))),
+        ("_ZdlPvmSt11align_val_t", "operator delete(void*, size_t, align_val_t)", quote!(ptr: #void, size: usize, align: usize), quote!(), quote!(delete_sized::<#ident>(ptr, size, align))),
+        ("_ZdaPvmSt11align_val_t", "operator delete[](void*, size_t, align_val_t)", quote!(ptr: #void, size: usize, align: usize), quote!(), quote!(delete_sized::<#ident>(ptr, size, align))),
+        ("_ZdlPvRKSt9nothrow_t", "operator delete(void*, nothrow_t)", quote!(ptr: #void, #nt), quote!(), quote!(delete::<#ident>(ptr))),
+        ("_ZdaPvRKSt9nothrow_t", "operator delete[](void*, nothrow_t)", quote!(ptr: #void, #nt), quote!(), quote!(delete::<#ident>(ptr))),
+        ("_ZdlPvSt11align_val_tRKSt9nothrow_t", "operator delete(void*, align_val_t, nothrow_t)", quote!(ptr: #void, _align: usize, #nt), quote!(), quote!(delete::<#ident>(ptr))),
+        ("_ZdaPvSt11align_val_tRKSt9nothrow_t", "operator delete[](void*, align_val_t, nothrow_t)", quote!(ptr: #void, _align: usize, #nt), quote!(), quote!(delete::<#ident>(ptr))),
+    ];
+    for (sym, what, params, ret, call) in forwards {
+        let f = format_ident!("{}", sym);
+        let d = doc(&format!(" C++ `{what}`, served by `{}`.", ident.unraw()));
+        out.extend(quote! {
+            #d
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn #f(#params) #ret {
+                // SAFETY: the C++ caller upholds this operator's contract, which is
+                // the contract of the runtime function it forwards to.
+                unsafe { #cx::#call }
+            }
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,6 +649,63 @@ mod tests {
             !s.contains("hz3 allocator type `Lib`"),
             "user doc kept, no default doc"
         );
+    }
+
+    #[test]
+    fn export_c_emits_cxx_operators() {
+        let s = expand_str(quote! { pub struct Lib<export: c>; });
+        for f in [
+            "_Znwm", "_Znam", "_ZnwmSt11align_val_t", "_ZnamSt11align_val_t",
+        ] {
+            // A naked thunk on x86_64 Linux, a C-unwind loop elsewhere.
+            assert_eq!(s.matches(&format!("extern \"C\" fn {f} (")).count(), 1, "{f}");
+            assert_eq!(s.matches(&format!("extern \"C-unwind\" fn {f} (")).count(), 1, "{f}");
+        }
+        assert_eq!(s.matches("naked_asm !").count(), 4);
+        assert!(s.contains("capi_cxx :: new_try :: < Lib >"));
+        assert!(s.contains("capi_cxx :: new_aligned_try :: < Lib >"));
+        for f in [
+            "_ZnwmRKSt9nothrow_t", "_ZnamRKSt9nothrow_t", "_ZnwmSt11align_val_tRKSt9nothrow_t",
+            "_ZnamSt11align_val_tRKSt9nothrow_t", "_ZdlPv", "_ZdaPv", "_ZdlPvm", "_ZdaPvm",
+            "_ZdlPvSt11align_val_t", "_ZdaPvSt11align_val_t", "_ZdlPvmSt11align_val_t",
+            "_ZdaPvmSt11align_val_t", "_ZdlPvRKSt9nothrow_t", "_ZdaPvRKSt9nothrow_t",
+            "_ZdlPvSt11align_val_tRKSt9nothrow_t", "_ZdaPvSt11align_val_tRKSt9nothrow_t",
+        ] {
+            assert_eq!(s.matches(&format!("extern \"C\" fn {f} (")).count(), 1, "{f}");
+        }
+        let plain = expand_str(quote! { pub struct Plain; });
+        assert!(!plain.contains("_Znwm") && !plain.contains("capi_cxx"));
+    }
+
+    #[test]
+    fn new_thunk_keeps_calls_aligned_and_frame_described() {
+        for aligned in [false, true] {
+            let lines: Vec<String> = new_thunk_asm(aligned).iter().map(|l| l.value()).collect();
+            // Entry: rsp = 8 mod 16; every call must see rsp = 0 mod 16.
+            let mut depth: i64 = 8;
+            let mut cfa: i64 = 8;
+            for l in &lines {
+                if l.starts_with("push ") {
+                    depth += 8;
+                } else if let Some(n) = l.strip_prefix("sub rsp, ") {
+                    depth += n.parse::<i64>().unwrap();
+                } else if let Some(n) = l.strip_prefix("add rsp, ") {
+                    depth -= n.parse::<i64>().unwrap();
+                } else if let Some(n) = l.strip_prefix(".cfi_adjust_cfa_offset ") {
+                    cfa += n.parse::<i64>().unwrap();
+                } else if l.starts_with("call ") {
+                    assert_eq!(depth % 16, 0, "misaligned call: {l} ({aligned})");
+                    assert_eq!(depth, cfa, "CFI out of step at {l} ({aligned})");
+                } else if l == "ret" || l == "jmp rax" {
+                    assert_eq!(depth, 8, "frame not popped before {l} ({aligned})");
+                    assert_eq!(cfa, 8, "CFI out of step at {l} ({aligned})");
+                } else if l.ends_with(':') {
+                    // Labels 3 and 4 are entered with the frame in place.
+                    depth = if aligned { 32 } else { 16 };
+                    assert_eq!(depth, cfa, "CFI out of step at label {l} ({aligned})");
+                }
+            }
+        }
     }
 
     #[test]

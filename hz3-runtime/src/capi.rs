@@ -32,7 +32,8 @@
 //! its ordinary paths.
 //!
 //! `hz3_allocator!` with `export: c` emits `#[no_mangle] extern "C"` forwards
-//! with the same names and C signatures that call these functions.
+//! with the same names and C signatures that call these functions (and the
+//! C++ operators of [`crate::capi_cxx`]).
 
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};

@@ -18,10 +18,13 @@ mod api;
 mod arena;
 #[doc(hidden)]
 pub mod capi;
+#[doc(hidden)]
+pub mod capi_cxx;
 mod config;
 mod failfast;
 mod free_route;
 mod large;
+mod options;
 mod os;
 mod remote;
 mod segment;
@@ -47,6 +50,7 @@ pub mod __private {
     };
     pub use crate::State;
     pub use crate::capi;
+    pub use crate::capi_cxx;
 }
 #[cfg(test)]
 mod engine_tests;

@@ -1,7 +1,7 @@
 //! Every call into the operating system, in one place.
 //!
 //! Owns: reserving, committing, purging and releasing address space; writing a
-//! line to stderr; aborting. Must never: allocate, format, or panic. Callers
+//! line to a descriptor; aborting. Must never: allocate, format, or panic. Callers
 //! treat a failed call as "no memory" and return null.
 
 use core::ptr::null_mut;
@@ -61,19 +61,17 @@ pub unsafe fn unmap(p: *mut u8, len: usize) {
     libc::munmap(p as *mut _, len);
 }
 
-/// Write raw bytes to stderr (best effort, no allocation).
+/// Write `bytes` to stderr with one `write` call (see [`write_once`]).
 pub fn write_stderr(bytes: &[u8]) {
-    let mut done = 0;
-    while done < bytes.len() {
-        // SAFETY: the pointer and length describe the live slice `bytes[done..]`.
-        let n = unsafe {
-            libc::write(2, bytes.as_ptr().add(done) as *const _, bytes.len() - done)
-        };
-        if n <= 0 {
-            return;
-        }
-        done += n as usize;
-    }
+    write_once(2, bytes)
+}
+
+/// Write `bytes` to `fd` with one `write` call (no retry: a line written
+/// this way never interleaves with another writer's, and a short write at
+/// exit is not worth a loop). Best effort, no allocation.
+pub fn write_once(fd: i32, bytes: &[u8]) {
+    // SAFETY: the pointer and length describe the live slice `bytes`.
+    unsafe { libc::write(fd, bytes.as_ptr() as *const _, bytes.len()) };
 }
 
 /// Abort the process at once (no unwinding, no destructors).

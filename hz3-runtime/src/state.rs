@@ -106,6 +106,7 @@ impl<C: Config> State<C> {
             let bits = crate::os::map_rw(self.arena.len.load(Ordering::Relaxed) / 128);
             self.live_bits.store(bits as usize, Ordering::Relaxed);
         }
+        crate::options::at_type_init(C::NAME, self.arena.len.load(Ordering::Relaxed), C::SHARDS, C::STATS);
         // Zeroed memory is a valid array of empty shards.
         self.shards.store(shards as usize, Ordering::Release);
     }

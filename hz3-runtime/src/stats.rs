@@ -1,11 +1,12 @@
 //! Counters of one generated type, and its exit line.
 //!
-//! Owns: the counter set, the snapshot a program reads, and the stderr lines
-//! printed at process exit. Counters live in each thread's cache (written only by
+//! Owns: the counter set, the snapshot a program reads, and the lines printed
+//! at process exit (to `HZ3_STATS_FILE`, or to stderr while descriptor 2 is
+//! still the file it was at start-up; see `options`). Counters live in each thread's cache (written only by
 //! that thread: a relaxed load and store, no shared cache line on the hot path)
 //! plus one shared set for threads without a cache; a snapshot sums them all.
-//! Must never: allocate or format through `core::fmt` (the line is built by hand
-//! in a stack buffer). With `stats: false` every counter update compiles away.
+//! Must never: allocate or format through `core::fmt` (each line is built by
+//! hand in a stack buffer and written with one `write`). With `stats: false` every counter update compiles away.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -273,15 +274,40 @@ impl Line {
         self
     }
 
+    /// Append raw bytes (truncated at the buffer's end).
+    pub fn bytes_raw(&mut self, raw: &[u8]) -> &mut Self {
+        let n = raw.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&raw[..n]);
+        self.len += n;
+        self
+    }
+
     /// The bytes written so far.
     pub fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 
-    /// Write the line and a newline to stderr.
+    /// Write the line and a newline to stderr (one `write`, as [`Line::emit_to`]).
     pub fn emit(&mut self) {
-        self.s("\n");
+        self.end_line();
         crate::os::write_stderr(self.bytes());
+    }
+
+    /// Write the line and a newline to `fd` with one `write` call, so that
+    /// lines of concurrent writers (other processes appending to the same
+    /// file, threads) never interleave inside a line. Best effort: a short or
+    /// failed write is not retried. The last byte is always the newline.
+    pub fn emit_to(&mut self, fd: i32) {
+        self.end_line();
+        crate::os::write_once(fd, self.bytes());
+    }
+
+    /// Append the newline, over the last byte when the buffer is full.
+    fn end_line(&mut self) {
+        if self.len == self.buf.len() {
+            self.len -= 1;
+        }
+        self.s("\n");
     }
 }
 
@@ -291,10 +317,89 @@ impl Default for Line {
     }
 }
 
-/// Write the exit lines of one type.
-pub fn print_lines(name: &str, s: &StatsSnapshot) {
-    Line::new()
-        .s("[HZ3_S110_FREE] calls=").u(s.calls)
+/// Where the exit lines go: an opened `HZ3_STATS_FILE`, or descriptor 2.
+struct Sink {
+    fd: i32,
+    close: bool,
+}
+
+impl Sink {
+    /// `HZ3_STATS_FILE` (`%p` replaced by the pid) opened for appending; else
+    /// descriptor 2 if it is still the file it was at start-up (a program that
+    /// closed stderr and opened another file must not get our lines in it);
+    /// else nowhere.
+    fn open() -> Option<Sink> {
+        let file = crate::options::stats_file();
+        if !file.is_empty() {
+            let mut path = Line::new();
+            let mut i = 0;
+            while i < file.len() {
+                if file[i] == b'%' && file.get(i + 1) == Some(&b'p') {
+                    // SAFETY: getpid has no preconditions.
+                    path.u(unsafe { libc::getpid() } as u64);
+                    i += 2;
+                } else {
+                    path.bytes_raw(&file[i..i + 1]);
+                    i += 1;
+                }
+            }
+            // The NUL terminator (a path that fills the buffer is cut, then opened).
+            if path.len == path.buf.len() {
+                path.len -= 1;
+            }
+            path.bytes_raw(&[0]);
+            // SAFETY: `path` is NUL-terminated; open has no other preconditions.
+            let fd = unsafe {
+                libc::open(
+                    path.buf.as_ptr() as *const libc::c_char,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+                    0o644 as libc::c_uint,
+                )
+            };
+            if fd >= 0 {
+                return Some(Sink { fd, close: true });
+            }
+        }
+        if crate::options::stderr_unchanged() {
+            return Some(Sink { fd: 2, close: false });
+        }
+        None
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if self.close {
+            // SAFETY: `fd` was opened by `Sink::open` and is closed once.
+            unsafe { libc::close(self.fd) };
+        }
+    }
+}
+
+/// Print the exit lines of type `name` (whose `stats` flag is `stats`) if the
+/// options want them: the three counter lines, or for a type built without
+/// counters one line saying so. Each line ends with the program and pid.
+pub fn print_at_exit(name: &str, stats: bool, s: &StatsSnapshot) {
+    if !crate::options::exit_lines_wanted(stats) {
+        return;
+    }
+    let Some(sink) = Sink::open() else {
+        return;
+    };
+    if stats {
+        print_lines_to(sink.fd, name, s);
+    } else {
+        let mut l = Line::new();
+        l.s("[HZ3_STATS] no counters (the type is built with stats: false) type=").s(name);
+        crate::options::append_origin(&mut l);
+        l.emit_to(sink.fd);
+    }
+}
+
+/// Write the exit lines of one type to `fd`, one `write` per line.
+pub fn print_lines_to(fd: i32, name: &str, s: &StatsSnapshot) {
+    let mut l = Line::new();
+    l.s("[HZ3_S110_FREE] calls=").u(s.calls)
         .s(" seg_hit=").u(s.seg_hit)
         .s(" seg_miss=").u(s.seg_miss)
         .s(" meta_hit=").u(s.meta_hit)
@@ -302,24 +407,27 @@ pub fn print_lines(name: &str, s: &StatsSnapshot) {
         .s(" fallback_ptag=").u(s.fallback_ptag)
         .s(" local=").u(s.local)
         .s(" remote=").u(s.remote)
-        .s(" type=").s(name)
-        .emit();
-    Line::new()
-        .s("[HZ3_PTAG] lookups=").u(s.ptag_lookups)
+        .s(" type=").s(name);
+    crate::options::append_origin(&mut l);
+    l.emit_to(fd);
+    let mut l = Line::new();
+    l.s("[HZ3_PTAG] lookups=").u(s.ptag_lookups)
         .s(" hit=").u(s.ptag_hit)
         .s(" miss=").u(s.ptag_miss)
         .s(" decode_fail=").u(s.ptag_decode_fail)
-        .s(" type=").s(name)
-        .emit();
-    Line::new()
-        .s("[HZ3_CACHE] allocs=").u(s.allocs)
+        .s(" type=").s(name);
+    crate::options::append_origin(&mut l);
+    l.emit_to(fd);
+    let mut l = Line::new();
+    l.s("[HZ3_CACHE] allocs=").u(s.allocs)
         .s(" refills=").u(s.refills)
         .s(" flushes=").u(s.flushes)
         .s(" remote_batches=").u(s.remote_batches)
         .s(" large=").u(s.large_allocs)
         .s(" invalid_frees=").u(s.invalid_frees)
-        .s(" type=").s(name)
-        .emit();
+        .s(" type=").s(name);
+    crate::options::append_origin(&mut l);
+    l.emit_to(fd);
 }
 
 #[cfg(test)]
@@ -334,6 +442,27 @@ mod tests {
         let mut m = Line::new();
         m.u(u64::MAX);
         assert_eq!(m.bytes(), b"18446744073709551615");
+    }
+
+    #[test]
+    fn full_line_keeps_its_newline() {
+        let mut l = Line::new();
+        for _ in 0..600 {
+            l.s("x");
+        }
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid out-array of two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        l.emit_to(fds[1]);
+        let mut buf = [0u8; 1024];
+        // SAFETY: `buf` is writable; both descriptors were opened above and are closed once.
+        let n = unsafe { libc::read(fds[0], buf.as_mut_ptr() as *mut _, buf.len()) };
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        assert_eq!(n, 512);
+        assert_eq!(buf[511], b'\n');
     }
 
     #[test]

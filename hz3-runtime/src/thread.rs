@@ -63,8 +63,8 @@ fn register<C: Config>(st: &State<C>) -> bool {
     unsafe {
         libc::pthread_atfork(Some(fork_prepare::<C>), Some(fork_parent::<C>), Some(fork_child::<C>));
     }
-    if C::STATS {
-        // SAFETY: as above; the handler only reads counters and writes to stderr.
+    if crate::options::exit_lines_wanted(C::STATS) {
+        // SAFETY: as above; the handler only reads counters and writes one file.
         unsafe { libc::atexit(print_at_exit::<C>) };
     }
     // Release: the key is visible to threads that see the registration done.
@@ -289,7 +289,7 @@ extern "C" fn fork_child<C: Config>() {
 }
 
 extern "C" fn print_at_exit<C: Config>() {
-    crate::stats::print_lines(C::NAME, &snapshot::<C>());
+    crate::stats::print_at_exit(C::NAME, C::STATS, &snapshot::<C>());
 }
 
 /// Sum of every cache's counters and the shared set.

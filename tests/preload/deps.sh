@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what tests/preload/run.sh needs on a Debian machine: python3, git,
-# gcc, perl, sqlite3 and the C headers. Idempotent: when everything is there
+# gcc, g++, perl, sqlite3 and the C headers. Idempotent: when everything is there
 # it only checks and exits (no apt-get at all).
 set -euo pipefail
 
@@ -10,6 +10,8 @@ for cmd in python3 git gcc perl sqlite3; do
 done
 # libc6-dev: the C headers (and crt files) that capi_test.c needs.
 [ -e /usr/include/stdio.h ] && [ -e /usr/include/malloc.h ] || missing+=(libc6-dev)
+# g++ (with libstdc++'s headers): cxx_test.cpp.
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
 command -v readelf >/dev/null 2>&1 || missing+=(binutils)
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Preload tests: every hz3 preset library under LD_PRELOAD runs the C edge-case
-# test (capi_test.c), a threaded Python churn, git, gcc, perl and sqlite3, and
-# each program's output is checked, not only its exit status.
+# test (capi_test.c), the C++ operator test (cxx_test.cpp), the runtime options
+# and exit-line checks (reassign_stderr.c, ls, cat), a threaded Python churn,
+# git, gcc, perl and sqlite3, and each program's output is checked, not only
+# its exit status.
 #
 #   tests/preload/run.sh [preset ...]        presets: scale default s110 (all by default)
 #
@@ -13,6 +15,8 @@
 #
 # Prints "preload: N passed, M failed"; exits non-zero when M > 0.
 set -u
+# The runtime options are set per check below; none from the caller's environment.
+unset HZ3_SHOW_STATS HZ3_STATS_FILE HZ3_VERBOSE
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -42,7 +46,7 @@ finish() {
 
 # ---- tools -------------------------------------------------------------------
 need_deps=0
-for cmd in python3 git gcc perl sqlite3 timeout readelf; do
+for cmd in python3 git gcc g++ perl sqlite3 timeout readelf; do
     command -v "$cmd" >/dev/null 2>&1 || need_deps=1
 done
 if [ $need_deps -eq 1 ]; then
@@ -80,6 +84,20 @@ if gcc -O1 -fno-builtin -Wall -pthread -o "$work/capi_test" "$here/capi_test.c" 
     ok "gcc capi_test.c"
 else
     bad "gcc capi_test.c" "$work/cc.log"
+    finish
+fi
+
+if g++ -std=c++17 -O1 -fno-allocation-dce -Wall -pthread -o "$work/cxx_test" "$here/cxx_test.cpp" -ldl >"$work/cc.log" 2>&1; then
+    ok "g++ cxx_test.cpp"
+else
+    bad "g++ cxx_test.cpp" "$work/cc.log"
+    finish
+fi
+
+if gcc -O1 -Wall -o "$work/reassign_stderr" "$here/reassign_stderr.c" >"$work/cc.log" 2>&1; then
+    ok "gcc reassign_stderr.c"
+else
+    bad "gcc reassign_stderr.c" "$work/cc.log"
     finish
 fi
 
@@ -160,6 +178,23 @@ for idx in "${!names[@]}"; do
         grep -Eq " FUNC +GLOBAL +DEFAULT +[0-9]+ $sym\$" "$out/syms" || missing="$missing $sym"
     done
     if [ -z "$missing" ]; then ok "$name: exports the 11 C symbols"; else bad "$name: not exported:$missing"; fi
+    missing=""
+    for sym in _Znwm _Znam _ZnwmRKSt9nothrow_t _ZnamRKSt9nothrow_t _ZnwmSt11align_val_t _ZnamSt11align_val_t \
+        _ZnwmSt11align_val_tRKSt9nothrow_t _ZnamSt11align_val_tRKSt9nothrow_t _ZdlPv _ZdaPv _ZdlPvm _ZdaPvm \
+        _ZdlPvSt11align_val_t _ZdaPvSt11align_val_t _ZdlPvmSt11align_val_t _ZdaPvmSt11align_val_t \
+        _ZdlPvRKSt9nothrow_t _ZdaPvRKSt9nothrow_t _ZdlPvSt11align_val_tRKSt9nothrow_t _ZdaPvSt11align_val_tRKSt9nothrow_t; do
+        grep -Eq " FUNC +GLOBAL +DEFAULT +[0-9]+ $sym\$" "$out/syms" || missing="$missing $sym"
+    done
+    if [ -z "$missing" ]; then ok "$name: exports the 20 C++ operators"; else bad "$name: not exported:$missing"; fi
+
+    # the C++ operators: every form, alignment, nothrow, new-handler, bad_alloc
+    "${pre[@]}" CXX_EXPECT_LIB="$base" timeout $limit "$work/cxx_test" >"$out/cxx.out" 2>"$out/cxx.err"
+    rc=$?
+    if [ $rc -eq 0 ] && grep -Eq '^cxx_test: [0-9]+ passed, 0 failed$' "$out/cxx.out"; then
+        ok "$name: cxx_test ($(grep -E '^cxx_test: [0-9]+ passed' "$out/cxx.out"))"
+    else
+        bad "$name: cxx_test (exit $rc)" "$out/cxx.out" "$out/cxx.err"
+    fi
 
     # the C edge-case test
     "${pre[@]}" CAPI_EXPECT_LIB="$base" timeout $limit "$work/capi_test" >"$out/capi.out" 2>"$out/capi.err"
@@ -177,6 +212,61 @@ for idx in "${!names[@]}"; do
         else
             bad "$name: no [HZ3_S110_FREE] calls=N (N > 0) line on stderr at exit" "$out/capi.err"
         fi
+    fi
+
+    # runtime options and where the exit lines go
+    stats_lib=0
+    [[ " $stats_presets " == *" $name "* ]] && stats_lib=1
+    "${pre[@]}" HZ3_SHOW_STATS=0 timeout $limit "$work/capi_test" >/dev/null 2>"$out/quiet.err"
+    if ! grep -q '^\[HZ3_' "$out/quiet.err"; then
+        ok "$name: HZ3_SHOW_STATS=0 prints no exit lines"
+    else
+        bad "$name: HZ3_SHOW_STATS=0 but exit lines on stderr" "$out/quiet.err"
+    fi
+    "${pre[@]}" HZ3_SHOW_STATS=1 timeout $limit "$work/capi_test" >/dev/null 2>"$out/loud.err"
+    if grep -Eq "^\[HZ3_(S110_FREE|STATS)\] .* prog=capi_test pid=[0-9]+\$" "$out/loud.err"; then
+        ok "$name: HZ3_SHOW_STATS=1 prints the exit lines with prog and pid"
+    else
+        bad "$name: HZ3_SHOW_STATS=1: no exit line naming prog=capi_test pid=N" "$out/loud.err"
+    fi
+    "${pre[@]}" HZ3_VERBOSE=1 HZ3_SHOW_STATS=0 timeout $limit "$work/capi_test" >/dev/null 2>"$out/verbose.err"
+    if grep -q '^\[HZ3_OPTIONS\] HZ3_SHOW_STATS=0 ' "$out/verbose.err" &&
+        grep -Eq '^\[HZ3_ARENA\] type=[A-Za-z0-9_]+ reserved_bytes=[1-9][0-9]* shards=[1-9][0-9]* page=[1-9]' "$out/verbose.err"; then
+        ok "$name: HZ3_VERBOSE=1 prints the options and arena lines"
+    else
+        bad "$name: HZ3_VERBOSE=1: no [HZ3_OPTIONS] / [HZ3_ARENA] line" "$out/verbose.err"
+    fi
+    # a program that closes stderr and opens a file (fd 2): never our lines in it
+    "${pre[@]}" timeout $limit "$work/reassign_stderr" "$out/own.txt" >"$out/reassign.out"
+    rc=$?
+    if [ $rc -eq 0 ] && [ "$(cat "$out/own.txt")" = "program's own line" ]; then
+        ok "$name: closed stderr, reopened file gets no exit lines"
+    else
+        bad "$name: reassign_stderr (exit $rc): the program's file is not its own" "$out/own.txt"
+    fi
+    rm -f "$out"/stats.*
+    "${pre[@]}" HZ3_STATS_FILE="$out/stats.%p" timeout $limit "$work/reassign_stderr" "$out/own.txt" >"$out/reassign.out"
+    pid=$(sed -n 's/^pid=//p' "$out/reassign.out")
+    if [ $stats_lib -eq 0 ] || { [ -n "$pid" ] && grep -Eq "^\[HZ3_CACHE\] .* pid=$pid\$" "$out/stats.$pid" 2>/dev/null; }; then
+        if [ "$(cat "$out/own.txt")" = "program's own line" ]; then
+            ok "$name: HZ3_STATS_FILE=stats.%p gets the exit lines (pid $pid)"
+        else
+            bad "$name: HZ3_STATS_FILE set, but the program's file got lines" "$out/own.txt"
+        fi
+    else
+        bad "$name: HZ3_STATS_FILE=stats.%p: no exit lines in stats.$pid" "$out/reassign.out"
+    fi
+    # ls and cat close stderr before exit: the lines still reach HZ3_STATS_FILE
+    rm -f "$out/ls.stats"
+    "${pre[@]}" HZ3_STATS_FILE="$out/ls.stats" HZ3_SHOW_STATS=1 timeout $limit ls -l "$here" >"$out/ls.out" 2>&1 &&
+        "${pre[@]}" HZ3_STATS_FILE="$out/ls.stats" HZ3_SHOW_STATS=1 timeout $limit cat "$here/run.sh" >"$out/cat.out" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ] && grep -q 'run.sh' "$out/ls.out" && cmp -s "$out/cat.out" "$here/run.sh" &&
+        grep -Eq '^\[HZ3_(CACHE|STATS)\] .* prog=ls pid=' "$out/ls.stats" &&
+        grep -Eq '^\[HZ3_(CACHE|STATS)\] .* prog=cat pid=' "$out/ls.stats"; then
+        ok "$name: ls and cat: exit lines in HZ3_STATS_FILE"
+    else
+        bad "$name: ls/cat (exit $rc): no exit lines in HZ3_STATS_FILE" "$out/ls.stats" "$out/ls.out"
     fi
 
     # python: threaded churn, checksum equal to the system allocator's run
