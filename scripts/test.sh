@@ -16,6 +16,11 @@ bash tests/preload/deps.sh
 step "cargo test --workspace"
 cargo test --workspace
 
+# ---- release build (ux): the README's plain `cargo build --release` makes every preset library
+step "cargo build --release builds every preset library"
+bash scripts/check-release-build.sh
+# ---- end release build
+
 step "LD_PRELOAD presets"
 bash tests/preload/run.sh
 
