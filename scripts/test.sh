@@ -27,4 +27,12 @@ bash tests/preload/run.sh
 step "hz3-bench smoke test"
 cargo run --release -p hz3-bench -- --quick --check
 
+# ---- packaging (ux): docs without warnings, publishable packages, the README example
+step "cargo doc without warnings; cargo package for hz3-macros, hz3-runtime, hz3"
+bash scripts/check-packaging.sh
+
+step "the README's example in a new crate outside the repository"
+bash scripts/check-outside-crate.sh
+# ---- end packaging
+
 step "all test stages passed"
