@@ -21,6 +21,11 @@ step "cargo build --release builds every preset library"
 bash scripts/check-release-build.sh
 # ---- end release build
 
+# ---- preset generator (ux): a flag list becomes an LD_PRELOAD library
+step "preset generator: hz3-presets new NAME \"FLAGS\""
+bash scripts/check-preset-generator.sh
+# ---- end preset generator
+
 step "LD_PRELOAD presets"
 bash tests/preload/run.sh
 

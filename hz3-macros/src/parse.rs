@@ -916,8 +916,16 @@ mod tests {
         });
         assert_eq!(e.len(), 6, "{e:?}");
         assert!(e[0].starts_with("unknown flag `colour`"), "{}", e[0]);
-        assert!(e[1].contains("expected `:` after flag name `stats`"), "{}", e[1]);
-        assert!(e[2].starts_with("expected `;` after this declaration"), "{}", e[2]);
+        assert!(
+            e[1].contains("expected `:` after flag name `stats`"),
+            "{}",
+            e[1]
+        );
+        assert!(
+            e[2].starts_with("expected `;` after this declaration"),
+            "{}",
+            e[2]
+        );
         assert!(e[3].contains("`shards` must be in 1..=4096"), "{}", e[3]);
         assert!(e[4].contains("expected `struct`"), "{}", e[4]);
         assert!(e[5].contains("for flag `purge`"), "{}", e[5]);
