@@ -39,11 +39,11 @@ else
     deps='[dependencies]
 hz3 = { path = "/path/to/hz3" }   # the root directory of your clone of hz3'
     main=$(cat <<'RUST'
-// Two allocator types from one macro call; `Scale` serves every allocation of the
-// program, `Fast` is declared only to show that several types can live side by side.
+// Declare allocator types from compile-time flags. Each one is a distinct type with
+// its own arena, so several can live in one program; one of them is the global
+// allocator.
 hz3::hz3_allocator! {
-    /// Frees routed through the page-tag map behind the page-meta step; counters
-    /// printed to stderr at exit.
+    /// The scale preset's flags; its counters are printed to stderr at exit.
     pub struct Scale<s110_meta: true, free_fast: false, ptag: late, stats: true>;
     /// The same with the page-meta fast path in `free`.
     pub struct Fast<s110_meta: true, free_fast: true, ptag: late>;
