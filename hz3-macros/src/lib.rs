@@ -1,6 +1,7 @@
 //! `hz3_allocator!`: declare distinct hz3 allocator types from compile-time flags.
 //!
-//! Use it through the runtime, which re-exports it: `hz3_runtime::hz3_allocator!`.
+//! Use it through the facade crate, `hz3::hz3_allocator!` (then `hz3` is the only
+//! dependency you need), or through the runtime, `hz3_runtime::hz3_allocator!`.
 //!
 //! # Syntax
 //!
