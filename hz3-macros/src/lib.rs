@@ -51,9 +51,10 @@
 //! one gets a hint (`ptag: frist` → "did you mean `first`?"), and a flag written with
 //! a bad value gets only that error, none about combinations with its default.
 //!
-//! Malformed syntax (say, a missing `;` or `stats true`) is reported, the rest of
-//! that declaration is skipped up to its `;` (or the next `struct`), and the
-//! declarations after it are still checked.
+//! Malformed syntax (say, `stats true` without its `:`) is reported, the rest of that
+//! declaration is skipped up to its `;` (or the next `struct`), and the declarations
+//! after it are still checked. A declaration missing only its `;` gets its flags
+//! checked too.
 //!
 //! # What a declaration expands to
 //!

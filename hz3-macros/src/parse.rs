@@ -6,10 +6,10 @@
 //! combinations. Produces typed [`Decl`]s whose [`Flags`] are known to be valid.
 //!
 //! Parsing happens in two steps so that all errors are reported at once:
-//! [`RawInput`] is the syntax (a malformed declaration, e.g. one missing its `;`, is
-//! recorded and skipped up to the next `;` or `struct`, so the declarations after it
-//! are still checked), and [`validate`] turns it into [`Decl`]s, combining every
-//! syntax and flag error into one [`syn::Error`].
+//! [`RawInput`] is the syntax (a malformed declaration is recorded and skipped up to
+//! the next `;` or `struct`, so the declarations after it are still checked; one
+//! missing only its `;` is kept, so its flags are checked too), and [`validate`] turns
+//! it into [`Decl`]s, combining every syntax and flag error into one [`syn::Error`].
 //!
 //! Must never: emit code (that is `expand.rs`).
 
@@ -120,6 +120,8 @@ pub struct RawDecl {
     pub ident: Ident,
     /// The flag list (`None` when the declaration has no `<...>`).
     pub flags: Option<Vec<RawFlag>>,
+    /// The declaration's last token before its `;`, where a missing `;` is reported.
+    pub end: Span,
 }
 
 /// A whole invocation, before validation.
@@ -161,8 +163,25 @@ impl Parse for RawInput {
         let mut syntax_errors = Vec::new();
         while !input.is_empty() {
             let start = input.cursor();
-            match input.parse() {
-                Ok(decl) => decls.push(decl),
+            match input.parse::<RawDecl>() {
+                Ok(decl) => {
+                    if input.peek(Token![;]) {
+                        input.parse::<Token![;]>()?;
+                    } else {
+                        // Only the `;` is missing: the declaration is whole, so its
+                        // flags are still checked (the error comes after theirs).
+                        syntax_errors.push((
+                            decls.len() + 1,
+                            syn::Error::new(
+                                decl.end,
+                                "expected `;` after this declaration \
+                                 (`vis struct Name<flag: value, ...>;`)",
+                            ),
+                        ));
+                        skip_to_next_declaration(input, start);
+                    }
+                    decls.push(decl);
+                }
                 Err(e) => {
                     syntax_errors.push((decls.len(), e));
                     skip_to_next_declaration(input, start);
@@ -226,6 +245,7 @@ fn parse_runtime_override(input: ParseStream) -> syn::Result<Option<TokenStream>
     Ok(Some(path))
 }
 
+/// Parses one declaration up to, not including, its `;` (which [`RawInput`] checks).
 impl Parse for RawDecl {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let attrs = input.call(Attribute::parse_outer)?;
@@ -237,8 +257,7 @@ impl Parse for RawDecl {
         }
         input.parse::<Token![struct]>()?;
         let ident: Ident = input.parse()?;
-        // The declaration's last token, where a missing `;` is reported.
-        let mut last = ident.span();
+        let mut end = ident.span();
         let flags = if input.peek(Token![<]) {
             input.parse::<Token![<]>()?;
             let mut flags = Vec::new();
@@ -250,23 +269,17 @@ impl Parse for RawDecl {
                     return Err(input.error("expected `,` or `>` after a flag value"));
                 }
             }
-            last = input.parse::<Token![>]>()?.span;
+            end = input.parse::<Token![>]>()?.span;
             Some(flags)
         } else {
             None
         };
-        if !input.peek(Token![;]) {
-            return Err(syn::Error::new(
-                last,
-                "expected `;` after this declaration (`vis struct Name<flag: value, ...>;`)",
-            ));
-        }
-        input.parse::<Token![;]>()?;
         Ok(RawDecl {
             attrs,
             vis,
             ident,
             flags,
+            end,
         })
     }
 }
@@ -914,21 +927,27 @@ mod tests {
             enum E;
             struct F<purge: maybe>;
         });
-        assert_eq!(e.len(), 6, "{e:?}");
+        assert_eq!(e.len(), 7, "{e:?}");
         assert!(e[0].starts_with("unknown flag `colour`"), "{}", e[0]);
         assert!(
             e[1].contains("expected `:` after flag name `stats`"),
             "{}",
             e[1]
         );
+        // C misses only its `;`: its flags are still checked.
         assert!(
-            e[2].starts_with("expected `;` after this declaration"),
+            e[2].contains("value `frist` (did you mean `first`?)"),
             "{}",
             e[2]
         );
-        assert!(e[3].contains("`shards` must be in 1..=4096"), "{}", e[3]);
-        assert!(e[4].contains("expected `struct`"), "{}", e[4]);
-        assert!(e[5].contains("for flag `purge`"), "{}", e[5]);
+        assert!(
+            e[3].starts_with("expected `;` after this declaration"),
+            "{}",
+            e[3]
+        );
+        assert!(e[4].contains("`shards` must be in 1..=4096"), "{}", e[4]);
+        assert!(e[5].contains("expected `struct`"), "{}", e[5]);
+        assert!(e[6].contains("for flag `purge`"), "{}", e[6]);
     }
 
     #[test]
@@ -937,5 +956,10 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:?}");
         let e = errors(quote! { pub pub struct A; });
         assert_eq!(e.len(), 1, "{e:?}");
+        // A declaration missing only its `;` is reported, and not expanded.
+        let e = errors(quote! { struct A<stats: true> struct B; });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("expected `;`"), "{}", e[0]);
+        assert!(parse_input(quote! { struct A }).is_err());
     }
 }
