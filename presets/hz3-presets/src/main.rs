@@ -150,9 +150,11 @@ fn clean_flags(flags: &str) -> Result<String, String> {
     Ok(trimmed.to_string())
 }
 
-/// `my_lane` → `MyLane`: the allocator type's name, shown in its exit lines.
+/// `my_lane` → `MyLane`: the allocator type's name, shown in its exit lines (`self`,
+/// whose `Self` is a keyword, becomes `Hz3Self`).
 fn type_name(name: &str) -> String {
-    name.split('_')
+    let camel: String = name
+        .split('_')
         .filter(|part| !part.is_empty())
         .map(|part| {
             let mut c = part.chars();
@@ -161,7 +163,12 @@ fn type_name(name: &str) -> String {
                 None => String::new(),
             }
         })
-        .collect()
+        .collect();
+    if camel == "Self" {
+        "Hz3Self".to_string()
+    } else {
+        camel
+    }
 }
 
 /// The generated crate's manifest. Its own `[workspace]` keeps it out of the hz3
@@ -453,6 +460,7 @@ mod tests {
         assert_eq!(type_name("ptag_first"), "PtagFirst");
         assert_eq!(type_name("a__b_"), "AB");
         assert_eq!(type_name("x86_64"), "X8664");
+        assert_eq!(type_name("self"), "Hz3Self");
     }
 
     #[test]
