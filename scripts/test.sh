@@ -16,10 +16,28 @@ bash tests/preload/deps.sh
 step "cargo test --workspace"
 cargo test --workspace
 
+# ---- release build (ux): the README's plain `cargo build --release` makes every preset library
+step "cargo build --release builds every preset library"
+bash scripts/check-release-build.sh
+# ---- end release build
+
+# ---- preset generator (ux): a flag list becomes an LD_PRELOAD library
+step "preset generator: hz3-presets new NAME \"FLAGS\""
+bash scripts/check-preset-generator.sh
+# ---- end preset generator
+
 step "LD_PRELOAD presets"
 bash tests/preload/run.sh
 
 step "hz3-bench smoke test"
 cargo run --release -p hz3-bench -- --quick --check
+
+# ---- packaging (ux): docs without warnings, publishable packages, the README example
+step "cargo doc without warnings; cargo package for hz3-macros, hz3-runtime, hz3"
+bash scripts/check-packaging.sh
+
+step "the README's example in a new crate outside the repository"
+bash scripts/check-outside-crate.sh
+# ---- end packaging
 
 step "all test stages passed"

@@ -1,4 +1,8 @@
-//! `hz3`: facade crate. Everything lives in [`hz3_runtime`]; depend on either.
+//! `hz3`: facade crate, the one to depend on. Everything lives in [`hz3_runtime`]
+//! and is re-exported here.
+//!
+//! From outside the hz3 repository, depend on it by the path of your clone (its root
+//! directory): `hz3 = { path = "/path/to/hz3" }`.
 //!
 //! `hz3::hz3_allocator!` works with only this crate as a dependency: it tells
 //! the macro to name the runtime through this crate.

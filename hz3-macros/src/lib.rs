@@ -1,6 +1,7 @@
 //! `hz3_allocator!`: declare distinct hz3 allocator types from compile-time flags.
 //!
-//! Use it through the runtime, which re-exports it: `hz3_runtime::hz3_allocator!`.
+//! Use it through the facade crate, `hz3::hz3_allocator!` (then `hz3` is the only
+//! dependency you need), or through the runtime, `hz3_runtime::hz3_allocator!`.
 //!
 //! # Syntax
 //!
@@ -20,9 +21,9 @@
 //! One invocation holds any number of declarations `ATTRS VIS struct NAME<FLAGS>;`,
 //! each ending with `;`. Outer attributes (doc comments included) are forwarded to the
 //! struct. The flag list is `name: value` items separated by `,` (a trailing `,` is
-//! fine), in any order; a flag left out takes its default. (The product card's
-//! `hz3_allocator!<...>` is not valid Rust invocation syntax; the angle-bracket list
-//! lives inside the invocation instead.)
+//! fine), in any order; a flag left out takes its default. (`hz3_allocator!<...>`
+//! is not valid Rust invocation syntax, so the angle-bracket list lives inside the
+//! invocation instead.)
 //!
 //! | flag | values | default | meaning |
 //! |---|---|---|---|
@@ -40,14 +41,20 @@
 //!
 //! # Errors
 //!
-//! Every flag error of the invocation is reported at once, each pointing at the
+//! Every error of the invocation is reported at once, each pointing at the
 //! offending token: an unknown flag (at its name; the message lists the valid flags),
 //! a value of the wrong type or an unknown value (at the value), an integer out of
 //! range (at the value), a duplicate flag (at its second occurrence), `free_fast: true`
 //! with `s110_meta: false` (at the `true`), `ptag: late` with `s110_meta: false` (at
-//! the `late`; with `ptag` left at its default, at the `s110_meta: false` value), and
-//! a second `export: c` declaration in one invocation. Malformed syntax (say, a
-//! missing `;`) stops parsing at the first error.
+//! the `late`; with `ptag` left out, at the `s110_meta: false` value), and a second
+//! `export: c` declaration in one invocation. A flag name or value close to a valid
+//! one gets a hint (`ptag: frist` → "did you mean `first`?"), and a flag written with
+//! a bad value gets only that error, none about combinations with its default.
+//!
+//! Malformed syntax (say, `stats true` without its `:`) is reported, the rest of that
+//! declaration is skipped up to its `;` (or the next `struct`), and the declarations
+//! after it are still checked. A declaration missing only its `;` gets its flags
+//! checked too.
 //!
 //! # What a declaration expands to
 //!

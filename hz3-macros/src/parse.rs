@@ -5,10 +5,11 @@
 //! flags: unknown flag, wrong value, out-of-range integer, duplicate flag, invalid
 //! combinations. Produces typed [`Decl`]s whose [`Flags`] are known to be valid.
 //!
-//! Parsing happens in two steps so that all flag errors are reported at once:
-//! [`RawInput`] is the syntax (only malformed syntax, e.g. a missing `;`, aborts
-//! early), and [`validate`] turns it into [`Decl`]s, combining every flag error
-//! into one [`syn::Error`].
+//! Parsing happens in two steps so that all errors are reported at once:
+//! [`RawInput`] is the syntax (a malformed declaration is recorded and skipped up to
+//! the next `;` or `struct`, so the declarations after it are still checked; one
+//! missing only its `;` is kept, so its flags are checked too), and [`validate`] turns
+//! it into [`Decl`]s, combining every syntax and flag error into one [`syn::Error`].
 //!
 //! Must never: emit code (that is `expand.rs`).
 
@@ -119,6 +120,8 @@ pub struct RawDecl {
     pub ident: Ident,
     /// The flag list (`None` when the declaration has no `<...>`).
     pub flags: Option<Vec<RawFlag>>,
+    /// The declaration's last token before its `;`, where a missing `;` is reported.
+    pub end: Span,
 }
 
 /// A whole invocation, before validation.
@@ -126,8 +129,11 @@ pub struct RawInput {
     /// Replacement for the `::hz3_runtime` path prefix, from an optional leading
     /// `#![hz3_runtime = PATH]` (meant for a `macro_rules!` wrapper passing `$crate`).
     pub runtime: Option<TokenStream>,
-    /// The declarations in order.
+    /// The declarations in order (those with a syntax error left out).
     pub decls: Vec<RawDecl>,
+    /// The syntax errors of the declarations left out, each with the number of
+    /// declarations parsed before it (to report every error in source order).
+    pub syntax_errors: Vec<(usize, syn::Error)>,
 }
 
 /// One validated declaration.
@@ -154,10 +160,64 @@ impl Parse for RawInput {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let runtime = parse_runtime_override(input)?;
         let mut decls = Vec::new();
+        let mut syntax_errors = Vec::new();
         while !input.is_empty() {
-            decls.push(input.parse()?);
+            let start = input.cursor();
+            match input.parse::<RawDecl>() {
+                Ok(decl) => {
+                    if input.peek(Token![;]) {
+                        input.parse::<Token![;]>()?;
+                    } else {
+                        // Only the `;` is missing: the declaration is whole, so its
+                        // flags are still checked (the error comes after theirs).
+                        syntax_errors.push((
+                            decls.len() + 1,
+                            syn::Error::new(
+                                decl.end,
+                                "expected `;` after this declaration \
+                                 (`vis struct Name<flag: value, ...>;`)",
+                            ),
+                        ));
+                        skip_to_next_declaration(input, start);
+                    }
+                    decls.push(decl);
+                }
+                Err(e) => {
+                    syntax_errors.push((decls.len(), e));
+                    skip_to_next_declaration(input, start);
+                }
+            }
         }
-        Ok(RawInput { runtime, decls })
+        Ok(RawInput {
+            runtime,
+            decls,
+            syntax_errors,
+        })
+    }
+}
+
+/// Error recovery after a malformed declaration: skips the rest of it, so that the
+/// declarations after it are still parsed and their errors reported too.
+///
+/// Stops after the next top-level `;`, or before a `struct`, `pub` or `#` that can
+/// start the next declaration (the usual mistake is a missing `;`). Always moves
+/// past at least one token when the failed parse consumed none, so it cannot loop.
+fn skip_to_next_declaration(input: ParseStream, start: syn::buffer::Cursor) {
+    let mut moved = input.cursor() != start;
+    while !input.is_empty() {
+        if input.peek(Token![;]) {
+            let _ = input.parse::<Token![;]>();
+            return;
+        }
+        let starts_decl =
+            input.peek(Token![struct]) || input.peek(Token![pub]) || input.peek(Token![#]);
+        if moved && starts_decl {
+            return;
+        }
+        if input.parse::<TokenTree>().is_err() {
+            return;
+        }
+        moved = true;
     }
 }
 
@@ -185,12 +245,19 @@ fn parse_runtime_override(input: ParseStream) -> syn::Result<Option<TokenStream>
     Ok(Some(path))
 }
 
+/// Parses one declaration up to, not including, its `;` (which [`RawInput`] checks).
 impl Parse for RawDecl {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let attrs = input.call(Attribute::parse_outer)?;
         let vis: Visibility = input.parse()?;
+        if !input.peek(Token![struct]) {
+            return Err(input.error(
+                "expected `struct`: each declaration is `vis struct Name<flag: value, ...>;`",
+            ));
+        }
         input.parse::<Token![struct]>()?;
         let ident: Ident = input.parse()?;
+        let mut end = ident.span();
         let flags = if input.peek(Token![<]) {
             input.parse::<Token![<]>()?;
             let mut flags = Vec::new();
@@ -202,22 +269,17 @@ impl Parse for RawDecl {
                     return Err(input.error("expected `,` or `>` after a flag value"));
                 }
             }
-            input.parse::<Token![>]>()?;
+            end = input.parse::<Token![>]>()?.span;
             Some(flags)
         } else {
             None
         };
-        if !input.peek(Token![;]) {
-            return Err(input.error(
-                "expected `;` after the declaration (`vis struct Name<flag: value, ...>;`)",
-            ));
-        }
-        input.parse::<Token![;]>()?;
         Ok(RawDecl {
             attrs,
             vis,
             ident,
             flags,
+            end,
         })
     }
 }
@@ -295,10 +357,14 @@ fn check_value(name: &str, kind: Kind, tokens: &[TokenTree], errs: &mut Errors) 
     let value = classify(tokens);
     match (kind, value) {
         (Kind::Bool, Value::Bool(b)) => Some(Parsed::Bool(b)),
-        (Kind::Bool, _) => {
+        (Kind::Bool, value) => {
+            let hint = match value {
+                Value::Ident(id) => did_you_mean(&id.to_string(), &["true", "false"]),
+                _ => String::new(),
+            };
             errs.spanned(
                 tokens,
-                format!("expected `true` or `false` for flag `{name}`"),
+                format!("expected `true` or `false` for flag `{name}`{hint}"),
             );
             None
         }
@@ -309,7 +375,8 @@ fn check_value(name: &str, kind: Kind, tokens: &[TokenTree], errs: &mut Errors) 
                 errs.at(
                     id.span(),
                     format!(
-                        "unknown `{name}` value `{id}`; expected one of {}",
+                        "unknown `{name}` value `{id}`{}; expected one of {}",
+                        did_you_mean(&id.to_string(), choices),
                         list(choices)
                     ),
                 );
@@ -357,32 +424,59 @@ fn list(items: &[&str]) -> String {
         .join(", ")
 }
 
-/// Levenshtein distance, for "did you mean" hints on unknown flags.
+/// Edit distance between two words, ignoring case: insertions, deletions,
+/// substitutions and swaps of two neighbouring letters (`frist` → `first`) each cost 1.
 fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    // d[i][j]: distance between the first i letters of a and the first j of b.
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let sub = d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            let mut best = sub.min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The candidate closest to `word`, when it is close enough to be a likely typo: at
+/// most one edit per three letters of the longer word (`of` → `off`, `s110meta` →
+/// `s110_meta`, but not `x` → `c`). Ties go to the earlier candidate.
+fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let mut best: Option<(usize, &str)> = None;
+    for &c in candidates {
+        let d = distance(word, c);
+        let longer = word.chars().count().max(c.chars().count());
+        if 3 * d <= longer && best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// ` (did you mean `x`?)` for the closest candidate, or nothing.
+fn did_you_mean(word: &str, candidates: &[&str]) -> String {
+    closest(word, candidates)
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
 }
 
 fn unknown_flag_message(name: &str) -> String {
     let names: Vec<&str> = FLAG_TABLE.iter().map(|(n, _)| *n).collect();
-    let hint = names
-        .iter()
-        .map(|n| (distance(name, n), *n))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, n)| format!(" (did you mean `{n}`?)"))
-        .unwrap_or_default();
     format!(
-        "unknown flag `{name}`{hint}; valid flags are {}",
+        "unknown flag `{name}`{}; valid flags are {}",
+        did_you_mean(name, &names),
         list(&names)
     )
 }
@@ -456,11 +550,16 @@ fn validate_flags(raw: &[RawFlag], errs: &mut Errors) -> (Flags, Given) {
             _ => {}
         }
     }
-    check_combinations(&flags, &given, errs);
+    check_combinations(&flags, &given, &seen, errs);
     (flags, given)
 }
 
-fn check_combinations(flags: &Flags, given: &Given, errs: &mut Errors) {
+/// Errors for flag values that are valid one by one but not together. `written` holds
+/// every known flag name the declaration wrote, its value valid or not: a check about
+/// a flag left at its default stays silent when the flag was written with a bad value
+/// (that value already has its own error).
+fn check_combinations(flags: &Flags, given: &Given, written: &[String], errs: &mut Errors) {
+    let was_written = |name: &str| written.iter().any(|w| w == name);
     if flags.free_fast && !flags.s110_meta {
         if let Some(span) = given.free_fast {
             errs.at(span, "free_fast requires s110_meta: true");
@@ -473,12 +572,12 @@ fn check_combinations(flags: &Flags, given: &Given, errs: &mut Errors) {
                 "ptag: late needs the S110 meta step to be late behind; \
                  use ptag: first or off, or s110_meta: true",
             ),
-            (None, Some(span)) => errs.at(
+            (None, Some(span)) if !was_written("ptag") => errs.at(
                 span,
                 "s110_meta: false leaves the default ptag: late with no S110 meta step to be \
                  late behind; add ptag: first or ptag: off",
             ),
-            (None, None) => {}
+            _ => {}
         }
     }
 }
@@ -486,9 +585,13 @@ fn check_combinations(flags: &Flags, given: &Given, errs: &mut Errors) {
 /// Validates a parsed invocation, reporting every flag error at once.
 pub fn validate(raw: RawInput) -> syn::Result<Input> {
     let mut errs = Errors::default();
+    let mut syntax_errors = raw.syntax_errors.into_iter().peekable();
     let mut decls = Vec::with_capacity(raw.decls.len());
     let mut first_export: Option<String> = None;
-    for d in raw.decls {
+    for (index, d) in raw.decls.into_iter().enumerate() {
+        while let Some((_, e)) = syntax_errors.next_if(|(before, _)| *before <= index) {
+            errs.push(e);
+        }
         let (flags, given) = match &d.flags {
             Some(list) => validate_flags(list, &mut errs),
             None => (Flags::default(), Given::default()),
@@ -510,6 +613,9 @@ pub fn validate(raw: RawInput) -> syn::Result<Input> {
             ident: d.ident,
             flags,
         });
+    }
+    for (_, e) in syntax_errors {
+        errs.push(e);
     }
     match errs.0 {
         Some(e) => Err(e),
@@ -753,5 +859,107 @@ mod tests {
         assert!(parse_input(quote! { struct A<stats: true> }).is_err());
         assert!(parse_input(quote! { struct A<stats true>; }).is_err());
         assert!(parse_input(quote! { enum A; }).is_err());
+    }
+    #[test]
+    fn misspelt_value_has_one_error_and_a_suggestion() {
+        // `ptag` was written (with a typo): no error about "the default ptag".
+        let e = errors(quote! { struct A<s110_meta: false, ptag: frist>; });
+        assert_eq!(
+            e,
+            ["unknown `ptag` value `frist` (did you mean `first`?); \
+              expected one of `off`, `first`, `late`"]
+        );
+        // A typo in `s110_meta`'s value leaves it at its default: no combination error.
+        let e = errors(quote! { struct A<s110_meta: flase, ptag: late>; });
+        assert_eq!(
+            e,
+            ["expected `true` or `false` for flag `s110_meta` (did you mean `false`?)"]
+        );
+    }
+
+    #[test]
+    fn value_suggestions() {
+        let e = errors(quote! { struct A<stats: ture, ptag: Late, export: C, purge: yes>; });
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(e[0].ends_with("(did you mean `true`?)"), "{}", e[0]);
+        assert!(e[1].contains("(did you mean `late`?)"), "{}", e[1]);
+        assert!(e[2].contains("(did you mean `c`?)"), "{}", e[2]);
+        assert!(!e[3].contains("did you mean"), "{}", e[3]);
+        // Too far from every value to be a typo.
+        let e = errors(quote! { struct A<export: x, ptag: middle>; });
+        assert!(e.iter().all(|m| !m.contains("did you mean")), "{e:?}");
+    }
+
+    #[test]
+    fn flag_name_suggestions() {
+        let hint = |name: &str| {
+            let names: Vec<&str> = FLAG_TABLE.iter().map(|(n, _)| *n).collect();
+            closest(name, &names)
+        };
+        assert_eq!(hint("ptags"), Some("ptag"));
+        assert_eq!(hint("freefast"), Some("free_fast"));
+        assert_eq!(hint("fail_fast"), Some("failfast"));
+        assert_eq!(hint("Stats"), Some("stats"));
+        assert_eq!(hint("arena_gb"), Some("arena_gib"));
+        assert_eq!(hint("colour"), None);
+        assert_eq!(hint("x"), None);
+    }
+
+    #[test]
+    fn edit_distance() {
+        assert_eq!(distance("first", "first"), 0);
+        assert_eq!(distance("frist", "first"), 1);
+        assert_eq!(distance("FIRST", "first"), 0);
+        assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(distance("", "off"), 3);
+        assert_eq!(distance("of", "off"), 1);
+    }
+
+    #[test]
+    fn syntax_error_does_not_hide_other_declarations() {
+        // A malformed flag, a missing `;`, a wrong keyword: each declaration is
+        // checked, and the errors come in source order.
+        let e = errors(quote! {
+            struct A<colour: 1>;
+            struct B<stats true>;
+            struct C<ptag: frist>
+            pub struct D<shards: 0>;
+            enum E;
+            struct F<purge: maybe>;
+        });
+        assert_eq!(e.len(), 7, "{e:?}");
+        assert!(e[0].starts_with("unknown flag `colour`"), "{}", e[0]);
+        assert!(
+            e[1].contains("expected `:` after flag name `stats`"),
+            "{}",
+            e[1]
+        );
+        // C misses only its `;`: its flags are still checked.
+        assert!(
+            e[2].contains("value `frist` (did you mean `first`?)"),
+            "{}",
+            e[2]
+        );
+        assert!(
+            e[3].starts_with("expected `;` after this declaration"),
+            "{}",
+            e[3]
+        );
+        assert!(e[4].contains("`shards` must be in 1..=4096"), "{}", e[4]);
+        assert!(e[5].contains("expected `struct`"), "{}", e[5]);
+        assert!(e[6].contains("for flag `purge`"), "{}", e[6]);
+    }
+
+    #[test]
+    fn syntax_error_alone_is_still_an_error() {
+        let e = errors(quote! { struct A<stats true>; struct B; });
+        assert_eq!(e.len(), 1, "{e:?}");
+        let e = errors(quote! { pub pub struct A; });
+        assert_eq!(e.len(), 1, "{e:?}");
+        // A declaration missing only its `;` is reported, and not expanded.
+        let e = errors(quote! { struct A<stats: true> struct B; });
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("expected `;`"), "{}", e[0]);
+        assert!(parse_input(quote! { struct A }).is_err());
     }
 }

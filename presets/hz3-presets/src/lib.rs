@@ -25,8 +25,12 @@
 //! `arena_gib: 64`, `purge: true`). None of them exports the C symbols: the
 //! `LD_PRELOAD` libraries are separate `cdylib` crates, one per preset, declaring
 //! their own type with `export: c`.
+//!
+//! This package also holds the preset generator, which makes such a library from any
+//! flag list: `cargo run -p hz3-presets -- new NAME "FLAGS"` builds
+//! `target/release/libhz3_NAME.so` (`cargo run -p hz3-presets -- --help` tells more).
 hz3_runtime::hz3_allocator! {
-    /// The product card's scale lane: the S110 page meta is written and observed, but
+    /// The scale preset: the S110 page meta is written and observed, but
     /// `free` does not take it as a fast path; the page-tag map routes frees that the
     /// S110 step does not; stats on.
     pub struct Scale<s110_meta: true, free_fast: false, ptag: late, stats: true>;
