@@ -20,6 +20,7 @@ step "LD_PRELOAD presets"
 bash tests/preload/run.sh
 
 step "hz3-bench smoke test"
-cargo run --release -p hz3-bench -- --quick --check
+# Own output directory: never overwrites the results of a default run.
+cargo run --release -p hz3-bench -- --quick --check --out target/hz3-bench/smoke
 
 step "all test stages passed"

@@ -6,7 +6,7 @@
 //! `getrusage(RUSAGE_SELF)` and prints one `RESULT key=value …` line on stdout, which
 //! [`parse_result`] turns back into a [`RunResult`].
 
-use crate::allocators;
+use crate::allocators::{self, PresetLib};
 use crate::workloads::{Mode, Workload};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,9 +67,11 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("child: unknown workload {workload:?} or mode {mode:?}");
         return 2;
     };
-    if let Some((_, lib)) = allocators::preload_lib(alloc) {
-        if !allocators::malloc_comes_from(lib) {
-            eprintln!("child: {alloc}: malloc does not come from {lib} (LD_PRELOAD not in effect)");
+    if alloc.ends_with(allocators::PRELOAD_SUFFIX) {
+        let lib = std::env::var("LD_PRELOAD").unwrap_or_default();
+        let file = Path::new(&lib).file_name().and_then(|f| f.to_str()).unwrap_or("");
+        if file.is_empty() || !allocators::malloc_comes_from(file) {
+            eprintln!("child: {alloc}: malloc does not come from the LD_PRELOAD library {lib:?} (not preloadable, or not an allocator)");
             return 2;
         }
     }
@@ -115,21 +117,18 @@ pub fn parse_result(stdout: &str) -> Option<RunResult> {
     (seen >= 5).then_some(r)
 }
 
-/// The preloaded library of allocator `name`, next to this executable (where cargo puts the
-/// workspace's `cdylib`s); `None` for in-process allocators.
-pub fn preload_path(alloc: &str) -> Option<PathBuf> {
-    let (_, lib) = allocators::preload_lib(alloc)?;
-    let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.join(lib))
+/// Where this executable's cargo profile puts the workspace's `cdylib`s (its own directory).
+pub fn profile_dir() -> Option<PathBuf> {
+    Some(std::env::current_exe().ok()?.parent()?.to_path_buf())
 }
 
-/// Build the `cdylib` of preloaded allocator `alloc` with the profile and target directory
-/// of this executable (`$CARGO` when run by `cargo run`, else `cargo` on the PATH), so the
-/// library is never older than the engine the in-process presets were built from.
-pub fn build_preload(alloc: &str) -> Result<PathBuf, String> {
-    let (pkg, _) = allocators::preload_lib(alloc).ok_or(format!("{alloc} is not a preloaded allocator"))?;
-    let path = preload_path(alloc).ok_or("no executable path")?;
-    let profile_dir = path.parent().ok_or("no profile directory")?;
+/// Build the `LD_PRELOAD` library of a preset with the profile and target directory of this
+/// executable (`$CARGO` when run by `cargo run`, else `cargo` on the PATH), so the library is
+/// never older than the engine the in-process presets were built from. Returns its path.
+pub fn build_preset_lib(lib: PresetLib) -> Result<PathBuf, String> {
+    let pkg = lib.package;
+    let profile_dir = profile_dir().ok_or("no executable path")?;
+    let path = profile_dir.join(lib.file);
     let target_dir = profile_dir.parent().ok_or("no target directory")?;
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -157,11 +156,12 @@ pub fn build_preload(alloc: &str) -> Result<PathBuf, String> {
 }
 
 /// Run one child and collect its result; `Err` carries the reason (exit status, stderr).
-pub fn spawn(alloc: &str, workload: &str, mode: Mode) -> Result<RunResult, String> {
+/// `preload` is the library to put in `LD_PRELOAD` (preloaded allocators only).
+pub fn spawn(alloc: &str, preload: Option<&Path>, workload: &str, mode: Mode) -> Result<RunResult, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.args(["child", alloc, workload, mode.name()]);
-    if let Some(lib) = preload_path(alloc) {
+    if let Some(lib) = preload {
         cmd.env("LD_PRELOAD", lib);
     }
     let out = cmd.output().map_err(|e| format!("spawn: {e}"))?;

@@ -231,11 +231,12 @@ pub fn markdown(s: &Summary, m: &Meta) -> String {
         }
     }
     // Preloaded vs in-process.
-    for (pre, _, lib) in crate::allocators::PRELOADED {
-        let Some(inproc) = pre.strip_suffix("-preload") else { continue };
-        if !(s.allocs.iter().any(|a| a == pre) && s.allocs.iter().any(|a| a == inproc)) {
+    for pre in s.allocs.iter().filter(|a| a.ends_with(crate::allocators::PRELOAD_SUFFIX)) {
+        let Some(inproc) = pre.strip_suffix(crate::allocators::PRELOAD_SUFFIX) else { continue };
+        if !s.allocs.iter().any(|a| a == inproc) {
             continue;
         }
+        let lib = format!("libhz3_{}.so", inproc.trim_start_matches("hz3-").replace('-', "_"));
         let _ = writeln!(
             o,
             "\n## {pre} vs {inproc}\n\nThe same engine and flags through the C interface (`LD_PRELOAD={lib}`, the \
