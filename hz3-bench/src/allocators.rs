@@ -4,8 +4,9 @@
 //!
 //! None of these is the `#[global_allocator]`: the harness itself allocates from `System`
 //! (glibc), and each workload calls the allocator under test through `GlobalAlloc` directly.
-//! The `mimalloc` crate builds mimalloc without malloc override and `tikv-jemallocator` uses
-//! prefixed jemalloc symbols, so neither replaces glibc's `malloc` in the process.
+//! The `mimalloc` crate builds mimalloc without malloc override, `tikv-jemallocator` uses
+//! prefixed jemalloc symbols and `snmalloc-rs` exports only `sn_rust_*` entry points, so none
+//! of them replaces glibc's `malloc` in the process.
 //!
 //! One name per thing: a preset's command-line name is the `NAME` of its library
 //! `libhz3_NAME.so` where it has one; older names stay accepted as aliases.
@@ -99,7 +100,7 @@ pub fn preset_keys(with_lib_only: bool) -> String {
 }
 
 /// The reference allocators, in report order (mimalloc is the ratio baseline).
-pub const OTHERS: &[&str] = &["mimalloc", "jemalloc", "glibc"];
+pub const OTHERS: &[&str] = &["mimalloc", "jemalloc", "snmalloc", "glibc"];
 
 /// The allocator every ratio is taken against.
 pub const BASELINE: &str = "mimalloc";
@@ -167,6 +168,7 @@ pub fn malloc_comes_from(lib: &str) -> bool {
 static GLIBC: System = System;
 static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static SNMALLOC: snmalloc_rs::SnMalloc = snmalloc_rs::SnMalloc;
 static HZ3_SCALE: hz3_presets::Scale = hz3_presets::Scale::new();
 static HZ3_DEFAULT: hz3_presets::Hz3Default = hz3_presets::Hz3Default::new();
 static HZ3_S110: hz3_presets::S110Fast = hz3_presets::S110Fast::new();
@@ -184,6 +186,7 @@ pub fn run_named(name: &str, w: &Workload, mode: Mode) -> Option<Outcome> {
         "glibc" => workloads::run(&GLIBC, w, mode),
         "mimalloc" => workloads::run(&MIMALLOC, w, mode),
         "jemalloc" => workloads::run(&JEMALLOC, w, mode),
+        "snmalloc" => workloads::run(&SNMALLOC, w, mode),
         "hz3-scale" => workloads::run(&HZ3_SCALE, w, mode),
         "hz3-default" => workloads::run(&HZ3_DEFAULT, w, mode),
         "hz3-s110" => workloads::run(&HZ3_S110, w, mode),
@@ -244,6 +247,7 @@ mod tests {
                     "glibc" => run_with(&GLIBC, w.kind, &p),
                     "mimalloc" => run_with(&MIMALLOC, w.kind, &p),
                     "jemalloc" => run_with(&JEMALLOC, w.kind, &p),
+                    "snmalloc" => run_with(&SNMALLOC, w.kind, &p),
                     "hz3-scale" => run_with(&HZ3_SCALE, w.kind, &p),
                     "hz3-default" => run_with(&HZ3_DEFAULT, w.kind, &p),
                     "hz3-s110" => run_with(&HZ3_S110, w.kind, &p),

@@ -14,7 +14,7 @@ allocator's ops/s ÷ mimalloc's ops/s in the same run (> 1: faster than mimalloc
 hz3 allocator's ops/s ÷ the best non-hz3 allocator's ops/s on that row.
 Outputs (in --out DIR): results.md, results.csv, runs.csv, chart.svg; `ab`: ab.md, ab.csv.";
 
-/// hz3-bench: hz3 presets against mimalloc, jemalloc and glibc, one child process per run.
+/// hz3-bench: hz3 presets against mimalloc, jemalloc, snmalloc and glibc, one child process per run.
 ///
 /// Without a subcommand it runs the comparison (`run`).
 #[derive(Parser, Debug)]
@@ -86,7 +86,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub size: SizeArgs,
     /// Allocators to run, comma-separated [default: the --hz3 presets, hz3-scale-preload,
-    /// mimalloc, jemalloc, glibc]; `hz3` = all --hz3 presets.
+    /// mimalloc, jemalloc, snmalloc, glibc]; `hz3` = all --hz3 presets.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = allocator_parser())]
     pub allocators: Option<Vec<String>>,
     /// hz3 presets to run in-process, comma-separated [default: scale].

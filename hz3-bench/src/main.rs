@@ -1,4 +1,4 @@
-//! `hz3-bench`: compares hz3 presets with mimalloc, jemalloc and glibc on allocator
+//! `hz3-bench`: compares hz3 presets with mimalloc, jemalloc, snmalloc and glibc on allocator
 //! workloads, A/Bs two hz3 presets, and runs a user's program under each allocator's
 //! `LD_PRELOAD` library (see README.md).
 //!
@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn alloc_filter() {
-        assert_eq!(names(&[]), ["hz3-scale", "hz3-scale-preload", "mimalloc", "jemalloc", "glibc"]);
+        assert_eq!(names(&[]), ["hz3-scale", "hz3-scale-preload", "mimalloc", "jemalloc", "snmalloc", "glibc"]);
         assert_eq!(
             names(&["--allocators", "mimalloc,hz3-scale-preload,hz3"]),
             ["hz3-scale", "hz3-scale-preload", "mimalloc"]
