@@ -27,6 +27,8 @@ pub struct RunResult {
     /// hz3 counters after the run, warm-up included (hz3 presets built with `stats`),
     /// `key:value;…`; empty otherwise.
     pub hz3: String,
+    /// Instructions of the whole child process, when it ran under callgrind.
+    pub instructions: Option<u64>,
 }
 
 impl RunResult {
@@ -156,10 +158,24 @@ pub fn build_preset_lib(lib: PresetLib) -> Result<PathBuf, String> {
 }
 
 /// Run one child and collect its result; `Err` carries the reason (exit status, stderr).
-/// `preload` is the library to put in `LD_PRELOAD` (preloaded allocators only).
-pub fn spawn(alloc: &str, preload: Option<&Path>, workload: &str, mode: Mode) -> Result<RunResult, String> {
+/// `preload` is the library to put in `LD_PRELOAD` (preloaded allocators only); with
+/// `callgrind` the child runs under `valgrind --tool=callgrind` and its instructions are read
+/// from valgrind's "Collected" line.
+pub fn spawn(
+    alloc: &str,
+    preload: Option<&Path>,
+    workload: &str,
+    mode: Mode,
+    callgrind: bool,
+) -> Result<RunResult, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = if callgrind {
+        let mut c = Command::new("valgrind");
+        c.args(["--tool=callgrind", "--callgrind-out-file=/dev/null", "--"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
     cmd.args(["child", alloc, workload, mode.name()]);
     if let Some(lib) = preload {
         cmd.env("LD_PRELOAD", lib);
@@ -170,7 +186,32 @@ pub fn spawn(alloc: &str, preload: Option<&Path>, workload: &str, mode: Mode) ->
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(format!("{}: {}", out.status, err.trim()));
     }
-    parse_result(&stdout).ok_or_else(|| format!("no RESULT line in child output: {stdout:?}"))
+    let mut r = parse_result(&stdout).ok_or_else(|| format!("no RESULT line in child output: {stdout:?}"))?;
+    if callgrind {
+        let err = String::from_utf8_lossy(&out.stderr);
+        r.instructions = Some(
+            collected_instructions(&err).ok_or_else(|| format!("no \"Collected\" line in valgrind's output: {}", err.trim()))?,
+        );
+    }
+    Ok(r)
+}
+
+/// The total instruction count of valgrind's `==PID== Collected : N` line.
+pub fn collected_instructions(stderr: &str) -> Option<u64> {
+    stderr.lines().find_map(|l| {
+        let (_, rest) = l.split_once("Collected :")?;
+        rest.trim().replace(',', "").parse().ok()
+    })
+}
+
+/// `Ok` when `valgrind` runs; the error says how to get it otherwise.
+pub fn valgrind_available() -> Result<(), String> {
+    match Command::new("valgrind").arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err("--metric instructions needs valgrind (callgrind counts the instructions): \
+                  install it, e.g. `apt-get install valgrind`, or use --metric time"
+            .into()),
+    }
 }
 
 #[cfg(test)]
@@ -187,6 +228,13 @@ mod tests {
         assert_eq!(r.remote_share(), Some(0.5));
         assert!(parse_result("RESULT ops=x").is_none());
         assert!(parse_result("nothing").is_none());
+    }
+
+    #[test]
+    fn callgrind_total() {
+        let err = "==21087== Callgrind, a call-graph generating cache profiler\n==21087== \n==21087== Events    : Ir\n==21087== Collected : 126559\n==21087== \n==21087== I   refs:      126,559\n";
+        assert_eq!(collected_instructions(err), Some(126_559));
+        assert_eq!(collected_instructions("==1== I refs: 5"), None);
     }
 
     #[test]

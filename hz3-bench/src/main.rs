@@ -14,6 +14,7 @@ mod child;
 mod cli;
 mod report;
 mod runner;
+mod stats;
 mod svg;
 mod workloads;
 
@@ -255,6 +256,7 @@ fn run_compare(o: &RunArgs) -> Result<bool, String> {
         workloads,
         allocs,
         warmup_round: false,
+        callgrind: false,
         preloads,
     };
     let res = runner::execute(&plan);
@@ -302,8 +304,19 @@ fn run_ab(o: &AbArgs) -> Result<bool, String> {
         treat.push_str(" (treat)");
     }
     let mode = o.size.mode();
+    let measure = match o.metric {
+        cli::Metric::Time => ab::Measure::Time,
+        cli::Metric::Instructions => {
+            child::valgrind_available()?;
+            ab::Measure::Instructions
+        }
+    };
     let workloads = select_workloads(&o.size.workloads);
-    let runs = runs_of(&o.size, 3, 20, 20);
+    // Instruction counts repeat exactly (single-thread workloads) or nearly: fewer runs do.
+    let runs = match measure {
+        ab::Measure::Time => runs_of(&o.size, 3, 20, 20),
+        ab::Measure::Instructions => runs_of(&o.size, 1, 3, 3),
+    };
     let out = o.size.out.clone().unwrap_or_else(default_out_dir);
     std::fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
     eprintln!(
@@ -311,26 +324,38 @@ fn run_ab(o: &AbArgs) -> Result<bool, String> {
         workloads.len(),
         mode.name()
     );
-    let warmup_round = !o.no_warmup_round;
+    // The warm-up round warms caches and the machine for wall time; instructions need none.
+    let warmup_round = !o.no_warmup_round && measure == ab::Measure::Time;
+    if runs < ab::MIN_RUNS && measure == ab::Measure::Time {
+        eprintln!(
+            "hz3-bench ab: warning: {runs} run(s) per side; with fewer than {} the 95% intervals are wide and unreliable (use --runs 20)",
+            ab::MIN_RUNS
+        );
+    }
     let plan = Plan {
         mode,
         runs,
         workloads,
         allocs: vec![base, treat],
         warmup_round,
+        callgrind: measure == ab::Measure::Instructions,
         preloads: vec![base_lib, treat_lib],
     };
     let res = runner::execute(&plan);
-    let rows = ab::rows(&res);
+    let rows = ab::rows(&res, measure);
     let header = format!(
-        "mode `{}`, median of {runs} run(s) per side, base and treat interleaved, {}; started {}, wall time {}; {}.",
+        "metric {}, mode `{}`, median of {runs} run(s) per side, base and treat interleaved, {}; started {}, wall time {}; {}.",
+        match measure {
+            ab::Measure::Time => "wall time (ops/s of the timed pass)",
+            ab::Measure::Instructions => "instructions (valgrind callgrind, whole child process, warm-up included)",
+        },
         mode.name(),
         if warmup_round { "after one discarded warm-up round" } else { "no warm-up round" },
         utc_now(),
         fmt_duration(res.wall),
         machine_line()
     );
-    let (md, _verdict) = ab::report(&res, &rows, &header);
+    let (md, _verdict) = ab::report(&res, &rows, &header, measure);
     print!("{md}");
     write_file(&out, "ab.md", &md)?;
     write_file(&out, "ab.csv", &ab::csv(&rows))?;

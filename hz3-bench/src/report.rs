@@ -451,14 +451,14 @@ pub fn results_csv(s: &Summary, mode: crate::workloads::Mode) -> String {
 
 /// `runs.csv`: every successful or failed child run.
 pub fn runs_csv(res: &Results) -> String {
-    let mut o = String::from("workload,allocator,run,ops,secs,ops_per_sec,peak_rss_kib,remote_frees,frees,hz3_stats,error\n");
+    let mut o = String::from("workload,allocator,run,ops,secs,ops_per_sec,peak_rss_kib,remote_frees,frees,hz3_stats,instructions,error\n");
     for (wi, w) in res.plan.workloads.iter().enumerate() {
         for (ai, a) in res.plan.allocs.iter().enumerate() {
             let c = res.cell(wi, ai);
             for (i, r) in c.ok.iter().enumerate() {
                 let _ = writeln!(
                     o,
-                    "{},{},{},{},{:.6},{:.0},{},{},{},{},",
+                    "{},{},{},{},{:.6},{:.0},{},{},{},{},{},",
                     w.name,
                     a,
                     i,
@@ -468,11 +468,12 @@ pub fn runs_csv(res: &Results) -> String {
                     r.maxrss_kib,
                     r.remote_frees,
                     r.frees,
-                    csv_field(&r.hz3)
+                    csv_field(&r.hz3),
+                    r.instructions.map(|i| i.to_string()).unwrap_or_default()
                 );
             }
             for e in &c.failed {
-                let _ = writeln!(o, "{},{},-,0,0,0,0,0,0,,{}", w.name, a, csv_field(e));
+                let _ = writeln!(o, "{},{},-,0,0,0,0,0,0,,,{}", w.name, a, csv_field(e));
             }
         }
     }
@@ -606,6 +607,7 @@ mod tests {
             allocs: allocs.clone(),
             warmup_round: false,
             preloads: vec![None; 4],
+            callgrind: false,
         };
         Summary::new(&Results { plan, cells, wall: std::time::Duration::from_secs(1) })
     }

@@ -25,6 +25,8 @@ pub struct Plan {
     pub allocs: Vec<String>,
     /// Run one discarded round first.
     pub warmup_round: bool,
+    /// Run every child under callgrind and record its instruction count.
+    pub callgrind: bool,
     /// `LD_PRELOAD` library of each allocator (`None`: in-process), parallel to `allocs`.
     pub preloads: Vec<Option<PathBuf>>,
 }
@@ -159,7 +161,7 @@ pub fn execute(plan: &Plan) -> Results {
                 let tag = if discard { " (warm-up)" } else { "" };
                 let group = format!("{round_name}, {}", w.name);
                 p.step(&format!("{}/{}{}", w.name, a, tag), (ai == 0).then_some(group.as_str()));
-                let r = child::spawn(a, plan.preload(ai), w.name, plan.mode);
+                let r = child::spawn(a, plan.preload(ai), w.name, plan.mode, plan.callgrind);
                 p.inc();
                 match r {
                     Ok(r) if !discard => cells[wi][ai].ok.push(r),
