@@ -137,8 +137,10 @@ pub struct ExecArgs {
     /// Runs per allocator, interleaved across allocators.
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: u64,
-    /// Allocators to run, comma-separated [default: every one installed]: hz3 presets with a
-    /// library (scale, default, s110), mimalloc, jemalloc, tcmalloc (Debian packages), glibc.
+    /// Allocators to run, comma-separated [default: every one available]: hz3 presets with a
+    /// library (scale, default, s110; built first), mimalloc, jemalloc, tcmalloc (shared
+    /// libraries of the Debian packages libmimalloc2.0, libjemalloc2, libtcmalloc-minimal4),
+    /// glibc (no preload).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub allocators: Option<Vec<String>>,
     /// Also run under these LD_PRELOAD libraries (paths to .so files), comma-separated.
@@ -147,6 +149,9 @@ pub struct ExecArgs {
     /// Send the program's stdout and stderr to the terminal instead of discarding them.
     #[arg(long)]
     pub show_output: bool,
+    /// Output directory for exec.md and exec.csv [default: <workspace>/target/hz3-bench].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// The program and its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
     pub program: Vec<String>,

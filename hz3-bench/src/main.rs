@@ -12,6 +12,7 @@ mod ab;
 mod allocators;
 mod child;
 mod cli;
+mod exec;
 mod report;
 mod runner;
 mod stats;
@@ -363,6 +364,28 @@ fn run_ab(o: &AbArgs) -> Result<bool, String> {
     Ok(rows.iter().all(|r| r.n.0 > 0 && r.n.1 > 0))
 }
 
+fn run_exec(o: &cli::ExecArgs) -> Result<bool, String> {
+    let allocs = exec::select(o.allocators.as_deref(), &o.preload)?;
+    let runs = o.runs as usize;
+    let out = o.out.clone().unwrap_or_else(default_out_dir);
+    std::fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
+    let names: Vec<&str> = allocs.iter().map(|a| a.name.as_str()).collect();
+    eprintln!("hz3-bench exec: {} allocators ({}) x {runs} run(s), interleaved", allocs.len(), names.join(", "));
+    let started = utc_now();
+    let (cells, wall) = exec::execute(&o.program, &allocs, runs, o.show_output);
+    let header = format!(
+        "{runs} run(s) per allocator, interleaved; started {started}, wall time {}; {}.",
+        fmt_duration(wall),
+        machine_line()
+    );
+    let (md, csv) = exec::report(&o.program, &allocs, &cells, &header);
+    print!("{md}");
+    write_file(&out, "exec.md", &md)?;
+    write_file(&out, "exec.csv", &csv)?;
+    eprintln!("wrote {}/{{exec.md,exec.csv}}", out.display());
+    Ok(cells.iter().all(|c| !c.ok.is_empty()))
+}
+
 fn list() {
     println!("workloads (default-mode parameters):");
     for w in ALL {
@@ -391,7 +414,7 @@ fn main() -> ExitCode {
         None => run_compare(&cli.run),
         Some(Cmd::Run(r)) => run_compare(r),
         Some(Cmd::Ab(a)) => run_ab(a),
-        Some(Cmd::Exec(e)) => Err(format!("exec is not available yet ({:?})", e.program)),
+        Some(Cmd::Exec(e)) => run_exec(e),
         Some(Cmd::Check(c)) => Ok(check(&c.out.clone().unwrap_or_else(default_out_dir), &[], &[])),
         Some(Cmd::List) => {
             list();
