@@ -12,7 +12,7 @@
 //! `libhz3_NAME.so` where it has one; older names stay accepted as aliases.
 
 use crate::workloads::{self, Mode, Outcome, Workload};
-use std::alloc::System;
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 
 /// The `LD_PRELOAD` library of an hz3 preset: cargo package and file name.
@@ -102,6 +102,11 @@ pub fn preset_keys(with_lib_only: bool) -> String {
 /// The reference allocators, in report order (mimalloc is the ratio baseline).
 pub const OTHERS: &[&str] = &["mimalloc", "jemalloc", "snmalloc", "glibc"];
 
+/// Allocators that only `--allocators` selects, to show what the calling convention is worth:
+/// the scale preset inlined into the workloads, and mimalloc through the `mimalloc` crate's
+/// `GlobalAlloc` (`mi_malloc_aligned` for every allocation).
+pub const EXTRA: &[&str] = &["hz3-scale-inlined", "mimalloc-crate"];
+
 /// The allocator every ratio is taken against.
 pub const BASELINE: &str = "mimalloc";
 
@@ -146,6 +151,7 @@ pub fn allocator_names() -> Vec<String> {
     }
     v.extend(OTHERS.iter().map(|s| s.to_string()));
     v.push("system".into());
+    v.extend(EXTRA.iter().map(|s| s.to_string()));
     v
 }
 
@@ -165,35 +171,136 @@ pub fn malloc_comes_from(lib: &str) -> bool {
     }
 }
 
-static GLIBC: System = System;
-static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-static SNMALLOC: snmalloc_rs::SnMalloc = snmalloc_rs::SnMalloc;
-static HZ3_SCALE: hz3_presets::Scale = hz3_presets::Scale::new();
-static HZ3_DEFAULT: hz3_presets::Hz3Default = hz3_presets::Hz3Default::new();
-static HZ3_S110: hz3_presets::S110Fast = hz3_presets::S110Fast::new();
-static HZ3_PTAGFIRST: hz3_presets::PtagFirst = hz3_presets::PtagFirst::new();
-static HZ3_PTAGOFF: hz3_presets::PtagOff = hz3_presets::PtagOff::new();
+/// An allocator behind one out-of-line call per operation.
+///
+/// Every allocator under test is wrapped in this, so that all of them are reached the same
+/// way: one direct call per `malloc` / `free` / `realloc`, as a C program (or a Rust program
+/// without cross-crate inlining) calls its allocator. Without it the hz3 types, which are Rust
+/// generics, would be inlined into the workload loops and specialised for their constant
+/// sizes, while mimalloc, jemalloc, snmalloc and glibc, compiled C, are always called.
+pub struct Called<A>(pub A);
+
+// SAFETY: every method forwards to `A`'s implementation with the same arguments, so `A`'s
+// guarantees hold unchanged.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Called<A> {
+    #[inline(never)]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { self.0.alloc(l) }
+    }
+    #[inline(never)]
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { self.0.alloc_zeroed(l) }
+    }
+    #[inline(never)]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: as above.
+        unsafe { self.0.dealloc(p, l) }
+    }
+    #[inline(never)]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { self.0.realloc(p, l, new) }
+    }
+}
+
+/// mimalloc through the entry points its C users call: `mi_malloc` / `mi_free` /
+/// `mi_realloc` when the alignment is one `mi_malloc` always gives (≤ 16 and ≤ the size), the
+/// `_aligned` variants otherwise. (The `mimalloc` crate's `GlobalAlloc` always calls
+/// `mi_malloc_aligned`, a longer path.)
+pub struct MiPlain;
+
+/// The alignment every `mi_malloc` block of at least that size has (`MI_MAX_ALIGN_SIZE`).
+const MI_MAX_ALIGN: usize = 16;
+
+// SAFETY: mimalloc returns blocks of at least `size` bytes aligned to `min(16, size rounded)`
+// from `mi_malloc`, and to `align` from the `_aligned` calls; `mi_free` / `mi_realloc` accept
+// any block from either.
+unsafe impl GlobalAlloc for MiPlain {
+    #[inline(always)]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        use libmimalloc_sys as mi;
+        // SAFETY: plain C calls with a non-zero size (GlobalAlloc contract).
+        unsafe {
+            if l.align() <= MI_MAX_ALIGN && l.align() <= l.size() {
+                mi::mi_malloc(l.size()) as *mut u8
+            } else {
+                mi::mi_malloc_aligned(l.size(), l.align()) as *mut u8
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        use libmimalloc_sys as mi;
+        // SAFETY: as above.
+        unsafe {
+            if l.align() <= MI_MAX_ALIGN && l.align() <= l.size() {
+                mi::mi_zalloc(l.size()) as *mut u8
+            } else {
+                mi::mi_zalloc_aligned(l.size(), l.align()) as *mut u8
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn dealloc(&self, p: *mut u8, _l: Layout) {
+        // SAFETY: `p` is a live mimalloc block (GlobalAlloc contract).
+        unsafe { libmimalloc_sys::mi_free(p as *mut _) }
+    }
+    #[inline(always)]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        use libmimalloc_sys as mi;
+        // SAFETY: `p` is a live mimalloc block; the new size is non-zero.
+        unsafe {
+            if l.align() <= MI_MAX_ALIGN && l.align() <= new {
+                mi::mi_realloc(p as *mut _, new) as *mut u8
+            } else {
+                mi::mi_realloc_aligned(p as *mut _, new, l.align()) as *mut u8
+            }
+        }
+    }
+}
+
+static GLIBC: Called<System> = Called(System);
+static MIMALLOC: Called<MiPlain> = Called(MiPlain);
+static MIMALLOC_CRATE: Called<mimalloc::MiMalloc> = Called(mimalloc::MiMalloc);
+static JEMALLOC: Called<tikv_jemallocator::Jemalloc> = Called(tikv_jemallocator::Jemalloc);
+static SNMALLOC: Called<snmalloc_rs::SnMalloc> = Called(snmalloc_rs::SnMalloc);
+static HZ3_SCALE: Called<hz3_presets::Scale> = Called(hz3_presets::Scale::new());
+static HZ3_DEFAULT: Called<hz3_presets::Hz3Default> = Called(hz3_presets::Hz3Default::new());
+static HZ3_S110: Called<hz3_presets::S110Fast> = Called(hz3_presets::S110Fast::new());
+static HZ3_PTAGFIRST: Called<hz3_presets::PtagFirst> = Called(hz3_presets::PtagFirst::new());
+static HZ3_PTAGOFF: Called<hz3_presets::PtagOff> = Called(hz3_presets::PtagOff::new());
+/// The hz3 scale preset inlined into the workloads (no call boundary), to show what
+/// inlining is worth; not in the default run.
+static HZ3_SCALE_INLINED: hz3_presets::Scale = hz3_presets::Scale::new();
 
 /// Run `w` in `mode` against the allocator called `name`; `None` if the name is unknown.
 /// Preloaded allocators (`…-preload`) run the workload on glibc's symbols, which
 /// `LD_PRELOAD` has replaced (the child checks that).
 pub fn run_named(name: &str, w: &Workload, mode: Mode) -> Option<Outcome> {
     if name.ends_with(PRELOAD_SUFFIX) {
-        return Some(workloads::run(&GLIBC, w, mode));
+        return Some(run_called(&GLIBC, w, mode));
     }
     Some(match preset(name).map(|p| p.name).unwrap_or(name) {
-        "glibc" => workloads::run(&GLIBC, w, mode),
-        "mimalloc" => workloads::run(&MIMALLOC, w, mode),
-        "jemalloc" => workloads::run(&JEMALLOC, w, mode),
-        "snmalloc" => workloads::run(&SNMALLOC, w, mode),
-        "hz3-scale" => workloads::run(&HZ3_SCALE, w, mode),
-        "hz3-default" => workloads::run(&HZ3_DEFAULT, w, mode),
-        "hz3-s110" => workloads::run(&HZ3_S110, w, mode),
-        "hz3-ptagfirst" => workloads::run(&HZ3_PTAGFIRST, w, mode),
-        "hz3-ptagoff" => workloads::run(&HZ3_PTAGOFF, w, mode),
+        "glibc" => run_called(&GLIBC, w, mode),
+        "mimalloc" => run_called(&MIMALLOC, w, mode),
+        "jemalloc" => run_called(&JEMALLOC, w, mode),
+        "snmalloc" => run_called(&SNMALLOC, w, mode),
+        "mimalloc-crate" => run_called(&MIMALLOC_CRATE, w, mode),
+        "hz3-scale-inlined" => workloads::run(&HZ3_SCALE_INLINED, w, mode),
+        "hz3-scale" => run_called(&HZ3_SCALE, w, mode),
+        "hz3-default" => run_called(&HZ3_DEFAULT, w, mode),
+        "hz3-s110" => run_called(&HZ3_S110, w, mode),
+        "hz3-ptagfirst" => run_called(&HZ3_PTAGFIRST, w, mode),
+        "hz3-ptagoff" => run_called(&HZ3_PTAGOFF, w, mode),
         _ => return None,
     })
+}
+
+/// Every allocator of the comparison runs through this: the type says it is [`Called`].
+fn run_called<A: GlobalAlloc + Sync>(a: &Called<A>, w: &Workload, mode: Mode) -> Outcome {
+    workloads::run(a, w, mode)
 }
 
 /// The hz3 counters of preset allocator `name` (for the child's diagnostics line).
@@ -236,6 +343,7 @@ mod tests {
         let names: Vec<&str> = OTHERS
             .iter()
             .copied()
+            .chain(EXTRA.iter().copied())
             .chain(PRESETS.iter().map(|p| p.name))
             .collect();
         for name in names {
@@ -248,6 +356,8 @@ mod tests {
                     "mimalloc" => run_with(&MIMALLOC, w.kind, &p),
                     "jemalloc" => run_with(&JEMALLOC, w.kind, &p),
                     "snmalloc" => run_with(&SNMALLOC, w.kind, &p),
+                    "mimalloc-crate" => run_with(&MIMALLOC_CRATE, w.kind, &p),
+                    "hz3-scale-inlined" => run_with(&HZ3_SCALE_INLINED, w.kind, &p),
                     "hz3-scale" => run_with(&HZ3_SCALE, w.kind, &p),
                     "hz3-default" => run_with(&HZ3_DEFAULT, w.kind, &p),
                     "hz3-s110" => run_with(&HZ3_S110, w.kind, &p),

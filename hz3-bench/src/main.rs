@@ -70,6 +70,9 @@ fn rank(name: &str, hz3: &[&str]) -> usize {
     if name.ends_with(allocators::PRELOAD_SUFFIX) {
         return 200;
     }
+    if allocators::is_hz3(name) {
+        return 150;
+    }
     300 + allocators::OTHERS.iter().position(|o| *o == name).unwrap_or(99)
 }
 
@@ -467,6 +470,10 @@ mod tests {
         );
         assert_eq!(names(&["--allocators", "s110fast,jemalloc"]), ["hz3-s110", "jemalloc"]);
         assert_eq!(names(&["--allocators", "s110,system"]), ["hz3-s110", "glibc"]);
+        assert_eq!(
+            names(&["--allocators", "mimalloc-crate,mimalloc,hz3-scale-inlined,hz3"]),
+            ["hz3-scale", "hz3-scale-inlined", "mimalloc", "mimalloc-crate"]
+        );
         let p = select_allocs(&run_args(&["--allocators", "mimalloc", "--preload", "s110"]));
         assert_eq!(p[0].name, "hz3-s110-preload");
         assert_eq!(p[0].preload, Some(Preload::Preset("s110")));
