@@ -170,7 +170,8 @@ pub fn markdown(s: &Summary, m: &Meta) -> String {
     let _ = writeln!(o, "# hz3-bench results\n");
     let _ = writeln!(
         o,
-        "mode `{}`, median of {} run(s) per cell, one child process per run, runs interleaved across allocators; \
+        "mode `{}`, median of {} run(s) per cell, one child process per run, runs interleaved across allocators, \
+         every allocator reached through one out-of-line call per operation; \
          started {}, wall time {}; {}.\n",
         m.mode, m.runs, m.started, m.wall, m.machine
     );
@@ -341,7 +342,7 @@ pub fn markdown(s: &Summary, m: &Meta) -> String {
             o,
             "\n## {pre} vs {inproc}\n\nThe same engine and flags through the C interface (`LD_PRELOAD={lib}`, the \
              workload calling glibc's malloc symbols through the PLT) and in-process (the Rust type called through \
-             `GlobalAlloc`, inlined). time ratio = in-process ops/s ÷ preloaded ops/s (medians; > 1: the preloaded \
+             `GlobalAlloc`, one direct call per operation like every allocator of the table). time ratio = in-process ops/s ÷ preloaded ops/s (medians; > 1: the preloaded \
              library is slower).\n\n| workload | {inproc} Mops/s | {pre} Mops/s | time ratio |\n|---|---:|---:|---:|"
         );
         for w in &s.workloads {
