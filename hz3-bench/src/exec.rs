@@ -155,9 +155,9 @@ pub fn run_once(program: &[String], lib: Option<&Path>, show_output: bool) -> Re
     let mut status: libc::c_int = 0;
     // SAFETY: `rusage` is plain old data, so all-zero is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our own child, not yet reaped (std's `Child` is never waited on here);
-    // `status` and `ru` are valid, writable locals.
     let rc = loop {
+        // SAFETY: `pid` is our own child, not yet reaped (std's `Child` is never waited on
+        // here); `status` and `ru` are valid, writable locals.
         let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
         if rc == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
             continue;
@@ -217,9 +217,16 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// (median, min, max) of one allocator's wall times (s) and peak RSS (MiB).
+#[derive(Clone, Copy, Debug)]
+struct Spread {
+    time: (f64, f64, f64),
+    rss: (f64, f64, f64),
+}
+
 /// The markdown report (also printed) and the CSV.
 pub fn report(program: &[String], allocs: &[ExecAlloc], cells: &[ExecCell], header: &str) -> (String, String) {
-    let stats: Vec<Option<(f64, f64, f64, f64, f64, f64)>> = cells
+    let stats: Vec<Option<Spread>> = cells
         .iter()
         .map(|c| {
             let t: Vec<f64> = c.ok.iter().map(|r| secs(r.wall)).collect();
@@ -228,11 +235,11 @@ pub fn report(program: &[String], allocs: &[ExecAlloc], cells: &[ExecCell], head
             let mm = median(m.clone())?;
             let (tl, th) = t.iter().fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
             let (ml, mh) = m.iter().fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
-            Some((mt, tl, th, mm, ml, mh))
+            Some(Spread { time: (mt, tl, th), rss: (mm, ml, mh) })
         })
         .collect();
-    let best_t = stats.iter().flatten().map(|s| s.0).fold(f64::INFINITY, f64::min);
-    let best_m = stats.iter().flatten().map(|s| s.3).fold(f64::INFINITY, f64::min);
+    let best_t = stats.iter().flatten().map(|s| s.time.0).fold(f64::INFINITY, f64::min);
+    let best_m = stats.iter().flatten().map(|s| s.rss.0).fold(f64::INFINITY, f64::min);
     let glibc = allocs.iter().position(|a| a.lib.is_none()).and_then(|i| stats[i]);
     let mut md = String::new();
     let quoted: Vec<String> = program.iter().map(|a| if a.contains(' ') { format!("'{a}'") } else { a.clone() }).collect();
@@ -251,11 +258,11 @@ pub fn report(program: &[String], allocs: &[ExecAlloc], cells: &[ExecCell], head
                 let _ = writeln!(md, "| {} | FAILED | - | - | - | - | {n} | `{lib}` |", a.name);
                 let _ = writeln!(csv, "{},{},0,{},,,,,,", a.name, crate::report::csv_field(&lib), c.failed.len());
             }
-            Some((mt, tl, th, mm, ml, mh)) => {
+            Some(Spread { time: (mt, tl, th), rss: (mm, ml, mh) }) => {
                 let bold = |s: String, best: bool| if best { format!("**{s}**") } else { s };
                 let t = bold(fmt_secs(mt), fmt_secs(mt) == fmt_secs(best_t));
                 let m = bold(format!("{mm:.1}"), format!("{mm:.1}") == format!("{best_m:.1}"));
-                let vs = glibc.map(|g| format!("{:.2}", mt / g.0)).unwrap_or("-".into());
+                let vs = glibc.map(|g| format!("{:.2}", mt / g.time.0)).unwrap_or("-".into());
                 let _ = writeln!(
                     md,
                     "| {} | {t} | {}–{} | {vs} | {m} | {ml:.1}–{mh:.1} | {n} | `{lib}` |",
