@@ -119,6 +119,22 @@ pub fn select(wanted: Option<&[String]>, extra: &[PathBuf]) -> Result<Vec<ExecAl
     Ok(out)
 }
 
+/// `Ok` when `program` names a file to run (a path, or a name found on `PATH`).
+pub fn check_program(program: &str) -> Result<(), String> {
+    let found = if program.contains('/') {
+        Path::new(program).is_file()
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+            .unwrap_or(false)
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(format!("program {program:?} not found (not a file, and not on PATH)"))
+    }
+}
+
 /// One run of the program.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExecRun {
@@ -335,6 +351,13 @@ mod tests {
         assert!(e.contains("cannot start"), "{e}");
         let e = run_once(&prog(&["sh", "-c", "exit 0"]), Some(Path::new("/nonexistent/libx.so")), false).unwrap_err();
         assert!(e.contains("not preloaded"), "{e}");
+    }
+
+    #[test]
+    fn program_lookup() {
+        assert!(check_program("sh").is_ok());
+        assert!(check_program("/bin/sh").is_ok());
+        assert!(check_program("no-such-program-hz3").unwrap_err().contains("not found"));
     }
 
     #[test]

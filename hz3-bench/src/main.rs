@@ -368,6 +368,7 @@ fn run_ab(o: &AbArgs) -> Result<bool, String> {
 }
 
 fn run_exec(o: &cli::ExecArgs) -> Result<bool, String> {
+    exec::check_program(&o.program[0])?;
     let allocs = exec::select(o.allocators.as_deref(), &o.preload)?;
     let runs = o.runs as usize;
     let out = o.out.clone().unwrap_or_else(default_out_dir);
