@@ -404,6 +404,10 @@ fn list() {
         println!("  {:<10} {}{lib}", p.key, p.flags);
     }
     println!("reference allocators: {}", allocators::OTHERS.join(", "));
+    println!(
+        "also selectable with --allocators: {} (the scale preset inlined into the workloads; mimalloc through the mimalloc crate's mi_malloc_aligned)",
+        allocators::EXTRA.join(", ")
+    );
     println!("--preload PATH.so measures any hz3 LD_PRELOAD library (the workload calls glibc's malloc symbols).");
 }
 
