@@ -5,6 +5,7 @@
 #   3. tests/preload/run.sh        every preset under LD_PRELOAD: C API edge cases,
 #                                  python3, git, gcc, perl, sqlite3
 #   4. hz3-bench --quick --check   every workload × allocator completes, outputs parse
+#   5. hz3-bench exec              a program under every allocator's LD_PRELOAD library
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +31,11 @@ step "LD_PRELOAD presets"
 bash tests/preload/run.sh
 
 step "hz3-bench smoke test"
-cargo run --release -p hz3-bench -- --quick --check
+# Own output directory: never overwrites the results of a default run.
+cargo run --release -p hz3-bench -- --quick --check --out target/hz3-bench/smoke
+
+step "hz3-bench exec smoke test"
+cargo run --release -p hz3-bench -- exec --runs 1 --out target/hz3-bench/smoke -- python3 -c 'print(1)'
 
 # ---- packaging (ux): docs without warnings, publishable packages, the README example
 step "cargo doc without warnings; cargo package for hz3-macros, hz3-runtime, hz3"

@@ -6,7 +6,7 @@
 //! `getrusage(RUSAGE_SELF)` and prints one `RESULT key=value …` line on stdout, which
 //! [`parse_result`] turns back into a [`RunResult`].
 
-use crate::allocators;
+use crate::allocators::{self, PresetLib};
 use crate::workloads::{Mode, Workload};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +27,8 @@ pub struct RunResult {
     /// hz3 counters after the run, warm-up included (hz3 presets built with `stats`),
     /// `key:value;…`; empty otherwise.
     pub hz3: String,
+    /// Instructions of the whole child process, when it ran under callgrind.
+    pub instructions: Option<u64>,
 }
 
 impl RunResult {
@@ -67,9 +69,11 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("child: unknown workload {workload:?} or mode {mode:?}");
         return 2;
     };
-    if let Some((_, lib)) = allocators::preload_lib(alloc) {
-        if !allocators::malloc_comes_from(lib) {
-            eprintln!("child: {alloc}: malloc does not come from {lib} (LD_PRELOAD not in effect)");
+    if alloc.ends_with(allocators::PRELOAD_SUFFIX) {
+        let lib = std::env::var("LD_PRELOAD").unwrap_or_default();
+        let file = Path::new(&lib).file_name().and_then(|f| f.to_str()).unwrap_or("");
+        if file.is_empty() || !allocators::malloc_comes_from(file) {
+            eprintln!("child: {alloc}: malloc does not come from the LD_PRELOAD library {lib:?} (not preloadable, or not an allocator)");
             return 2;
         }
     }
@@ -115,21 +119,18 @@ pub fn parse_result(stdout: &str) -> Option<RunResult> {
     (seen >= 5).then_some(r)
 }
 
-/// The preloaded library of allocator `name`, next to this executable (where cargo puts the
-/// workspace's `cdylib`s); `None` for in-process allocators.
-pub fn preload_path(alloc: &str) -> Option<PathBuf> {
-    let (_, lib) = allocators::preload_lib(alloc)?;
-    let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.join(lib))
+/// Where this executable's cargo profile puts the workspace's `cdylib`s (its own directory).
+pub fn profile_dir() -> Option<PathBuf> {
+    Some(std::env::current_exe().ok()?.parent()?.to_path_buf())
 }
 
-/// Build the `cdylib` of preloaded allocator `alloc` with the profile and target directory
-/// of this executable (`$CARGO` when run by `cargo run`, else `cargo` on the PATH), so the
-/// library is never older than the engine the in-process presets were built from.
-pub fn build_preload(alloc: &str) -> Result<PathBuf, String> {
-    let (pkg, _) = allocators::preload_lib(alloc).ok_or(format!("{alloc} is not a preloaded allocator"))?;
-    let path = preload_path(alloc).ok_or("no executable path")?;
-    let profile_dir = path.parent().ok_or("no profile directory")?;
+/// Build the `LD_PRELOAD` library of a preset with the profile and target directory of this
+/// executable (`$CARGO` when run by `cargo run`, else `cargo` on the PATH), so the library is
+/// never older than the engine the in-process presets were built from. Returns its path.
+pub fn build_preset_lib(lib: PresetLib) -> Result<PathBuf, String> {
+    let pkg = lib.package;
+    let profile_dir = profile_dir().ok_or("no executable path")?;
+    let path = profile_dir.join(lib.file);
     let target_dir = profile_dir.parent().ok_or("no target directory")?;
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -157,11 +158,26 @@ pub fn build_preload(alloc: &str) -> Result<PathBuf, String> {
 }
 
 /// Run one child and collect its result; `Err` carries the reason (exit status, stderr).
-pub fn spawn(alloc: &str, workload: &str, mode: Mode) -> Result<RunResult, String> {
+/// `preload` is the library to put in `LD_PRELOAD` (preloaded allocators only); with
+/// `callgrind` the child runs under `valgrind --tool=callgrind` and its instructions are read
+/// from valgrind's "Collected" line.
+pub fn spawn(
+    alloc: &str,
+    preload: Option<&Path>,
+    workload: &str,
+    mode: Mode,
+    callgrind: bool,
+) -> Result<RunResult, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = if callgrind {
+        let mut c = Command::new("valgrind");
+        c.args(["--tool=callgrind", "--callgrind-out-file=/dev/null", "--"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
     cmd.args(["child", alloc, workload, mode.name()]);
-    if let Some(lib) = preload_path(alloc) {
+    if let Some(lib) = preload {
         cmd.env("LD_PRELOAD", lib);
     }
     let out = cmd.output().map_err(|e| format!("spawn: {e}"))?;
@@ -170,7 +186,32 @@ pub fn spawn(alloc: &str, workload: &str, mode: Mode) -> Result<RunResult, Strin
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(format!("{}: {}", out.status, err.trim()));
     }
-    parse_result(&stdout).ok_or_else(|| format!("no RESULT line in child output: {stdout:?}"))
+    let mut r = parse_result(&stdout).ok_or_else(|| format!("no RESULT line in child output: {stdout:?}"))?;
+    if callgrind {
+        let err = String::from_utf8_lossy(&out.stderr);
+        r.instructions = Some(
+            collected_instructions(&err).ok_or_else(|| format!("no \"Collected\" line in valgrind's output: {}", err.trim()))?,
+        );
+    }
+    Ok(r)
+}
+
+/// The total instruction count of valgrind's `==PID== Collected : N` line.
+pub fn collected_instructions(stderr: &str) -> Option<u64> {
+    stderr.lines().find_map(|l| {
+        let (_, rest) = l.split_once("Collected :")?;
+        rest.trim().replace(',', "").parse().ok()
+    })
+}
+
+/// `Ok` when `valgrind` runs; the error says how to get it otherwise.
+pub fn valgrind_available() -> Result<(), String> {
+    match Command::new("valgrind").arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err("--metric instructions needs valgrind (callgrind counts the instructions): \
+                  install it, e.g. `apt-get install valgrind`, or use --metric time"
+            .into()),
+    }
 }
 
 #[cfg(test)]
@@ -187,6 +228,13 @@ mod tests {
         assert_eq!(r.remote_share(), Some(0.5));
         assert!(parse_result("RESULT ops=x").is_none());
         assert!(parse_result("nothing").is_none());
+    }
+
+    #[test]
+    fn callgrind_total() {
+        let err = "==21087== Callgrind, a call-graph generating cache profiler\n==21087== \n==21087== Events    : Ir\n==21087== Collected : 126559\n==21087== \n==21087== I   refs:      126,559\n";
+        assert_eq!(collected_instructions(err), Some(126_559));
+        assert_eq!(collected_instructions("==1== I refs: 5"), None);
     }
 
     #[test]

@@ -1,184 +1,151 @@
-//! `hz3-bench`: compares hz3 presets with glibc, mimalloc and jemalloc on allocator
-//! workloads (see README.md).
+//! `hz3-bench`: compares hz3 presets with mimalloc, jemalloc, snmalloc and glibc on allocator
+//! workloads, A/Bs two hz3 presets, and runs a user's program under each allocator's
+//! `LD_PRELOAD` library (see README.md).
 //!
-//! This file is the command line and the orchestration: it builds a [`runner::Plan`], runs it
-//! (one child process per run, see [`child`]), and writes the markdown table (stdout and
-//! `results.md`), `results.csv`, `runs.csv` and `chart.svg` into `target/hz3-bench/`.
-//! `hz3-bench ab` compares two hz3 presets ([`ab`]).
+//! This file is the orchestration: it turns the parsed command line ([`cli`]) into a
+//! [`runner::Plan`], runs it (one child process per run, see [`child`]), and writes the
+//! markdown table (stdout and `results.md`), `results.csv`, `runs.csv` and `chart.svg` into
+//! `target/hz3-bench/`. `hz3-bench ab` compares two hz3 presets ([`ab`]); `hz3-bench exec`
+//! runs a program ([`exec`]).
 
 mod ab;
 mod allocators;
 mod child;
+mod cli;
+mod exec;
 mod report;
 mod runner;
+mod stats;
 mod svg;
 mod workloads;
 
+use clap::Parser;
+use cli::{AbArgs, Cli, Cmd, Preload, RunArgs, Side};
 use runner::{fmt_duration, Plan};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 use workloads::{Mode, Workload, ALL};
 
-const HELP: &str = "\
-hz3-bench: hz3 presets vs glibc, mimalloc and jemalloc
-
-USAGE:
-    hz3-bench [OPTIONS]                       compare allocators (default: hz3-scale, hz3-scale-preload, mimalloc,
-                                              jemalloc, glibc)
-    hz3-bench ab --base P --treat P [OPTIONS] A/B two hz3 presets, with the GO / NO-GO verdict
-    hz3-bench check [--out DIR]               verify DIR/results.csv, results.md, chart.svg
-    hz3-bench list                            list workloads (with parameters) and allocators
-
-OPTIONS:
-    --quick               smoke-test size (1/4 of the iterations, 1 run); about a minute
-    --full                publication size (4x the iterations, 11 runs)
-    --runs N              timed runs per (workload, allocator); default 5 (ab: 20)
-    --workloads a,b       workload names or prefixes (random_mixed, dist, mt_remote, mt_remote_t2, cache, ...)
-    --allocators a,b      allocators: hz3 (all --hz3 presets), hz3-<preset>, hz3-scale-preload, mimalloc,
-                          jemalloc, glibc
-    --hz3 p,q             hz3 presets to include: scale, default, s110fast, ptagfirst, ptagoff (default: scale)
-    --out DIR             output directory (default: <workspace target>/hz3-bench)
-    --check               after the run, re-read results.csv and verify every row (non-zero exit on failure)
-    --no-warmup-round     skip the discarded warm-up round (ab only; the main mode has none)
-    -h, --help            this text
-
-Every run is its own child process (peak RSS belongs to one allocator); each child runs an untimed
-warm-up pass, then the timed pass. ratio = allocator ops/s / mimalloc ops/s in the same run
-(> 1: faster than mimalloc). Outputs: results.md, results.csv, runs.csv, chart.svg (ab: ab.md, ab.csv).
-hz3-scale-preload runs the workload on glibc's malloc symbols with LD_PRELOAD=libhz3_scale.so (the
-C interface, as a C program sees it); the library is built first with this executable's profile.
-";
-
-/// Parsed command line.
-#[derive(Debug)]
-struct Opts {
-    mode: Mode,
-    runs: Option<usize>,
-    workloads: Option<Vec<String>>,
-    allocators: Option<Vec<String>>,
-    hz3: Vec<String>,
-    out: Option<PathBuf>,
-    check: bool,
-    base: Option<String>,
-    treat: Option<String>,
-    warmup_round: bool,
-}
-
-fn split_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(|x| x.trim().to_string())
-        .filter(|x| !x.is_empty())
+/// Workloads selected by `filter` (names or `prefix` matching `prefix_*`), in catalogue order.
+fn select_workloads(filter: &Option<Vec<String>>) -> Vec<&'static Workload> {
+    let Some(f) = filter else {
+        return ALL.iter().collect();
+    };
+    let matches = |e: &str, w: &Workload| w.name == e || w.name.starts_with(&format!("{e}_"));
+    ALL.iter()
+        .filter(|w| f.iter().any(|e| matches(e, w)))
         .collect()
 }
 
-fn parse_opts(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        mode: Mode::Default,
-        runs: None,
-        workloads: None,
-        allocators: None,
-        hz3: vec!["scale".into()],
-        out: None,
-        check: false,
-        base: None,
-        treat: None,
-        warmup_round: true,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        let mut val = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or(format!("{flag} needs a value"))
-        };
-        match flag {
-            "--quick" => o.mode = Mode::Quick,
-            "--full" => o.mode = Mode::Full,
-            "--runs" => {
-                o.runs = Some(
-                    val()?
-                        .parse()
-                        .map_err(|_| "--runs needs a positive number")?,
-                )
-            }
-            "--workloads" => o.workloads = Some(split_list(&val()?)),
-            "--allocators" => o.allocators = Some(split_list(&val()?)),
-            "--hz3" => o.hz3 = split_list(&val()?),
-            "--out" => o.out = Some(PathBuf::from(val()?)),
-            "--check" => o.check = true,
-            "--base" => o.base = Some(val()?),
-            "--treat" => o.treat = Some(val()?),
-            "--no-warmup-round" => o.warmup_round = false,
-            other => return Err(format!("unknown argument {other:?} (see --help)")),
-        }
-    }
-    if o.runs == Some(0) {
-        return Err("--runs must be at least 1".into());
-    }
-    Ok(o)
+/// One allocator to run: its report name and, for preloaded ones, where its library comes from.
+#[derive(Clone, Debug, PartialEq)]
+struct Pick {
+    name: String,
+    preload: Option<Preload>,
 }
 
-/// Workloads selected by `filter` (names or `prefix` matching `prefix_*`), in catalogue order.
-fn select_workloads(filter: &Option<Vec<String>>) -> Result<Vec<&'static Workload>, String> {
-    let Some(f) = filter else {
-        return Ok(ALL.iter().collect());
-    };
-    let f: Vec<String> = f.iter().map(|s| s.replace('-', "_")).collect();
-    let matches = |e: &str, w: &Workload| w.name == e || w.name.starts_with(&format!("{e}_"));
-    if let Some(bad) = f.iter().find(|e| !ALL.iter().any(|w| matches(e, w))) {
-        let names: Vec<_> = ALL.iter().map(|w| w.name).collect();
-        return Err(format!(
-            "unknown workload {bad:?}; known: {}",
-            names.join(", ")
-        ));
+impl Pick {
+    fn named(name: &str) -> Pick {
+        let preload = allocators::preset_of_preload(name).map(|p| Preload::Preset(p.key));
+        Pick { name: name.to_string(), preload }
     }
-    Ok(ALL
+    fn preloaded(p: &Preload) -> Pick {
+        let name = match p {
+            Preload::Preset(k) => format!("{}{}", allocators::preset(k).map(|p| p.name).unwrap_or(k), allocators::PRELOAD_SUFFIX),
+            Preload::File(f) => allocators::preload_name(f),
+        };
+        Pick { name, preload: Some(p.clone()) }
+    }
+}
+
+/// Report order of an allocator: in-process hz3 (the --hz3 order first), preloaded, others.
+fn rank(name: &str, hz3: &[&str]) -> usize {
+    if let Some(i) = hz3.iter().position(|h| *h == name) {
+        return i;
+    }
+    if let Some(i) = allocators::PRESETS.iter().position(|p| p.name == name) {
+        return 100 + i;
+    }
+    if name.ends_with(allocators::PRELOAD_SUFFIX) {
+        return 200;
+    }
+    if allocators::is_hz3(name) {
+        return 150;
+    }
+    300 + allocators::OTHERS.iter().position(|o| *o == name).unwrap_or(99)
+}
+
+/// Allocators selected by `--hz3`, `--allocators` and `--preload`, in report order.
+fn select_allocs(o: &RunArgs) -> Vec<Pick> {
+    let mut hz3: Vec<&str> = o
+        .hz3
         .iter()
-        .filter(|w| f.iter().any(|e| matches(e, w)))
-        .collect())
+        .filter_map(|p| allocators::preset(p).map(|p| p.name))
+        .collect();
+    if hz3.is_empty() {
+        hz3.push("hz3-scale");
+    }
+    hz3.dedup();
+    let mut names: Vec<String> = match &o.allocators {
+        None => hz3
+            .iter()
+            .copied()
+            .chain(allocators::DEFAULT_PRELOADED.iter().copied())
+            .chain(allocators::OTHERS.iter().copied())
+            .map(String::from)
+            .collect(),
+        Some(f) => {
+            let mut want: Vec<String> = Vec::new();
+            for e in f {
+                match e.as_str() {
+                    "hz3" => want.extend(hz3.iter().map(|s| s.to_string())),
+                    "system" => want.push("glibc".into()),
+                    n => want.push(match (allocators::preset(n), allocators::preset_of_preload(n)) {
+                        (Some(p), _) => p.name.to_string(),
+                        (None, Some(p)) => format!("{}{}", p.name, allocators::PRELOAD_SUFFIX),
+                        _ => n.to_string(),
+                    }),
+                }
+            }
+            want
+        }
+    };
+    let mut picks: Vec<Pick> = Vec::new();
+    names.sort_by_key(|n| rank(n, &hz3));
+    names.dedup();
+    for n in &names {
+        picks.push(Pick::named(n));
+    }
+    for p in &o.preload {
+        let pick = Pick::preloaded(p);
+        if !picks.iter().any(|q| q.name == pick.name) {
+            picks.push(pick);
+        }
+    }
+    picks.sort_by_key(|p| rank(&p.name, &hz3));
+    picks
 }
 
-/// Allocators selected by `--hz3` and `--allocators`, in report order (hz3 first).
-fn select_allocs(o: &Opts) -> Result<Vec<String>, String> {
-    let mut hz3 = Vec::new();
-    for p in &o.hz3 {
-        hz3.push(
-            allocators::hz3_name(p)
-                .ok_or(format!("unknown hz3 preset {p:?}"))?
-                .to_string(),
-        );
-    }
-    let mut all: Vec<String> = hz3.clone();
-    all.extend(allocators::PRELOADED.iter().map(|p| p.0.to_string()));
-    all.extend(allocators::OTHERS.iter().map(|s| s.to_string()));
-    let Some(f) = &o.allocators else {
-        return Ok(all);
-    };
-    let mut want = Vec::new();
-    for e in f {
-        match e.as_str() {
-            "hz3" => want.extend(hz3.iter().cloned()),
-            "system" => want.push("glibc".into()),
-            n if allocators::is_known(n) => want.push(n.into()),
-            n => match allocators::hz3_name(n) {
-                Some(h) => want.push(h.into()),
-                None => return Err(format!("unknown allocator {n:?}")),
-            },
+/// The library file of a pick: built by cargo for a preset, as given for a file.
+fn preload_file(p: &Preload) -> Result<PathBuf, String> {
+    match p {
+        Preload::File(f) => Ok(f.clone()),
+        Preload::Preset(k) => {
+            let lib = allocators::preset(k)
+                .and_then(|p| p.lib)
+                .ok_or(format!("preset {k} has no library"))?;
+            child::build_preset_lib(lib)
         }
     }
-    // hz3 presets named in --allocators but not in --hz3 go after the --hz3 ones.
-    for w in &want {
-        if !all.contains(w) {
-            all.insert(hz3.len(), w.clone());
-        }
-    }
-    Ok(all.into_iter().filter(|a| want.contains(a)).collect())
+}
+
+fn runs_of(size: &cli::SizeArgs, quick: usize, default: usize, full: usize) -> usize {
+    size.runs.map(|r| r as usize).unwrap_or(match size.mode() {
+        Mode::Quick => quick,
+        Mode::Default => default,
+        Mode::Full => full,
+    })
 }
 
 /// `<workspace target dir>/hz3-bench`: `$CARGO_TARGET_DIR` if set, else `target/` next to the
@@ -234,79 +201,6 @@ fn write_file(dir: &Path, name: &str, text: &str) -> Result<(), String> {
     std::fs::write(&p, text).map_err(|e| format!("write {}: {e}", p.display()))
 }
 
-fn run_compare(o: &Opts) -> Result<bool, String> {
-    let workloads = select_workloads(&o.workloads)?;
-    let mut allocs = select_allocs(o)?;
-    // Preloaded allocators need their library built; one the user did not name is
-    // dropped (with a note) when that fails, one named with --allocators is an error.
-    let mut dropped = Vec::new();
-    for a in allocs.clone() {
-        if allocators::preload_lib(&a).is_some() {
-            if let Err(e) = child::build_preload(&a) {
-                if o.allocators.is_some() {
-                    return Err(format!("{a}: {e}"));
-                }
-                eprintln!("hz3-bench: {a} left out: {e}");
-                dropped.push(a);
-            }
-        }
-    }
-    allocs.retain(|a| !dropped.contains(a));
-    if allocs.is_empty() {
-        return Err("no allocator selected".into());
-    }
-    let runs = o.runs.unwrap_or(match o.mode {
-        Mode::Quick => 1,
-        Mode::Default => 5,
-        Mode::Full => 11,
-    });
-    let out = o.out.clone().unwrap_or_else(default_out_dir);
-    std::fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
-    let started = utc_now();
-    let machine = machine_line();
-    eprintln!(
-        "hz3-bench: {} workloads x {} allocators ({}) x {} run(s), mode {}",
-        workloads.len(),
-        allocs.len(),
-        allocs.join(", "),
-        runs,
-        o.mode.name()
-    );
-    let plan = Plan {
-        mode: o.mode,
-        runs,
-        workloads,
-        allocs,
-        warmup_round: false,
-    };
-    let res = runner::execute(&plan);
-    let summary = report::Summary::new(&res);
-    let meta = report::Meta {
-        mode: o.mode.name().into(),
-        runs,
-        started: started.clone(),
-        wall: fmt_duration(res.wall),
-        machine,
-    };
-    let md = report::markdown(&summary, &meta);
-    print!("{md}");
-    write_file(&out, "results.md", &md)?;
-    write_file(&out, "results.csv", &report::results_csv(&summary, o.mode))?;
-    write_file(&out, "runs.csv", &report::runs_csv(&res))?;
-    let sub = format!("mode {}, median of {runs} run(s), {started}", o.mode.name());
-    write_file(&out, "chart.svg", &svg::chart(&summary, &sub))?;
-    eprintln!(
-        "wrote {}/{{results.md,results.csv,runs.csv,chart.svg}} in {}",
-        out.display(),
-        fmt_duration(res.wall)
-    );
-    if o.check {
-        let names: Vec<&str> = plan.workloads.iter().map(|w| w.name).collect();
-        return Ok(check(&out, &names, &plan.allocs));
-    }
-    Ok(summary.rows.iter().all(|r| r.runs_failed == 0))
-}
-
 fn check(dir: &Path, workloads: &[&str], allocs: &[String]) -> bool {
     match report::check_outputs(dir, workloads, allocs) {
         Ok(n) => {
@@ -322,42 +216,150 @@ fn check(dir: &Path, workloads: &[&str], allocs: &[String]) -> bool {
     }
 }
 
-fn run_ab(o: &Opts) -> Result<bool, String> {
-    let (Some(b), Some(t)) = (&o.base, &o.treat) else {
-        return Err("ab needs --base <preset> and --treat <preset>".into());
+fn run_compare(o: &RunArgs) -> Result<bool, String> {
+    let mode = o.size.mode();
+    let workloads = select_workloads(&o.size.workloads);
+    let picks = select_allocs(o);
+    // Preloaded allocators need their library; one the user did not name is dropped (with a
+    // note) when its build fails, one named with --allocators or --preload is an error.
+    let (mut allocs, mut preloads) = (Vec::new(), Vec::new());
+    for p in picks {
+        let lib = match &p.preload {
+            None => None,
+            Some(pre) => match preload_file(pre) {
+                Ok(f) => Some(f),
+                Err(e) if o.allocators.is_none() && !o.preload.contains(pre) => {
+                    eprintln!("hz3-bench: {} left out: {e}", p.name);
+                    continue;
+                }
+                Err(e) => return Err(format!("{}: {e}", p.name)),
+            },
+        };
+        allocs.push(p.name);
+        preloads.push(lib);
+    }
+    if allocs.is_empty() {
+        return Err("no allocator selected".into());
+    }
+    let runs = runs_of(&o.size, 1, 5, 11);
+    let out = o.size.out.clone().unwrap_or_else(default_out_dir);
+    std::fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
+    let started = utc_now();
+    let machine = machine_line();
+    eprintln!(
+        "hz3-bench: {} workloads x {} allocators ({}) x {} run(s), mode {}",
+        workloads.len(),
+        allocs.len(),
+        allocs.join(", "),
+        runs,
+        mode.name()
+    );
+    let plan = Plan {
+        mode,
+        runs,
+        workloads,
+        allocs,
+        warmup_round: false,
+        callgrind: false,
+        preloads,
     };
-    let base = allocators::hz3_name(b).ok_or(format!("unknown hz3 preset {b:?}"))?;
-    let treat = allocators::hz3_name(t).ok_or(format!("unknown hz3 preset {t:?}"))?;
-    let workloads = select_workloads(&o.workloads)?;
-    let runs = o.runs.unwrap_or(match o.mode {
-        Mode::Quick => 3,
-        _ => 20,
-    });
-    let out = o.out.clone().unwrap_or_else(default_out_dir);
+    let res = runner::execute(&plan);
+    let summary = report::Summary::new(&res);
+    let meta = report::Meta {
+        mode: mode.name().into(),
+        runs,
+        started: started.clone(),
+        wall: fmt_duration(res.wall),
+        machine,
+    };
+    let md = report::markdown(&summary, &meta);
+    print!("{md}");
+    write_file(&out, "results.md", &md)?;
+    write_file(&out, "results.csv", &report::results_csv(&summary, mode))?;
+    write_file(&out, "runs.csv", &report::runs_csv(&res))?;
+    let sub = format!("mode {}, median of {runs} run(s), {started}", mode.name());
+    write_file(&out, "chart.svg", &svg::chart(&summary, &sub))?;
+    eprintln!(
+        "wrote {}/{{results.md,results.csv,runs.csv,chart.svg}} in {}",
+        out.display(),
+        fmt_duration(res.wall)
+    );
+    if o.check {
+        let names: Vec<&str> = plan.workloads.iter().map(|w| w.name).collect();
+        return Ok(check(&out, &names, &plan.allocs));
+    }
+    Ok(summary.rows.iter().all(|r| r.runs_failed == 0))
+}
+
+/// Allocator name and `LD_PRELOAD` library of one A/B side.
+fn side(s: &Side) -> Result<(String, Option<PathBuf>), String> {
+    match s {
+        Side::InProcess(name) => Ok((name.to_string(), None)),
+        Side::Preloaded(p) => Ok((Pick::preloaded(p).name, Some(preload_file(p)?))),
+    }
+}
+
+fn run_ab(o: &AbArgs) -> Result<bool, String> {
+    let (mut base, base_lib) = side(&o.base)?;
+    let (mut treat, treat_lib) = side(&o.treat)?;
+    if base == treat {
+        // Same report name (e.g. two files called libhz3_x.so): tell the sides apart.
+        base.push_str(" (base)");
+        treat.push_str(" (treat)");
+    }
+    let mode = o.size.mode();
+    let measure = match o.metric {
+        cli::Metric::Time => ab::Measure::Time,
+        cli::Metric::Instructions => {
+            child::valgrind_available()?;
+            ab::Measure::Instructions
+        }
+    };
+    let workloads = select_workloads(&o.size.workloads);
+    // Instruction counts repeat exactly (single-thread workloads) or nearly: fewer runs do.
+    let runs = match measure {
+        ab::Measure::Time => runs_of(&o.size, 3, 20, 20),
+        ab::Measure::Instructions => runs_of(&o.size, 1, 3, 3),
+    };
+    let out = o.size.out.clone().unwrap_or_else(default_out_dir);
     std::fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
     eprintln!(
         "hz3-bench ab: {base} vs {treat}, {} workloads x {runs} run(s), mode {}",
         workloads.len(),
-        o.mode.name()
+        mode.name()
     );
+    // The warm-up round warms caches and the machine for wall time; instructions need none.
+    let warmup_round = !o.no_warmup_round && measure == ab::Measure::Time;
+    if runs < ab::MIN_RUNS && measure == ab::Measure::Time {
+        eprintln!(
+            "hz3-bench ab: warning: {runs} run(s) per side; with fewer than {} the 95% intervals are wide and unreliable (use --runs 20)",
+            ab::MIN_RUNS
+        );
+    }
     let plan = Plan {
-        mode: o.mode,
+        mode,
         runs,
         workloads,
-        allocs: vec![base.into(), treat.into()],
-        warmup_round: o.warmup_round,
+        allocs: vec![base, treat],
+        warmup_round,
+        callgrind: measure == ab::Measure::Instructions,
+        preloads: vec![base_lib, treat_lib],
     };
     let res = runner::execute(&plan);
-    let rows = ab::rows(&res);
+    let rows = ab::rows(&res, measure);
     let header = format!(
-        "mode `{}`, median of {runs} run(s) per side, base and treat interleaved, {}; started {}, wall time {}; {}.",
-        o.mode.name(),
-        if o.warmup_round { "after one discarded warm-up round" } else { "no warm-up round" },
+        "metric {}, mode `{}`, median of {runs} run(s) per side, base and treat interleaved, {}; started {}, wall time {}; {}.",
+        match measure {
+            ab::Measure::Time => "wall time (ops/s of the timed pass)",
+            ab::Measure::Instructions => "instructions (valgrind callgrind, whole child process, warm-up included)",
+        },
+        mode.name(),
+        if warmup_round { "after one discarded warm-up round" } else { "no warm-up round" },
         utc_now(),
         fmt_duration(res.wall),
         machine_line()
     );
-    let (md, _verdict) = ab::report(&res, &rows, &header);
+    let (md, _verdict) = ab::report(&res, &rows, &header, measure);
     print!("{md}");
     write_file(&out, "ab.md", &md)?;
     write_file(&out, "ab.csv", &ab::csv(&rows))?;
@@ -365,57 +367,67 @@ fn run_ab(o: &Opts) -> Result<bool, String> {
     Ok(rows.iter().all(|r| r.n.0 > 0 && r.n.1 > 0))
 }
 
+fn run_exec(o: &cli::ExecArgs) -> Result<bool, String> {
+    exec::check_program(&o.program[0])?;
+    let allocs = exec::select(o.allocators.as_deref(), &o.preload)?;
+    let runs = o.runs as usize;
+    let out = o.out.clone().unwrap_or_else(default_out_dir);
+    std::fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
+    let names: Vec<&str> = allocs.iter().map(|a| a.name.as_str()).collect();
+    eprintln!("hz3-bench exec: {} allocators ({}) x {runs} run(s), interleaved", allocs.len(), names.join(", "));
+    let started = utc_now();
+    let (cells, wall) = exec::execute(&o.program, &allocs, runs, o.show_output);
+    let header = format!(
+        "{runs} run(s) per allocator, interleaved; started {started}, wall time {}; {}.",
+        fmt_duration(wall),
+        machine_line()
+    );
+    let (md, csv) = exec::report(&o.program, &allocs, &cells, &header);
+    print!("{md}");
+    write_file(&out, "exec.md", &md)?;
+    write_file(&out, "exec.csv", &csv)?;
+    eprintln!("wrote {}/{{exec.md,exec.csv}}", out.display());
+    Ok(cells.iter().all(|c| !c.ok.is_empty()))
+}
+
 fn list() {
     println!("workloads (default-mode parameters):");
     for w in ALL {
         println!("  {:<22} {}", w.name, w.describe(Mode::Default));
     }
-    println!(
-        "allocators: {} {}",
-        allocators::HZ3_PRESETS
-            .iter()
-            .map(|p| p.1)
-            .collect::<Vec<_>>()
-            .join(" "),
-        allocators::OTHERS.join(" ")
-    );
-    for (name, pkg, lib) in allocators::PRELOADED {
-        println!("  {name}: package {pkg} ({lib}) under LD_PRELOAD, the workload calling glibc's malloc symbols");
+    println!("hz3 presets (--hz3, ab --base/--treat; in-process as hz3-NAME):");
+    for p in allocators::PRESETS {
+        let lib = p
+            .lib
+            .map(|l| format!("; LD_PRELOAD library {} (--preload {}, allocator {}{})", l.file, p.key, p.name, allocators::PRELOAD_SUFFIX))
+            .unwrap_or_default();
+        println!("  {:<10} {}{lib}", p.key, p.flags);
     }
+    println!("reference allocators: {}", allocators::OTHERS.join(", "));
+    println!(
+        "also selectable with --allocators: {} (the scale preset inlined into the workloads; mimalloc through the mimalloc crate's mi_malloc_aligned)",
+        allocators::EXTRA.join(", ")
+    );
+    println!("--preload PATH.so measures any hz3 LD_PRELOAD library (the workload calls glibc's malloc symbols).");
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The child is started by the parent only: no option parsing beyond its three words.
     if args.first().map(String::as_str) == Some("child") {
         return ExitCode::from(child::main(&args[1..]) as u8);
     }
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{HELP}");
-        return ExitCode::SUCCESS;
-    }
-    let (cmd, rest) = match args.first().map(String::as_str) {
-        Some(c @ ("ab" | "check" | "list")) => (c, &args[1..]),
-        _ => ("run", &args[..]),
-    };
-    let opts = match parse_opts(rest) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("hz3-bench: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let ok = match cmd {
-        "list" => {
+    let cli = Cli::parse();
+    let ok = match &cli.cmd {
+        None => run_compare(&cli.run),
+        Some(Cmd::Run(r)) => run_compare(r),
+        Some(Cmd::Ab(a)) => run_ab(a),
+        Some(Cmd::Exec(e)) => run_exec(e),
+        Some(Cmd::Check(c)) => Ok(check(&c.out.clone().unwrap_or_else(default_out_dir), &[], &[])),
+        Some(Cmd::List) => {
             list();
             Ok(true)
         }
-        "check" => Ok(check(
-            &opts.out.clone().unwrap_or_else(default_out_dir),
-            &[],
-            &[],
-        )),
-        "ab" => run_ab(&opts),
-        _ => run_compare(&opts),
     };
     match ok {
         Ok(true) => ExitCode::SUCCESS,
@@ -431,55 +443,46 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn opts(args: &[&str]) -> Opts {
-        parse_opts(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    fn run_args(args: &[&str]) -> RunArgs {
+        Cli::try_parse_from(std::iter::once("hz3-bench").chain(args.iter().copied()))
+            .unwrap()
+            .run
+    }
+    fn names(args: &[&str]) -> Vec<String> {
+        select_allocs(&run_args(args)).into_iter().map(|p| p.name).collect()
     }
 
     #[test]
     fn workload_filter() {
-        let o = opts(&["--workloads", "mt-remote_t2,cache,pair"]);
-        let names: Vec<_> = select_workloads(&o.workloads)
-            .unwrap()
-            .iter()
-            .map(|w| w.name)
-            .collect();
+        let o = run_args(&["--workloads", "mt-remote_t2,cache,pair"]);
+        let names: Vec<_> = select_workloads(&o.size.workloads).iter().map(|w| w.name).collect();
         assert_eq!(
             names,
-            [
-                "mt_remote_t2_r0",
-                "mt_remote_t2_r50",
-                "mt_remote_t2_r90",
-                "cache_thrash",
-                "cache_scratch",
-                "pair"
-            ]
+            ["mt_remote_t2_r0", "mt_remote_t2_r50", "mt_remote_t2_r90", "cache_thrash", "cache_scratch", "pair"]
         );
-        assert!(select_workloads(&Some(vec!["nope".into()])).is_err());
     }
 
     #[test]
     fn alloc_filter() {
+        assert_eq!(names(&[]), ["hz3-scale", "hz3-scale-preload", "mimalloc", "jemalloc", "snmalloc", "glibc"]);
         assert_eq!(
-            select_allocs(&opts(&[])).unwrap(),
-            ["hz3-scale", "hz3-scale-preload", "mimalloc", "jemalloc", "glibc"]
+            names(&["--allocators", "mimalloc,hz3-scale-preload,hz3"]),
+            ["hz3-scale", "hz3-scale-preload", "mimalloc"]
         );
-        let o = opts(&["--allocators", "mimalloc,hz3-scale-preload,hz3"]);
-        assert_eq!(select_allocs(&o).unwrap(), ["hz3-scale", "hz3-scale-preload", "mimalloc"]);
-        let o = opts(&["--hz3=scale,ptagoff", "--allocators", "glibc,hz3,mimalloc"]);
         assert_eq!(
-            select_allocs(&o).unwrap(),
+            names(&["--hz3=scale,ptagoff", "--allocators", "glibc,hz3,mimalloc"]),
             ["hz3-scale", "hz3-ptagoff", "mimalloc", "glibc"]
         );
-        let o = opts(&["--allocators", "s110fast,jemalloc"]);
-        assert_eq!(select_allocs(&o).unwrap(), ["hz3-s110fast", "jemalloc"]);
-        assert!(select_allocs(&opts(&["--allocators", "tcmalloc"])).is_err());
-    }
-
-    #[test]
-    fn modes_and_runs() {
-        let o = opts(&["--quick", "--runs", "3"]);
-        assert_eq!((o.mode, o.runs), (Mode::Quick, Some(3)));
-        assert!(parse_opts(&["--bogus".to_string()]).is_err());
+        assert_eq!(names(&["--allocators", "s110fast,jemalloc"]), ["hz3-s110", "jemalloc"]);
+        assert_eq!(names(&["--allocators", "s110,system"]), ["hz3-s110", "glibc"]);
+        assert_eq!(
+            names(&["--allocators", "mimalloc-crate,mimalloc,hz3-scale-inlined,hz3"]),
+            ["hz3-scale", "hz3-scale-inlined", "mimalloc", "mimalloc-crate"]
+        );
+        let p = select_allocs(&run_args(&["--allocators", "mimalloc", "--preload", "s110"]));
+        assert_eq!(p[0].name, "hz3-s110-preload");
+        assert_eq!(p[0].preload, Some(Preload::Preset("s110")));
+        assert_eq!(p[1].name, "mimalloc");
     }
 
     #[test]

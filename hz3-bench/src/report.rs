@@ -2,10 +2,10 @@
 //! `results.md`), `results.csv` (one row per workload × allocator), `runs.csv` (every run),
 //! and the `--check` verifier that re-reads `results.csv`.
 //!
-//! "ratio" is always allocator ops/s ÷ mimalloc ops/s (medians, same run); > 1 is faster than
+//! "ratio" (×mi) is always allocator ops/s ÷ mimalloc ops/s (medians, same run); > 1 is faster than
 //! mimalloc. The RSS ratio is peak RSS ÷ mimalloc's peak RSS; < 1 uses less memory.
 
-use crate::allocators::BASELINE;
+use crate::allocators::{is_hz3, BASELINE};
 use crate::runner::Results;
 use crate::workloads::Workload;
 use std::fmt::Write as _;
@@ -23,6 +23,11 @@ pub fn median(mut v: Vec<f64>) -> Option<f64> {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     })
+}
+
+/// Geometric mean; `None` when empty.
+pub fn geomean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp())
 }
 
 /// Medians of one (workload, allocator) cell.
@@ -48,6 +53,10 @@ pub struct Row {
     pub remote_share: Option<f64>,
     /// ns per malloc/free pair (pair and batch loops): 2e9 / ops/s.
     pub ns_per_pair: Option<f64>,
+    /// hz3 allocators: ops/s ÷ the fastest non-hz3 allocator's ops/s on this workload.
+    pub x_best: Option<f64>,
+    /// hz3 allocators: peak RSS ÷ the lowest non-hz3 allocator's peak RSS on this workload.
+    pub rss_x_lowest: Option<f64>,
 }
 
 /// All rows, workload-major in plan order.
@@ -92,7 +101,18 @@ impl Summary {
                         None
                     },
                     ns_per_pair: (w.reports_ns_per_pair() && ops > 0.0).then(|| 2e9 / ops),
+                    x_best: None,
+                    rss_x_lowest: None,
                 });
+            }
+            // × best and ÷ lowest against the non-hz3 allocators of this workload.
+            let first = rows.len() - res.plan.allocs.len();
+            let others: Vec<&Row> = rows[first..].iter().filter(|r| !is_hz3(&r.alloc) && r.runs_ok > 0).collect();
+            let best_ops = others.iter().map(|r| r.ops_per_sec).fold(0.0, f64::max);
+            let low_rss = others.iter().map(|r| r.rss_kib).filter(|x| *x > 0.0).fold(f64::INFINITY, f64::min);
+            for r in rows[first..].iter_mut().filter(|r| is_hz3(&r.alloc) && r.runs_ok > 0) {
+                r.x_best = (best_ops > 0.0).then(|| r.ops_per_sec / best_ops);
+                r.rss_x_lowest = (low_rss.is_finite() && r.rss_kib > 0.0).then(|| r.rss_kib / low_rss);
             }
         }
         Summary {
@@ -100,6 +120,21 @@ impl Summary {
             allocs: res.plan.allocs.clone(),
             workloads: res.plan.workloads.clone(),
         }
+    }
+
+    /// The best value of `f` on `workload` over the allocators that ran (highest when `high`,
+    /// else lowest), as the table prints it, so ties at the printed precision are all marked.
+    pub fn best(&self, workload: &str, f: impl Fn(&Row) -> f64, high: bool) -> Option<String> {
+        let vals = self.rows.iter().filter(|r| r.workload.name == workload && r.runs_ok > 0).map(f);
+        let v = if high { vals.fold(f64::MIN, f64::max) } else { vals.fold(f64::MAX, f64::min) };
+        let prec = if high { 2 } else { 1 };
+        (v != f64::MIN && v != f64::MAX).then(|| format!("{v:.prec$}"))
+    }
+
+    /// Geometric mean of `f` over the workloads of allocator `alloc` (`None` if any is missing).
+    pub fn geomean(&self, alloc: &str, f: impl Fn(&Row) -> Option<f64>) -> Option<f64> {
+        let v: Option<Vec<f64>> = self.rows.iter().filter(|r| r.alloc == alloc).map(|r| f(r).filter(|x| *x > 0.0)).collect();
+        geomean(&v?)
     }
 
     /// The row of (workload, allocator).
@@ -135,45 +170,111 @@ pub fn markdown(s: &Summary, m: &Meta) -> String {
     let _ = writeln!(o, "# hz3-bench results\n");
     let _ = writeln!(
         o,
-        "mode `{}`, median of {} run(s) per cell, one child process per run, runs interleaved across allocators; \
+        "mode `{}`, median of {} run(s) per cell, one child process per run, runs interleaved across allocators, \
+         every allocator reached through one out-of-line call per operation; \
          started {}, wall time {}; {}.\n",
         m.mode, m.runs, m.started, m.wall, m.machine
     );
+    let hz3: Vec<&String> = s.allocs.iter().filter(|a| is_hz3(a)).collect();
+    let have_others = s.allocs.iter().any(|a| !is_hz3(a));
     let _ = writeln!(
         o,
-        "Mops/s = million counted ops per second of the timed pass (median). ×mi = ratio: the allocator's \
-         ops/s ÷ mimalloc's ops/s in this run (> 1 = faster than mimalloc). RSS = peak RSS of the child \
-         process in MiB (getrusage ru_maxrss), with its ratio to mimalloc's in parentheses (< 1 = less memory).\n"
+        "Each cell: million counted ops per second of the timed pass (median), and in parentheses ×mi = the \
+         allocator's ops/s ÷ mimalloc's in this run (> 1 = faster than mimalloc). **Bold**: the fastest allocator \
+         of the row. × best = the hz3 allocator's ops/s ÷ the fastest non-hz3 allocator's ops/s on that row \
+         (> 1 = hz3 is ahead of every other allocator). geomean = geometric mean over the workloads of the ratios.\n"
     );
-    // Main table.
+    // Throughput table.
     let _ = write!(o, "| workload |");
     for a in &s.allocs {
-        let _ = write!(o, " {a} Mops/s | {a} ×mi | {a} RSS MiB |");
+        let _ = write!(o, " {a} |");
     }
-    let _ = write!(o, "\n|---|");
-    for _ in &s.allocs {
-        let _ = write!(o, "---:|---:|---:|");
+    if have_others {
+        for a in &hz3 {
+            let _ = write!(o, " {a} × best |");
+        }
     }
-    o.push('\n');
+    let ncols = s.allocs.len() + if have_others { hz3.len() } else { 0 };
+    let _ = write!(o, "\n|---|{}\n", "---:|".repeat(ncols));
     for w in &s.workloads {
+        let best = s.best(w.name, |r| r.ops_per_sec / 1e6, true);
         let _ = write!(o, "| {} |", w.name);
         for a in &s.allocs {
             let r = s.get(w.name, a).expect("row");
             if r.runs_ok == 0 {
-                let _ = write!(o, " FAILED | - | - |");
+                let _ = write!(o, " FAILED |");
                 continue;
             }
-            let _ = write!(
-                o,
-                " {:.2} | {} | {:.1} ({}) |",
-                r.ops_per_sec / 1e6,
-                opt(r.ratio, 2),
-                r.rss_kib / 1024.0,
-                opt(r.rss_ratio, 2)
-            );
+            let v = format!("{:.2}", r.ops_per_sec / 1e6);
+            let v = if Some(v.as_str()) == best.as_deref() { format!("**{v}**") } else { v };
+            let _ = write!(o, " {v} ({}) |", opt(r.ratio, 2));
+        }
+        if have_others {
+            for a in &hz3 {
+                let r = s.get(w.name, a).expect("row");
+                let _ = write!(o, " {} |", opt(r.x_best, 2));
+            }
         }
         o.push('\n');
     }
+    let _ = write!(o, "| geomean |");
+    for a in &s.allocs {
+        let _ = write!(o, " ({}) |", opt(s.geomean(a, |r| r.ratio), 2));
+    }
+    if have_others {
+        for a in &hz3 {
+            let _ = write!(o, " {} |", opt(s.geomean(a, |r| r.x_best), 2));
+        }
+    }
+    o.push('\n');
+    // Peak RSS table.
+    let _ = writeln!(
+        o,
+        "\n## Peak RSS\n\nPeak resident set of the child process in MiB (getrusage ru_maxrss, median; it includes \
+         the process's own ~2–4 MiB floor), and in parentheses its ratio to mimalloc's (< 1 = less memory). \
+         **Bold**: the lowest of the row. ÷ lowest = the hz3 allocator's peak RSS ÷ the lowest non-hz3 allocator's.\n"
+    );
+    let _ = write!(o, "| workload |");
+    for a in &s.allocs {
+        let _ = write!(o, " {a} |");
+    }
+    if have_others {
+        for a in &hz3 {
+            let _ = write!(o, " {a} ÷ lowest |");
+        }
+    }
+    let _ = write!(o, "\n|---|{}\n", "---:|".repeat(ncols));
+    for w in &s.workloads {
+        let best = s.best(w.name, |r| r.rss_kib / 1024.0, false);
+        let _ = write!(o, "| {} |", w.name);
+        for a in &s.allocs {
+            let r = s.get(w.name, a).expect("row");
+            if r.runs_ok == 0 {
+                let _ = write!(o, " FAILED |");
+                continue;
+            }
+            let v = format!("{:.1}", r.rss_kib / 1024.0);
+            let v = if Some(v.as_str()) == best.as_deref() { format!("**{v}**") } else { v };
+            let _ = write!(o, " {v} ({}) |", opt(r.rss_ratio, 2));
+        }
+        if have_others {
+            for a in &hz3 {
+                let r = s.get(w.name, a).expect("row");
+                let _ = write!(o, " {} |", opt(r.rss_x_lowest, 2));
+            }
+        }
+        o.push('\n');
+    }
+    let _ = write!(o, "| geomean |");
+    for a in &s.allocs {
+        let _ = write!(o, " ({}) |", opt(s.geomean(a, |r| r.rss_ratio), 2));
+    }
+    if have_others {
+        for a in &hz3 {
+            let _ = write!(o, " {} |", opt(s.geomean(a, |r| r.rss_x_lowest), 2));
+        }
+    }
+    o.push('\n');
     // Remote share.
     let remote: Vec<_> = s
         .workloads
@@ -231,16 +332,17 @@ pub fn markdown(s: &Summary, m: &Meta) -> String {
         }
     }
     // Preloaded vs in-process.
-    for (pre, _, lib) in crate::allocators::PRELOADED {
-        let Some(inproc) = pre.strip_suffix("-preload") else { continue };
-        if !(s.allocs.iter().any(|a| a == pre) && s.allocs.iter().any(|a| a == inproc)) {
+    for pre in s.allocs.iter().filter(|a| a.ends_with(crate::allocators::PRELOAD_SUFFIX)) {
+        let Some(inproc) = pre.strip_suffix(crate::allocators::PRELOAD_SUFFIX) else { continue };
+        if !s.allocs.iter().any(|a| a == inproc) {
             continue;
         }
+        let lib = format!("libhz3_{}.so", inproc.trim_start_matches("hz3-").replace('-', "_"));
         let _ = writeln!(
             o,
             "\n## {pre} vs {inproc}\n\nThe same engine and flags through the C interface (`LD_PRELOAD={lib}`, the \
              workload calling glibc's malloc symbols through the PLT) and in-process (the Rust type called through \
-             `GlobalAlloc`, inlined). time ratio = in-process ops/s ÷ preloaded ops/s (medians; > 1: the preloaded \
+             `GlobalAlloc`, one direct call per operation like every allocator of the table). time ratio = in-process ops/s ÷ preloaded ops/s (medians; > 1: the preloaded \
              library is slower).\n\n| workload | {inproc} Mops/s | {pre} Mops/s | time ratio |\n|---|---:|---:|---:|"
         );
         for w in &s.workloads {
@@ -318,7 +420,7 @@ pub fn csv_split(line: &str) -> Vec<String> {
 /// Column names of `results.csv`.
 pub const CSV_HEADER: &str =
     "workload,allocator,mode,runs_ok,runs_failed,ops_per_sec,mops_per_sec,ratio_vs_mimalloc,\
-peak_rss_kib,rss_ratio_vs_mimalloc,remote_share,ns_per_pair,params";
+peak_rss_kib,rss_ratio_vs_mimalloc,remote_share,ns_per_pair,x_best,rss_x_lowest,params";
 
 /// `results.csv`: one row per (workload, allocator), medians.
 pub fn results_csv(s: &Summary, mode: crate::workloads::Mode) -> String {
@@ -327,7 +429,7 @@ pub fn results_csv(s: &Summary, mode: crate::workloads::Mode) -> String {
     for r in &s.rows {
         let _ = writeln!(
             o,
-            "{},{},{},{},{},{:.0},{:.4},{},{:.0},{},{},{},{}",
+            "{},{},{},{},{},{:.0},{:.4},{},{:.0},{},{},{},{},{},{}",
             r.workload.name,
             r.alloc,
             mode.name(),
@@ -340,6 +442,8 @@ pub fn results_csv(s: &Summary, mode: crate::workloads::Mode) -> String {
             opt(r.rss_ratio, 4),
             opt(r.remote_share, 4),
             opt(r.ns_per_pair, 3),
+            opt(r.x_best, 4),
+            opt(r.rss_x_lowest, 4),
             csv_field(&r.workload.describe(mode))
         );
     }
@@ -348,14 +452,14 @@ pub fn results_csv(s: &Summary, mode: crate::workloads::Mode) -> String {
 
 /// `runs.csv`: every successful or failed child run.
 pub fn runs_csv(res: &Results) -> String {
-    let mut o = String::from("workload,allocator,run,ops,secs,ops_per_sec,peak_rss_kib,remote_frees,frees,hz3_stats,error\n");
+    let mut o = String::from("workload,allocator,run,ops,secs,ops_per_sec,peak_rss_kib,remote_frees,frees,hz3_stats,instructions,error\n");
     for (wi, w) in res.plan.workloads.iter().enumerate() {
         for (ai, a) in res.plan.allocs.iter().enumerate() {
             let c = res.cell(wi, ai);
             for (i, r) in c.ok.iter().enumerate() {
                 let _ = writeln!(
                     o,
-                    "{},{},{},{},{:.6},{:.0},{},{},{},{},",
+                    "{},{},{},{},{:.6},{:.0},{},{},{},{},{},",
                     w.name,
                     a,
                     i,
@@ -365,11 +469,12 @@ pub fn runs_csv(res: &Results) -> String {
                     r.maxrss_kib,
                     r.remote_frees,
                     r.frees,
-                    csv_field(&r.hz3)
+                    csv_field(&r.hz3),
+                    r.instructions.map(|i| i.to_string()).unwrap_or_default()
                 );
             }
             for e in &c.failed {
-                let _ = writeln!(o, "{},{},-,0,0,0,0,0,0,,{}", w.name, a, csv_field(e));
+                let _ = writeln!(o, "{},{},-,0,0,0,0,0,0,,,{}", w.name, a, csv_field(e));
             }
         }
     }
@@ -473,6 +578,74 @@ pub fn check_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One workload, hz3 fastest but not the lowest RSS; a second where jemalloc is fastest.
+    fn fake() -> Summary {
+        use crate::child::RunResult;
+        use crate::runner::{Cell, Plan, Results};
+        let allocs: Vec<String> = ["hz3-scale", "mimalloc", "jemalloc", "glibc"].map(String::from).to_vec();
+        let ws = vec![&crate::workloads::ALL[0], &crate::workloads::ALL[1]];
+        // (ops per second, peak RSS KiB) per allocator, per workload.
+        let data = [
+            [(300.0, 4096), (100.0, 8192), (200.0, 3072), (50.0, 3072)],
+            [(100.0, 4096), (100.0, 8192), (400.0, 4096), (50.0, 2048)],
+        ];
+        let cells = data
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|&(ops, rss)| Cell {
+                        ok: vec![RunResult { ops: (ops * 1e6) as u64, secs: 1.0, maxrss_kib: rss, ..Default::default() }],
+                        failed: vec![],
+                    })
+                    .collect()
+            })
+            .collect();
+        let plan = Plan {
+            mode: crate::workloads::Mode::Quick,
+            runs: 1,
+            workloads: ws,
+            allocs: allocs.clone(),
+            warmup_round: false,
+            preloads: vec![None; 4],
+            callgrind: false,
+        };
+        Summary::new(&Results { plan, cells, wall: std::time::Duration::from_secs(1) })
+    }
+
+    #[test]
+    fn best_marks_and_x_best() {
+        let s = fake();
+        let w0 = crate::workloads::ALL[0].name;
+        let w1 = crate::workloads::ALL[1].name;
+        let h = s.get(w0, "hz3-scale").unwrap();
+        assert_eq!(h.x_best, Some(1.5)); // 300 ÷ jemalloc's 200
+        assert_eq!(h.rss_x_lowest, Some(4096.0 / 3072.0));
+        assert_eq!(s.get(w1, "hz3-scale").unwrap().x_best, Some(0.25));
+        assert_eq!(s.get(w0, "mimalloc").unwrap().x_best, None);
+        let gm = s.geomean("hz3-scale", |r| r.x_best).unwrap();
+        assert!((gm - (1.5f64 * 0.25).sqrt()).abs() < 1e-12);
+        let md = markdown(&s, &Meta { mode: "quick".into(), runs: 1, started: "-".into(), wall: "-".into(), machine: "-".into() });
+        let line = |w: &str, nth: usize| md.lines().filter(|l| l.starts_with(&format!("| {w} |"))).nth(nth).unwrap().to_string();
+        // Throughput: only the fastest is bold.
+        let t0 = line(w0, 0);
+        assert_eq!(t0.matches("**").count(), 2, "{t0}");
+        assert!(t0.contains("| **300.00** (3.00) |"), "{t0}");
+        let t1 = line(w1, 0);
+        assert_eq!(t1.matches("**").count(), 2, "{t1}");
+        assert!(t1.contains("| 100.00 (1.00) |") && t1.contains("| **400.00** (4.00) |"), "{t1}");
+        // RSS: the two 3.0 MiB allocators tie for lowest on the first workload.
+        let r0 = line(w0, 1);
+        assert_eq!(r0.matches("**3.0**").count(), 2, "{r0}");
+        assert!(r0.contains("| 4.0 (0.50) |"), "{r0}");
+        assert!(md.contains("| geomean |"));
+    }
+
+    #[test]
+    fn geomeans() {
+        assert_eq!(geomean(&[]), None);
+        assert!((geomean(&[2.0, 8.0]).unwrap() - 4.0).abs() < 1e-12);
+    }
 
     #[test]
     fn medians() {

@@ -1,4 +1,4 @@
-//! Orchestration: the interleaved schedule of child runs, the progress bar, and the collected
+//! Orchestration: the interleaved schedule of child runs, the progress display, and the collected
 //! per-(workload, allocator) results.
 //!
 //! Schedule: an optional warm-up round (one child per cell, results discarded), then `runs`
@@ -7,7 +7,9 @@
 
 use crate::child::{self, RunResult};
 use crate::workloads::{Mode, Workload};
-use std::io::Write;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// What to run.
@@ -23,6 +25,17 @@ pub struct Plan {
     pub allocs: Vec<String>,
     /// Run one discarded round first.
     pub warmup_round: bool,
+    /// Run every child under callgrind and record its instruction count.
+    pub callgrind: bool,
+    /// `LD_PRELOAD` library of each allocator (`None`: in-process), parallel to `allocs`.
+    pub preloads: Vec<Option<PathBuf>>,
+}
+
+impl Plan {
+    /// The `LD_PRELOAD` library of allocator index `ai`, if it is a preloaded one.
+    pub fn preload(&self, ai: usize) -> Option<&Path> {
+        self.preloads.get(ai).and_then(|p| p.as_deref())
+    }
 }
 
 /// All runs of one (workload, allocator) cell.
@@ -66,41 +79,67 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// A one-line progress bar on stderr.
-struct Progress {
+/// Progress on stderr: an indicatif bar when stderr is a terminal, else one plain line per
+/// (round, workload) so that logs get no carriage returns or escape codes.
+pub struct Progress {
+    bar: Option<ProgressBar>,
     total: usize,
     done: usize,
     start: Instant,
 }
 
 impl Progress {
-    fn show(&self, label: &str) {
-        const W: usize = 30;
-        let filled = (self.done * W).checked_div(self.total).unwrap_or(W);
-        let eta = if self.done > 0 && self.done < self.total {
-            let per = self.start.elapsed().as_secs_f64() / self.done as f64;
-            format!(
-                " eta {}",
-                fmt_duration(Duration::from_secs_f64(
-                    per * (self.total - self.done) as f64
-                ))
-            )
-        } else {
-            String::new()
-        };
-        let mut e = std::io::stderr().lock();
-        let _ = write!(
-            e,
-            "\r[{}{}] {}/{} {:<40} {}{}\x1b[K",
-            "#".repeat(filled),
-            ".".repeat(W - filled),
-            self.done,
-            self.total,
-            label,
-            fmt_duration(self.start.elapsed()),
-            eta
-        );
-        let _ = e.flush();
+    /// Progress over `total` steps.
+    pub fn new(total: usize) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new(total as u64);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "[{bar:30.cyan/blue}] {pos}/{len} {msg:40} {elapsed_precise} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("#>."),
+            );
+            b
+        });
+        Progress { bar, total, done: 0, start: Instant::now() }
+    }
+    /// A step is starting; `group` (if any) is printed as a plain line when there is no bar.
+    pub fn step(&self, label: &str, group: Option<&str>) {
+        match &self.bar {
+            Some(b) => b.set_message(label.to_string()),
+            None => {
+                if let Some(g) = group {
+                    eprintln!(
+                        "hz3-bench: {g} ({}/{} runs done, {})",
+                        self.done,
+                        self.total,
+                        fmt_duration(self.start.elapsed())
+                    );
+                }
+            }
+        }
+    }
+    /// A step finished.
+    pub fn inc(&mut self) {
+        self.done += 1;
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+    }
+    /// Print a line without breaking the bar.
+    pub fn note(&self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.println(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+    /// Remove the bar; returns the elapsed time.
+    pub fn finish(&self) -> Duration {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+        self.start.elapsed()
     }
 }
 
@@ -109,24 +148,26 @@ pub fn execute(plan: &Plan) -> Results {
     let (nw, na) = (plan.workloads.len(), plan.allocs.len());
     let rounds = plan.runs + usize::from(plan.warmup_round);
     let mut cells = vec![vec![Cell::default(); na]; nw];
-    let mut p = Progress {
-        total: rounds * nw * na,
-        done: 0,
-        start: Instant::now(),
-    };
+    let mut p = Progress::new(rounds * nw * na);
     for round in 0..rounds {
         let discard = plan.warmup_round && round == 0;
+        let round_name = if discard {
+            "warm-up round".to_string()
+        } else {
+            format!("round {}/{}", round + 1 - usize::from(plan.warmup_round), plan.runs)
+        };
         for (wi, w) in plan.workloads.iter().enumerate() {
             for (ai, a) in plan.allocs.iter().enumerate() {
                 let tag = if discard { " (warm-up)" } else { "" };
-                p.show(&format!("{}/{}{}", w.name, a, tag));
-                let r = child::spawn(a, w.name, plan.mode);
-                p.done += 1;
+                let group = format!("{round_name}, {}", w.name);
+                p.step(&format!("{}/{}{}", w.name, a, tag), (ai == 0).then_some(group.as_str()));
+                let r = child::spawn(a, plan.preload(ai), w.name, plan.mode, plan.callgrind);
+                p.inc();
                 match r {
                     Ok(r) if !discard => cells[wi][ai].ok.push(r),
                     Ok(_) => {}
                     Err(e) => {
-                        eprintln!("\r\x1b[Kchild {}/{} failed: {}", w.name, a, e);
+                        p.note(&format!("child {}/{} failed: {}", w.name, a, e));
                         if !discard {
                             cells[wi][ai].failed.push(e);
                         }
@@ -135,11 +176,10 @@ pub fn execute(plan: &Plan) -> Results {
             }
         }
     }
-    p.show("done");
-    eprintln!();
+    let wall = p.finish();
     Results {
         plan: plan.clone(),
         cells,
-        wall: p.start.elapsed(),
+        wall,
     }
 }

@@ -14,6 +14,7 @@ fn color(name: &str, hz3_index: usize) -> &'static str {
     match name {
         "jemalloc" => "#ff7f0e",
         "glibc" => "#2ca02c",
+        "snmalloc" => "#bcbd22",
         "mimalloc" => "#d62728",
         _ => HZ3_PALETTE[hz3_index % HZ3_PALETTE.len()],
     }
