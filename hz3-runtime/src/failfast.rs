@@ -7,9 +7,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::os::PAGE_SIZE;
 use crate::segment::{self, SegHdr};
-use crate::size_class::BINS;
 use crate::stats::Line;
 use crate::{Config, State};
 
@@ -52,9 +50,7 @@ pub unsafe fn check_free<C: Config>(st: &State<C>, op: &str, p: usize, bin: usiz
     if hdr.descs[rs].bin_plus1 as usize != bin + 1 {
         fail::<C>(op, p, "route and page descriptor disagree (tag/meta mismatch)");
     }
-    let info = BINS[bin];
-    let off = p - (seg + rs * PAGE_SIZE);
-    if !off.is_multiple_of(info.size as usize) || off / info.size as usize >= info.blocks as usize {
+    if !crate::harden::is_block_start(p, bin) {
         fail::<C>(op, p, "interior pointer (not a block start)");
     }
     if st.live_bits.load(Ordering::Relaxed) != 0 {

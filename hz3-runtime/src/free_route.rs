@@ -98,6 +98,11 @@ fn scale_lane<C: Config>() -> bool {
 /// The state is initialised or `p` is outside its (empty) arena.
 #[inline(always)]
 pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(u32, Events)> {
+    // Every block start is 16-byte aligned: a misaligned pointer is never
+    // pushed (the slow route rejects it).
+    if p & 15 != 0 {
+        return None;
+    }
     let mut ev = Events::NONE;
     let off = in_arena::<C>(st, p, &mut ev)?;
     let r = if scale_lane::<C>() {
@@ -142,6 +147,7 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(u32, Events)> 
 pub unsafe fn route<C: Config>(st: &State<C>, p: usize, t: Tally) -> Route {
     let mut ev = Events::NONE;
     let r = match in_arena::<C>(st, p, &mut ev) {
+        Some(off) if off & 15 != 0 => Route::Invalid("misaligned pointer (not a block start)"),
         Some(off) => match steps::<C>(st, p, off, &mut ev, t) {
             Some(r) => r,
             None => by_header::<C>(st, p),

@@ -21,6 +21,7 @@ pub mod capi;
 mod config;
 mod failfast;
 mod free_route;
+mod harden;
 mod large;
 mod os;
 mod remote;
