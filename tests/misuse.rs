@@ -7,10 +7,12 @@
 //! binary re-executed on the one test with `HZ3_REL_CHILD` set); the parent
 //! checks how the child ended.
 
+#[macro_use]
+mod common;
 mod reliability_support;
 
 use reliability_support::*;
-use std::alloc::{GlobalAlloc, Layout};
+use std::alloc::Layout;
 
 hz3::hz3_allocator! {
     pub struct BadDefault<stats: true>;
@@ -123,3 +125,20 @@ fn large_interior_free_ignored_default() {
 fn large_interior_free_ignored_ptag_first() {
     large_interior_free_is_ignored::<LargeFirst>();
 }
+
+// ---------------------------------------------------------------------------
+// harden: true — the generic suite on every route, then the misuse scenarios
+// ---------------------------------------------------------------------------
+
+hz3::hz3_allocator! {
+    /// The scale lane hardened (the `libhz3_hardened.so` flags).
+    pub struct HardScale<s110_meta: true, free_fast: false, ptag: late, stats: true, harden: true>;
+    /// Tag map first, with failfast.
+    pub struct HardFirst<s110_meta: true, free_fast: true, ptag: first, harden: true, failfast: true, shards: 4>;
+    /// Header route (no tag map, no page meta).
+    pub struct HardOff<s110_meta: false, ptag: off, harden: true, shards: 2, arena_gib: 1>;
+}
+
+stamp_suite!(suite_hard_scale, HardScale);
+stamp_suite!(suite_hard_first, HardFirst);
+stamp_suite!(suite_hard_off, HardOff);

@@ -2,8 +2,8 @@
 //!
 //! Owns: the live-bit map (one bit per 16 arena bytes, set while a small or
 //! medium block is held by the program) and the abort message. Must never: be
-//! compiled into a type without `failfast: true` (every caller tests
-//! `C::FAILFAST`), or allocate while reporting.
+//! compiled into a type without `failfast: true` or `harden: true` (every
+//! caller tests `C::FAILFAST` or `C::HARDEN`), or allocate while reporting.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,11 +11,13 @@ use crate::segment::{self, SegHdr};
 use crate::stats::Line;
 use crate::{Config, State};
 
-/// Abort with `hz3 failfast [Type]: <op>(<ptr>): <what>`.
+/// Abort with `hz3 failfast [Type]: <op>(<ptr>): <what>` (`hz3 harden [...`
+/// for a hardened type without failfast).
 #[cold]
 #[inline(never)]
 pub fn fail<C: Config>(op: &str, p: usize, what: &str) -> ! {
-    Line::new().s("hz3 failfast [").s(C::NAME).s("]: ").s(op).s("(").x(p).s("): ").s(what).emit();
+    let who = if C::FAILFAST { "hz3 failfast [" } else { "hz3 harden [" };
+    Line::new().s(who).s(C::NAME).s("]: ").s(op).s("(").x(p).s("): ").s(what).emit();
     crate::os::abort()
 }
 

@@ -9,9 +9,12 @@
 //! whose flags do not ask for it (every caller tests `C::HARDEN` or
 //! `C::FAILFAST`, so the code folds away).
 
-use crate::os::PAGE_SIZE;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::os::{PAGE_SHIFT, PAGE_SIZE};
 use crate::segment::{self, SegHdr};
 use crate::size_class::{BIG_SIZES, MEDIUM_BINS, MEDIUM_FIRST, NBINS, SMALL_BINS, SUB4K_SIZES};
+use crate::{tagmap, Config, Ptag, State};
 
 /// What the block-start test needs of one class.
 #[derive(Clone, Copy)]
@@ -82,6 +85,191 @@ pub unsafe fn is_block_start(p: usize, bin: usize) -> bool {
         p.wrapping_sub(seg + rs * PAGE_SIZE)
     };
     off < s.span as usize && (off as u64).wrapping_mul(s.recip) < s.recip
+}
+
+/// The link key of a hardened type: two random words, written once at
+/// initialisation (before any block exists) and never changed.
+pub struct LinkKey {
+    k: [AtomicUsize; 2],
+}
+
+impl LinkKey {
+    /// Zero (no key yet).
+    pub const fn new() -> Self {
+        LinkKey { k: [AtomicUsize::new(0), AtomicUsize::new(0)] }
+    }
+
+    #[inline(always)]
+    fn get(&self) -> (usize, usize) {
+        // Relaxed: written before the shards are published (release), which
+        // every thread that holds a block has acquired.
+        (self.k[0].load(Ordering::Relaxed), self.k[1].load(Ordering::Relaxed))
+    }
+}
+
+/// Fill the key from the kernel's random source (`getrandom`, not blocking;
+/// else the 16 random bytes the kernel gave the process at exec,
+/// `AT_RANDOM`), mixed with addresses, so it differs between processes and
+/// runs. Makes no allocation. Called once, from initialisation.
+pub fn init_key<C: Config>(st: &State<C>) {
+    if st.link_key.k[0].load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    let mut buf = [0usize; 2];
+    // SAFETY: `buf` is a writable 16-byte buffer; GRND_NONBLOCK never waits.
+    let got = unsafe { libc::syscall(libc::SYS_getrandom, buf.as_mut_ptr(), 16usize, libc::GRND_NONBLOCK) };
+    if got != 16 {
+        // SAFETY: getauxval has no preconditions; AT_RANDOM, when present,
+        // points at 16 readable bytes for the life of the process.
+        unsafe {
+            let at = libc::getauxval(libc::AT_RANDOM) as *const usize;
+            if !at.is_null() {
+                buf = [at.read_unaligned(), at.add(1).read_unaligned()];
+            }
+        }
+    }
+    let here = &buf as *const _ as usize;
+    let k0 = mix(buf[0] ^ here ^ crate::os::now_ms() as usize) | 1;
+    let k1 = mix(buf[1] ^ (st as *const _ as usize).rotate_left(32)) | 1;
+    st.link_key.k[1].store(k1, Ordering::Relaxed);
+    st.link_key.k[0].store(k0, Ordering::Relaxed);
+}
+
+/// SplitMix64's finaliser: spreads every input bit over the word.
+fn mix(mut z: usize) -> usize {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The stored form of link `next` in block `b`: keyed, and tied to `b` so the
+/// same link in two blocks is stored differently (mimalloc's secure mode:
+/// xor, rotate and add with the key). A write into a freed block that does
+/// not know the key decodes to a pointer the checks reject.
+#[inline(always)]
+pub fn encode<C: Config>(b: *mut u8, next: *mut u8) -> usize {
+    let (k0, k1) = C::state().link_key.get();
+    (next as usize ^ b as usize ^ k0).rotate_left(k1 as u32 & 63).wrapping_add(k1)
+}
+
+/// The link stored as `raw` in block `b` (inverse of [`encode`]).
+#[inline(always)]
+pub fn decode<C: Config>(b: *mut u8, raw: usize) -> *mut u8 {
+    let (k0, k1) = C::state().link_key.get();
+    (raw.wrapping_sub(k1).rotate_right(k1 as u32 & 63) ^ k0 ^ b as usize) as *mut u8
+}
+
+/// Abort unless the decoded link `next` of block `b` is null or a 16-byte
+/// aligned arena address other than `b` (every walk of a free list).
+#[inline(always)]
+pub fn check_link<C: Config>(b: *mut u8, next: *mut u8) {
+    let st = C::state();
+    let off = (next as usize).wrapping_sub(st.arena.base.load(Ordering::Relaxed));
+    if !next.is_null() && (off >= st.arena.len.load(Ordering::Relaxed) || off & 15 != 0 || next == b) {
+        corrupted::<C>(b);
+    }
+}
+
+/// Abort unless `next`, the decoded link of `b` in a thread-cache bin of
+/// `bin` owned by the shard whose tags have owner half `owner_half`, is null
+/// or a block start of a live run of that bin and shard (the pop check).
+///
+/// # Safety
+/// The state is initialised.
+#[inline(always)]
+pub unsafe fn check_bin_link<C: Config>(b: *mut u8, next: *mut u8, bin: usize, owner_half: u32) {
+    if next.is_null() {
+        return;
+    }
+    let st = C::state();
+    let p = next as usize;
+    let off = p.wrapping_sub(st.arena.base.load(Ordering::Relaxed));
+    if off >= st.arena.len.load(Ordering::Relaxed) || off & 15 != 0 || next == b {
+        corrupted::<C>(b);
+    }
+    // SAFETY: `off` is inside the arena (checked above), so its page has a tag
+    // (or, without tags, the header route checks the slot before reading).
+    let ok = unsafe {
+        if C::PTAG != Ptag::Off {
+            tagmap::load(st.arena.tag_array(), off >> PAGE_SHIFT) == (bin as u32 + 1) | owner_half
+        } else {
+            match crate::free_route::by_header::<C>(st, p) {
+                crate::free_route::Route::Block { bin: b2, owner } => {
+                    b2 == bin && tagmap::owner_half(owner) == owner_half
+                }
+                _ => false,
+            }
+        }
+    };
+    // SAFETY: a page of a live run of `bin` (checked just above).
+    if !ok || unsafe { !is_block_start(p, bin) } {
+        corrupted::<C>(b);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn corrupted<C: Config>(b: *mut u8) -> ! {
+    crate::failfast::fail::<C>(
+        "malloc",
+        b as usize,
+        "free list corrupted (a freed block was written to after free, or freed twice)",
+    )
+}
+
+/// The freed-block mark of `b`, kept in its second word while it sits in a
+/// thread-cache bin or a central list (blocks are at least 16 bytes).
+#[inline(always)]
+fn mark_of<C: Config>(b: *mut u8) -> usize {
+    let (k0, k1) = C::state().link_key.get();
+    (b as usize ^ k1).wrapping_mul(k0 | 1)
+}
+
+/// On a local free: abort when `p` carries the freed-block mark (it is free
+/// already: a double free), else mark it.
+///
+/// # Safety
+/// `p` is a block of at least 16 bytes the program is freeing.
+#[inline(always)]
+pub unsafe fn mark_freed<C: Config>(p: *mut u8) {
+    let m = mark_of::<C>(p);
+    // SAFETY: the block has a second word (16 bytes at least).
+    let w = unsafe { &mut *(p as *mut usize).add(1) };
+    if *w == m {
+        crate::failfast::fail::<C>("free", p as usize, "double free (the block is already free)");
+    }
+    *w = m;
+}
+
+/// On handing `p` to the program: clear the freed-block mark, so its next
+/// free is not taken for a double free.
+///
+/// # Safety
+/// `p` is a free block of at least 16 bytes being handed out.
+#[inline(always)]
+pub unsafe fn clear_mark(p: *mut u8) {
+    // SAFETY: as above.
+    unsafe { *(p as *mut usize).add(1) = 0 };
+}
+
+/// A refill's first block (handed to the program) and the head of the blocks
+/// it put into bin `bin`: both must be block starts of live runs of the bin
+/// and shard (`owner_half`); the first block's mark is cleared. The other
+/// blocks are checked as pops reach them.
+///
+/// # Safety
+/// `tc` is this thread's live cache; `p` is the refill's first block.
+pub unsafe fn admit_refill<C: Config>(tc: *mut crate::tcache::ThreadCache, bin: usize, p: *mut u8) {
+    if !C::HARDEN || p.is_null() {
+        return;
+    }
+    // SAFETY: `tc` is live; the bin's head was just set by the refill.
+    unsafe {
+        let oh = (*tc).owner_half;
+        check_bin_link::<C>(core::ptr::null_mut(), p, bin, oh);
+        check_bin_link::<C>(p, (*tc).bins[bin].head, bin, oh);
+        clear_mark(p);
+    }
 }
 
 #[cfg(test)]

@@ -290,6 +290,9 @@ impl HugeRegistry {
 /// # Safety
 /// `align` is a power of two.
 pub unsafe fn huge_alloc<C: Config>(st: &State<C>, size: usize, align: usize) -> *mut u8 {
+    if st.arena.len.load(Ordering::Relaxed) == 0 {
+        st.retry_arena();
+    }
     let extra = if align > PAGE_SIZE { align } else { 0 };
     let len = match size.checked_add(extra + PAGE_SIZE - 1) {
         Some(l) => l & !(PAGE_SIZE - 1),
