@@ -87,30 +87,66 @@ pub unsafe fn is_block_start(p: usize, bin: usize) -> bool {
     off < s.span as usize && (off as u64).wrapping_mul(s.recip) < s.recip
 }
 
-/// The link key of a hardened type: two random words, written once at
-/// initialisation (before any block exists) and never changed.
+/// The keys of a hardened type: two words for the links, one for the
+/// freed-block marks, written once at initialisation (before any block
+/// exists) and never changed.
 pub struct LinkKey {
-    k: [AtomicUsize; 2],
+    k: [AtomicUsize; 3],
 }
 
 impl LinkKey {
     /// Zero (no key yet).
     pub const fn new() -> Self {
-        LinkKey { k: [AtomicUsize::new(0), AtomicUsize::new(0)] }
-    }
-
-    #[inline(always)]
-    fn get(&self) -> (usize, usize) {
-        // Relaxed: written before the shards are published (release), which
-        // every thread that holds a block has acquired.
-        (self.k[0].load(Ordering::Relaxed), self.k[1].load(Ordering::Relaxed))
+        LinkKey { k: [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)] }
     }
 }
 
-/// Fill the key from the kernel's random source (`getrandom`, not blocking;
-/// else the 16 random bytes the kernel gave the process at exec,
-/// `AT_RANDOM`), mixed with addresses, so it differs between processes and
-/// runs. Makes no allocation. Called once, from initialisation.
+/// The keys, loaded once per operation.
+#[derive(Clone, Copy)]
+pub struct Keys {
+    k0: usize,
+    k1: usize,
+    mark: usize,
+}
+
+impl Keys {
+    /// The type's keys.
+    #[inline(always)]
+    pub fn of<C: Config>() -> Keys {
+        let k = &C::state().link_key.k;
+        // Relaxed: written before the shards are published (release), which
+        // every thread that holds a block has acquired.
+        Keys { k0: k[0].load(Ordering::Relaxed), k1: k[1].load(Ordering::Relaxed), mark: k[2].load(Ordering::Relaxed) }
+    }
+
+    /// The stored form of link `next` in block `b`: keyed, and tied to `b`
+    /// so the same link in two blocks is stored differently (mimalloc's
+    /// secure mode: xor, rotate and add with the key). A write into a freed
+    /// block that does not know the key decodes to a pointer the checks reject.
+    #[inline(always)]
+    pub fn encode(self, b: *mut u8, next: *mut u8) -> usize {
+        (next as usize ^ b as usize ^ self.k0).rotate_left(self.k1 as u32 & 63).wrapping_add(self.k1)
+    }
+
+    /// The link stored as `raw` in block `b` (inverse of [`Keys::encode`]).
+    #[inline(always)]
+    pub fn decode(self, b: *mut u8, raw: usize) -> *mut u8 {
+        (raw.wrapping_sub(self.k1).rotate_right(self.k1 as u32 & 63) ^ self.k0 ^ b as usize) as *mut u8
+    }
+
+    /// The freed-block mark of `b`, kept in its second word while it is free
+    /// (blocks are at least 16 bytes). Its own key: reading a mark tells
+    /// nothing of the link keys.
+    #[inline(always)]
+    fn mark_of(self, b: *mut u8) -> usize {
+        b as usize ^ self.mark
+    }
+}
+
+/// Fill the keys from the kernel's random source (`getrandom`, not
+/// blocking; else the 16 random bytes the kernel gave the process at exec,
+/// `AT_RANDOM`), mixed with addresses and the clock, so they differ between
+/// processes and runs. Makes no allocation. Called from initialisation.
 pub fn init_key<C: Config>(st: &State<C>) {
     if st.link_key.k[0].load(Ordering::Relaxed) != 0 {
         return;
@@ -131,6 +167,8 @@ pub fn init_key<C: Config>(st: &State<C>) {
     let here = &buf as *const _ as usize;
     let k0 = mix(buf[0] ^ here ^ crate::os::now_ms() as usize) | 1;
     let k1 = mix(buf[1] ^ (st as *const _ as usize).rotate_left(32)) | 1;
+    let k2 = mix(k0 ^ k1.rotate_left(17)) | 1;
+    st.link_key.k[2].store(k2, Ordering::Relaxed);
     st.link_key.k[1].store(k1, Ordering::Relaxed);
     st.link_key.k[0].store(k0, Ordering::Relaxed);
 }
@@ -142,21 +180,16 @@ fn mix(mut z: usize) -> usize {
     z ^ (z >> 31)
 }
 
-/// The stored form of link `next` in block `b`: keyed, and tied to `b` so the
-/// same link in two blocks is stored differently (mimalloc's secure mode:
-/// xor, rotate and add with the key). A write into a freed block that does
-/// not know the key decodes to a pointer the checks reject.
+/// [`Keys::encode`] with the type's keys.
 #[inline(always)]
 pub fn encode<C: Config>(b: *mut u8, next: *mut u8) -> usize {
-    let (k0, k1) = C::state().link_key.get();
-    (next as usize ^ b as usize ^ k0).rotate_left(k1 as u32 & 63).wrapping_add(k1)
+    Keys::of::<C>().encode(b, next)
 }
 
-/// The link stored as `raw` in block `b` (inverse of [`encode`]).
+/// [`Keys::decode`] with the type's keys.
 #[inline(always)]
 pub fn decode<C: Config>(b: *mut u8, raw: usize) -> *mut u8 {
-    let (k0, k1) = C::state().link_key.get();
-    (raw.wrapping_sub(k1).rotate_right(k1 as u32 & 63) ^ k0 ^ b as usize) as *mut u8
+    Keys::of::<C>().decode(b, raw)
 }
 
 /// Abort unless the decoded link `next` of block `b` is null or a 16-byte
@@ -184,7 +217,8 @@ pub unsafe fn check_bin_link<C: Config>(b: *mut u8, next: *mut u8, bin: usize, o
     let st = C::state();
     let p = next as usize;
     let off = p.wrapping_sub(st.arena.base.load(Ordering::Relaxed));
-    if off >= st.arena.len.load(Ordering::Relaxed) || off & 15 != 0 || next == b {
+    // (Alignment is implied by the block-start test below.)
+    if off >= st.arena.len.load(Ordering::Relaxed) || next == b {
         corrupted::<C>(b);
     }
     // SAFETY: `off` is inside the arena (checked above), so its page has a tag
@@ -217,22 +251,14 @@ fn corrupted<C: Config>(b: *mut u8) -> ! {
     )
 }
 
-/// The freed-block mark of `b`, kept in its second word while it sits in a
-/// thread-cache bin or a central list (blocks are at least 16 bytes).
-#[inline(always)]
-fn mark_of<C: Config>(b: *mut u8) -> usize {
-    let (k0, k1) = C::state().link_key.get();
-    (b as usize ^ k1).wrapping_mul(k0 | 1)
-}
-
 /// On a local free: abort when `p` carries the freed-block mark (it is free
 /// already: a double free), else mark it.
 ///
 /// # Safety
 /// `p` is a block of at least 16 bytes the program is freeing.
 #[inline(always)]
-pub unsafe fn mark_freed<C: Config>(p: *mut u8) {
-    let m = mark_of::<C>(p);
+pub unsafe fn mark_freed<C: Config>(k: Keys, p: *mut u8) {
+    let m = k.mark_of(p);
     // SAFETY: the block has a second word (16 bytes at least).
     let w = unsafe { &mut *(p as *mut usize).add(1) };
     if *w == m {

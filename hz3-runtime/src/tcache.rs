@@ -156,7 +156,7 @@ pub unsafe fn pop<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
         b.freed = core::ptr::null_mut();
     }
     if C::HARDEN {
-        let next = crate::harden::decode::<C>(p, *(p as *mut usize));
+        let next = crate::harden::Keys::of::<C>().decode(p, *(p as *mut usize));
         crate::harden::check_bin_link::<C>(p, next, bin, (*tc).owner_half);
         crate::harden::clear_mark(p);
         b.head = next;
@@ -174,11 +174,14 @@ pub unsafe fn pop<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
 /// `tc` is this thread's live cache; `p` is a free block of `bin` owned by its shard.
 #[inline(always)]
 pub unsafe fn push<C: Config>(tc: *mut ThreadCache, bin: usize, p: *mut u8) {
-    if C::HARDEN {
-        crate::harden::mark_freed::<C>(p);
-    }
     let b = (*tc).bins.get_unchecked_mut(bin);
-    set_next::<C>(p, b.freed);
+    if C::HARDEN {
+        let k = crate::harden::Keys::of::<C>();
+        crate::harden::mark_freed::<C>(k, p);
+        *(p as *mut usize) = k.encode(p, b.freed);
+    } else {
+        set_next::<C>(p, b.freed);
+    }
     b.freed = p;
     let (room, over_full) = b.room.load(Relaxed).overflowing_sub(1);
     b.room.store(room, Relaxed);
