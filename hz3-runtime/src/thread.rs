@@ -385,3 +385,64 @@ pub fn snapshot<C: Config>() -> StatsSnapshot {
     st.pool_lock.unlock();
     StatsSnapshot::from_sums(&sums, C::PTAG == crate::Ptag::Late, cached)
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::{Ptag, State};
+
+    std::thread_local! {
+        static SLOT: core::cell::Cell<*mut u8> = const { core::cell::Cell::new(core::ptr::null_mut()) };
+    }
+    struct Race;
+    impl Config for Race {
+        const NAME: &'static str = "Race";
+        const S110_META: bool = true;
+        const FREE_FAST: bool = false;
+        const PTAG: Ptag = Ptag::Late;
+        const STATS: bool = false;
+        const FAILFAST: bool = false;
+        const SHARDS: usize = 4;
+        const ARENA_SIZE: usize = 1 << 30;
+        const PURGE: bool = true;
+        fn state() -> &'static State<Self> {
+            static S: State<Race> = State::new();
+            &S
+        }
+        fn tls_get() -> *mut u8 {
+            SLOT.with(|c| c.get())
+        }
+        fn tls_set(p: *mut u8) {
+            SLOT.with(|c| c.set(p))
+        }
+    }
+
+    /// A remote free whose publisher saw the owner shard held, while the
+    /// shard's last thread left before the push (and drained its inbox):
+    /// the push step must not leave the chain in an inbox nobody holds.
+    /// (Run with the old push step — `Inbox::push` alone — the block stays
+    /// in the inbox and this test fails.)
+    #[test]
+    fn push_after_the_owner_left_leaves_nothing_in_the_inbox() {
+        let (p, si) = std::thread::spawn(|| {
+            // SAFETY: a valid size and alignment.
+            let p = unsafe { crate::api::alloc::<Race>(64, 16) };
+            assert!(!p.is_null());
+            // SAFETY: the thread's cache is live after its first allocation.
+            (p as usize, unsafe { (*raw::<Race>()).shard } as usize)
+        })
+        .join()
+        .unwrap();
+        let st = Race::state();
+        assert_eq!(shard::shard(st, si).live.load(Ordering::Relaxed), 0, "the owner has left");
+        let bin = crate::size_class::bin_of(64);
+        let mut c = Chain::EMPTY;
+        // SAFETY: `p` is a block of the exited thread's shard, freed here once.
+        unsafe {
+            c.push_back::<Race>(p as *mut u8);
+            publish_to_inbox::<Race>(st, si, bin, c);
+        }
+        assert!(shard::shard(st, si).inbox.take(bin).is_null(), "the freed block was left in an unheld shard's inbox");
+    }
+}
