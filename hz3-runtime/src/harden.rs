@@ -16,25 +16,20 @@ use crate::segment::{self, SegHdr};
 use crate::size_class::{BIG_SIZES, MEDIUM_BINS, MEDIUM_FIRST, NBINS, SMALL_BINS, SUB4K_SIZES};
 use crate::{tagmap, Config, Ptag, State};
 
-/// What the block-start test needs of one class.
-#[derive(Clone, Copy)]
-pub struct Shape {
-    /// `ceil(2^64 / size)`: `off` (below 2^32) is a multiple of the size iff
-    /// `off * recip mod 2^64 < recip` (Lemire, Kaser & Kurz, "Faster remainder
-    /// by direct computation", 2019).
-    pub recip: u64,
-    /// Bytes of a run holding whole blocks (`blocks * size`): offsets at or
-    /// past it are the run's unused tail.
-    pub span: u32,
-    /// The run is one page, so a block's offset in its run is its offset in
-    /// its page (no descriptor load).
-    pub one_page: bool,
-}
+/// `ceil(2^64 / size)` of each bin: `off` (below 2^32) is a multiple of the
+/// size iff `off * RECIP[bin] mod 2^64 < RECIP[bin]` (Lemire, Kaser & Kurz,
+/// "Faster remainder by direct computation", 2019).
+pub static RECIP: [u64; NBINS] = build_recip();
 
-const fn shape(size: usize, run_pages: usize) -> Shape {
-    let blocks = run_pages * PAGE_SIZE / size;
-    Shape { recip: u64::MAX / size as u64 + 1, span: (blocks * size) as u32, one_page: run_pages == 1 }
-}
+/// Bytes of a run of each bin holding whole blocks (`blocks * size`: offsets
+/// at or past it are the run's unused tail), with [`MULTI_PAGE`] set when the
+/// run spans several pages (then a block's offset in its run needs the run's
+/// first page from the page descriptor; for one-page runs it is the offset
+/// in the page, and the flag being clear lets the value serve as the bound).
+pub static SPAN: [u32; NBINS] = build_span();
+
+/// Flag of [`SPAN`]: the run has more than one page.
+pub const MULTI_PAGE: u32 = 1 << 31;
 
 /// Block size and pages per run of bin `i`, by the rules of `size_class`
 /// (checked against its table by a unit test).
@@ -52,39 +47,49 @@ const fn size_and_pages(i: usize) -> (usize, usize) {
     }
 }
 
-const fn build() -> [Shape; NBINS] {
-    let mut t = [Shape { recip: 0, span: 0, one_page: false }; NBINS];
+const fn build_recip() -> [u64; NBINS] {
+    let mut t = [0; NBINS];
     let mut i = 0;
     while i < NBINS {
-        let (size, pages) = size_and_pages(i);
-        t[i] = shape(size, pages);
+        t[i] = u64::MAX / size_and_pages(i).0 as u64 + 1;
         i += 1;
     }
     t
 }
 
-/// The block shape of every bin.
-pub static SHAPES: [Shape; NBINS] = build();
+const fn build_span() -> [u32; NBINS] {
+    let mut t = [0; NBINS];
+    let mut i = 0;
+    while i < NBINS {
+        let (size, pages) = size_and_pages(i);
+        let span = (pages * PAGE_SIZE / size * size) as u32;
+        t[i] = if pages == 1 { span } else { span | MULTI_PAGE };
+        i += 1;
+    }
+    t
+}
 
 /// Whether `p`, a pointer into a run of `bin` (the free route says so), is the
-/// start of one of its blocks. O(1): at most one descriptor load, one
-/// multiply, two compares.
+/// start of one of its blocks. O(1): two table loads, at most one descriptor
+/// load, one multiply, two compares.
 ///
 /// # Safety
 /// `p` lies on a page of a live run of `bin` in a committed runs segment.
 #[inline(always)]
 pub unsafe fn is_block_start(p: usize, bin: usize) -> bool {
     // SAFETY: callers pass `bin < NBINS` (a decoded route).
-    let s = unsafe { SHAPES.get_unchecked(bin) };
-    let off = if s.one_page {
-        p & (PAGE_SIZE - 1)
+    let span = unsafe { *SPAN.get_unchecked(bin) };
+    let (off, span) = if span & MULTI_PAGE == 0 {
+        (p & (PAGE_SIZE - 1), span)
     } else {
         let seg = segment::seg_base(p);
         // SAFETY: the caller guarantees the segment is a committed runs segment.
         let rs = unsafe { SegHdr::at(seg).descs[segment::page_index(p)].run_start } as usize;
-        p.wrapping_sub(seg + rs * PAGE_SIZE)
+        (p.wrapping_sub(seg + rs * PAGE_SIZE), span & !MULTI_PAGE)
     };
-    off < s.span as usize && (off as u64).wrapping_mul(s.recip) < s.recip
+    // SAFETY: as above.
+    let recip = unsafe { *RECIP.get_unchecked(bin) };
+    off < span as usize && (off as u64).wrapping_mul(recip) < recip
 }
 
 /// The keys of a hardened type: two words for the links, one for the
@@ -193,12 +198,14 @@ pub fn decode<C: Config>(b: *mut u8, raw: usize) -> *mut u8 {
 }
 
 /// Abort unless the decoded link `next` of block `b` is null or a 16-byte
-/// aligned arena address other than `b` (every walk of a free list).
+/// aligned arena address other than `b` (every pop, and every walk of a free
+/// list). The rotation folds the alignment test into the range test: a
+/// misaligned offset turns into one above the arena's length.
 #[inline(always)]
 pub fn check_link<C: Config>(b: *mut u8, next: *mut u8) {
     let st = C::state();
     let off = (next as usize).wrapping_sub(st.arena.base.load(Ordering::Relaxed));
-    if !next.is_null() && (off >= st.arena.len.load(Ordering::Relaxed) || off & 15 != 0 || next == b) {
+    if !next.is_null() && (off.rotate_right(4) >= st.arena.len.load(Ordering::Relaxed) >> 4 || next == b) {
         corrupted::<C>(b);
     }
 }
@@ -309,17 +316,18 @@ mod tests {
             let (size, pages) = size_and_pages(i);
             assert_eq!(size, b.size as usize, "bin {i}");
             assert_eq!(pages, b.run_pages as usize, "bin {i}");
-            assert_eq!(SHAPES[i].span as usize, b.blocks as usize * b.size as usize, "bin {i}");
+            assert_eq!((SPAN[i] & !MULTI_PAGE) as usize, b.blocks as usize * b.size as usize, "bin {i}");
+            assert_eq!(SPAN[i] & MULTI_PAGE != 0, b.run_pages > 1, "bin {i}");
         }
     }
 
     #[test]
     fn reciprocal_test_is_exact_for_every_offset_of_every_run() {
         for (i, b) in BINS.iter().enumerate() {
-            let s = SHAPES[i];
+            let (recip, span) = (RECIP[i], (SPAN[i] & !MULTI_PAGE) as u64);
             let run = b.run_pages as usize * PAGE_SIZE;
             for off in 0..run as u64 {
-                let fast = off < s.span as u64 && off.wrapping_mul(s.recip) < s.recip;
+                let fast = off < span && off.wrapping_mul(recip) < recip;
                 let slow = off % b.size as u64 == 0 && off / (b.size as u64) < b.blocks as u64;
                 assert_eq!(fast, slow, "bin {i} offset {off}");
             }

@@ -138,9 +138,11 @@ impl ThreadCache {
 }
 
 /// Hot pop; null when the bin is empty. With `harden` the popped block's
-/// link is decoded and checked before it becomes the bin's head (a block of
-/// this bin and shard, or null; else abort), and its freed-block mark is
-/// cleared.
+/// link is decoded and checked before it becomes the bin's head (null, or an
+/// aligned arena address other than the block; else abort: a write into a
+/// freed block that does not know the key fails this), and its freed-block
+/// mark is cleared. (Every block entered the bin through a free, whose route
+/// tested its exact start, or a refill, which tests the blocks it admits.)
 ///
 /// # Safety
 /// `tc` is this thread's live cache and `bin < NBINS`.
@@ -157,7 +159,7 @@ pub unsafe fn pop<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     }
     if C::HARDEN {
         let next = crate::harden::Keys::of::<C>().decode(p, *(p as *mut usize));
-        crate::harden::check_bin_link::<C>(p, next, bin, (*tc).owner_half);
+        crate::harden::check_link::<C>(p, next);
         crate::harden::clear_mark(p);
         b.head = next;
     } else {
