@@ -1,13 +1,20 @@
 //! Checks against misuse that cost O(1) and no division: the exact block-start
-//! test of a freed pointer, and (with `harden: true`) the free-list link
-//! encoding.
+//! test of a freed pointer (used by `failfast` and `harden`), and what only
+//! `harden: true` adds — free-list links encoded with a per-process key and
+//! checked when followed, and the freed-block mark that catches a double free.
 //!
-//! Owns: the per-class block-shape table (a reciprocal per class, so "is this
-//! offset a multiple of the block size" is one multiply and one compare), and
-//! the link key of a hardened type with its encode/decode. Must never:
+//! Owns: the per-class tables of the block-start test (a reciprocal per class,
+//! so "is this offset a multiple of the block size" is one multiply and one
+//! compare), the keys of a hardened type, the link encoding, the mark, and the
+//! checks a refill applies to the blocks it puts into a bin. Must never:
 //! allocate, divide on a path a free can reach, or cost anything in a type
 //! whose flags do not ask for it (every caller tests `C::HARDEN` or
 //! `C::FAILFAST`, so the code folds away).
+//!
+//! Every read and write of a free block's link goes through
+//! `shard::next_of` / `shard::set_next` (or, on the hot pop and push, the
+//! same [`Keys`] inline): a link written one way and read the other would
+//! decode to garbage and abort.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
