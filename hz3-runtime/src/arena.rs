@@ -119,7 +119,8 @@ impl Arena {
 
     /// Reserve the arena (at most `want` bytes; halved until the OS agrees, down to
     /// 64 MiB). Returns false when no arena could be had (everything then goes to
-    /// direct mappings). Called once, before any other thread can see the arena.
+    /// direct mappings). Called at initialisation, before any other thread can
+    /// see the arena, or later (`State::retry_arena`) under the arena lock.
     pub fn init(&self, want: usize) -> bool {
         let mut len = want.max(MIN_ARENA) & !(SEG_SIZE - 1);
         while len >= MIN_ARENA {

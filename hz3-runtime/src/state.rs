@@ -145,7 +145,7 @@ impl<C: Config> State<C> {
             return;
         }
         let n = self.arena_misses.fetch_add(1, Ordering::Relaxed) + 1;
-        if !n.is_power_of_two() && n % 1024 != 0 {
+        if !n.is_power_of_two() && !n.is_multiple_of(1024) {
             return;
         }
         self.arena.lock.lock();
