@@ -113,22 +113,22 @@ impl LinkKey {
     }
 }
 
-/// The keys, loaded once per operation.
+/// The link keys, loaded once per operation (atomic loads are not merged or
+/// dropped by the compiler, so the mark key is loaded apart, by the free only).
 #[derive(Clone, Copy)]
 pub struct Keys {
     k0: usize,
     k1: usize,
-    mark: usize,
 }
 
 impl Keys {
-    /// The type's keys.
+    /// The type's link keys.
     #[inline(always)]
     pub fn of<C: Config>() -> Keys {
         let k = &C::state().link_key.k;
         // Relaxed: written before the shards are published (release), which
         // every thread that holds a block has acquired.
-        Keys { k0: k[0].load(Ordering::Relaxed), k1: k[1].load(Ordering::Relaxed), mark: k[2].load(Ordering::Relaxed) }
+        Keys { k0: k[0].load(Ordering::Relaxed), k1: k[1].load(Ordering::Relaxed) }
     }
 
     /// The stored form of link `next` in block `b`: keyed, and tied to `b`
@@ -146,13 +146,15 @@ impl Keys {
         (raw.wrapping_sub(self.k1).rotate_right(self.k1 as u32 & 63) ^ self.k0 ^ b as usize) as *mut u8
     }
 
-    /// The freed-block mark of `b`, kept in its second word while it is free
-    /// (blocks are at least 16 bytes). Its own key: reading a mark tells
-    /// nothing of the link keys.
-    #[inline(always)]
-    fn mark_of(self, b: *mut u8) -> usize {
-        b as usize ^ self.mark
-    }
+}
+
+/// The freed-block mark of `b`, kept in its second word while it is free
+/// (blocks are at least 16 bytes). Its own key: reading a mark tells nothing
+/// of the link keys.
+#[inline(always)]
+fn mark_of<C: Config>(b: *mut u8) -> usize {
+    // Relaxed: as in `Keys::of`.
+    b as usize ^ C::state().link_key.k[2].load(Ordering::Relaxed)
 }
 
 /// Fill the keys from the kernel's random source (`getrandom`, not
@@ -271,8 +273,8 @@ fn corrupted<C: Config>(b: *mut u8) -> ! {
 /// # Safety
 /// `p` is a block of at least 16 bytes the program is freeing.
 #[inline(always)]
-pub unsafe fn mark_freed<C: Config>(k: Keys, p: *mut u8) {
-    let m = k.mark_of(p);
+pub unsafe fn mark_freed<C: Config>(p: *mut u8) {
+    let m = mark_of::<C>(p);
     // SAFETY: the block has a second word (16 bytes at least).
     let w = unsafe { &mut *(p as *mut usize).add(1) };
     if *w == m {

@@ -178,9 +178,8 @@ pub unsafe fn pop<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
 pub unsafe fn push<C: Config>(tc: *mut ThreadCache, bin: usize, p: *mut u8) {
     let b = (*tc).bins.get_unchecked_mut(bin);
     if C::HARDEN {
-        let k = crate::harden::Keys::of::<C>();
-        crate::harden::mark_freed::<C>(k, p);
-        *(p as *mut usize) = k.encode(p, b.freed);
+        crate::harden::mark_freed::<C>(p);
+        *(p as *mut usize) = crate::harden::Keys::of::<C>().encode(p, b.freed);
     } else {
         set_next::<C>(p, b.freed);
     }
