@@ -76,6 +76,7 @@ fn expand_decl(decl: &Decl, rt: &TokenStream, tls_sym: &str) -> TokenStream {
     let free_fast = f.free_fast;
     let stats = f.stats;
     let failfast = f.failfast;
+    let harden = f.harden;
     let purge = f.purge;
     let export_c = f.export == Export::C;
     let (ptag, ptag_name) = match f.ptag {
@@ -107,6 +108,10 @@ fn expand_decl(decl: &Decl, rt: &TokenStream, tls_sym: &str) -> TokenStream {
     ));
     let doc_failfast = doc(&format!(
         " Flag `failfast` (`{failfast}` here): whether any detected inconsistency aborts."
+    ));
+    let doc_harden = doc(&format!(
+        " Flag `harden` (`{harden}` here): whether free-list links are keyed and checked, \
+         and double and interior frees abort."
     ));
     let doc_shards = doc(&format!(
         " Flag `shards` (`{}` here): number of owner shards.",
@@ -165,6 +170,8 @@ fn expand_decl(decl: &Decl, rt: &TokenStream, tls_sym: &str) -> TokenStream {
             pub const STATS: bool = #stats;
             #doc_failfast
             pub const FAILFAST: bool = #failfast;
+            #doc_harden
+            pub const HARDEN: bool = #harden;
             #doc_shards
             pub const SHARDS: usize = #shards;
             #doc_arena
@@ -208,6 +215,7 @@ fn expand_decl(decl: &Decl, rt: &TokenStream, tls_sym: &str) -> TokenStream {
                 const PTAG: #rt::Ptag = #ptag;
                 const STATS: bool = #stats;
                 const FAILFAST: bool = #failfast;
+                const HARDEN: bool = #harden;
                 const SHARDS: usize = #shards;
                 const ARENA_SIZE: usize = #arena_gib << 30;
                 const PURGE: bool = #purge;

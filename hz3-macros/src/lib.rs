@@ -32,6 +32,7 @@
 //! | `ptag` | `off` / `first` / `late` | `late` | page-tag map: none, primary free route, or fallback after the S110 step |
 //! | `stats` | `true` / `false` | `false` | counters and one summary line per type at exit |
 //! | `failfast` | `true` / `false` | `false` | abort with a one-line message on any inconsistency |
+//! | `harden` | `true` / `false` | `false` | free-list links encoded with a per-process random key and checked when followed; double and interior frees abort |
 //! | `shards` | integer literal `1..=4096` | `64` | number of owner shards |
 //! | `arena_gib` | integer literal `1..=1024` | `64` | GiB of address space reserved for the arena |
 //! | `purge` | `true` / `false` | `true` | return empty pages to the OS |
@@ -64,7 +65,7 @@
 //!   zero-sized handle (do not derive those four traits again); a default doc comment
 //!   is added when the declaration has none;
 //! - inherent items: `const fn new()`, `NAME`, one const per flag (`S110_META`,
-//!   `FREE_FAST`, `PTAG`, `STATS`, `FAILFAST`, `SHARDS`, `ARENA_SIZE` in bytes,
+//!   `FREE_FAST`, `PTAG`, `STATS`, `FAILFAST`, `HARDEN`, `SHARDS`, `ARENA_SIZE` in bytes,
 //!   `PURGE`, `EXPORT_C`), `fn stats() -> StatsSnapshot` and
 //!   `unsafe fn usable_size(*const u8) -> Option<usize>`;
 //! - `impl hz3_runtime::Config for Name` with the same consts, the type's own

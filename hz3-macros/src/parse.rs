@@ -51,6 +51,8 @@ pub struct Flags {
     pub stats: bool,
     /// `failfast`: abort on any detected inconsistency.
     pub failfast: bool,
+    /// `harden`: keyed free-list links and cheap misuse checks.
+    pub harden: bool,
     /// `shards`: number of owner shards.
     pub shards: u32,
     /// `arena_gib`: GiB of address space reserved for the arena.
@@ -69,6 +71,7 @@ impl Default for Flags {
             ptag: Ptag::Late,
             stats: false,
             failfast: false,
+            harden: false,
             shards: 64,
             arena_gib: 64,
             purge: true,
@@ -94,6 +97,7 @@ const FLAG_TABLE: &[(&str, Kind)] = &[
     ("ptag", Kind::Choice(&["off", "first", "late"])),
     ("stats", Kind::Bool),
     ("failfast", Kind::Bool),
+    ("harden", Kind::Bool),
     ("shards", Kind::Int(1, 4096)),
     ("arena_gib", Kind::Int(1, 1024)),
     ("purge", Kind::Bool),
@@ -531,6 +535,7 @@ fn validate_flags(raw: &[RawFlag], errs: &mut Errors) -> (Flags, Given) {
             }
             ("stats", Parsed::Bool(b)) => flags.stats = b,
             ("failfast", Parsed::Bool(b)) => flags.failfast = b,
+            ("harden", Parsed::Bool(b)) => flags.harden = b,
             ("purge", Parsed::Bool(b)) => flags.purge = b,
             ("shards", Parsed::Int(v)) => flags.shards = v,
             ("arena_gib", Parsed::Int(v)) => flags.arena_gib = v,
@@ -687,7 +692,7 @@ mod tests {
         let f = one(quote! {
             pub(crate) struct All<
                 s110_meta: true, free_fast: true, ptag: off, stats: true, failfast: true,
-                shards: 4096, arena_gib: 1, purge: false, export: c,
+                harden: true, shards: 4096, arena_gib: 1, purge: false, export: c,
             >;
         });
         assert_eq!(
@@ -698,6 +703,7 @@ mod tests {
                 ptag: Ptag::Off,
                 stats: true,
                 failfast: true,
+                harden: true,
                 shards: 4096,
                 arena_gib: 1,
                 purge: false,

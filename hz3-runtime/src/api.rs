@@ -45,7 +45,7 @@ pub unsafe fn alloc_cached<C: Config>(size: usize, align: usize) -> *mut u8 {
         if is_live(tc) {
             let bin = if small { size_class::small_bin_nonzero(size) } else { size_class::bin_of(size) };
             // Not counted: `allocs` is derived from the bins' block flow.
-            let p = tcache::pop(tc, bin);
+            let p = tcache::pop::<C>(tc, bin);
             if !p.is_null() {
                 if C::FAILFAST {
                     failfast::mark_live(C::state(), p as usize);
@@ -92,7 +92,7 @@ pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *m
     let tc = thread::cache::<C>();
     let p = if is_live(tc) {
         // A pop is counted by the bins' block flow, a refill's block by refill.
-        let p = tcache::pop(tc, bin);
+        let p = tcache::pop::<C>(tc, bin);
         if p.is_null() {
             tcache::refill::<C>(tc, bin)
         } else {

@@ -7,7 +7,7 @@
 //! it from the arena base alone). Must never: hand out a slot twice, or touch
 //! slot memory outside the arena lock except through the segment that owns it.
 
-use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::os::{self, PAGE_SHIFT};
 use crate::sync::SpinLock;
@@ -27,7 +27,7 @@ const MIN_ARENA: usize = 64 << 20;
 const RECENT_DIRTY: usize = 256;
 
 /// Freed dirty runs above the kept floor are purged this long after their free.
-pub const PURGE_DELAY_MS: u32 = 50;
+pub const PURGE_DELAY_MS: u64 = 50;
 /// Entries of the purge queue (a full queue first drops entries of reused
 /// slots; it purges its oldest entry only when more runs than this are dirty).
 pub const PURGE_QUEUE: usize = 128;
@@ -39,7 +39,7 @@ pub const PURGE_QUEUE: usize = 128;
 struct Freed {
     first: u32,
     n: u32,
-    at: u32,
+    at: u64,
 }
 
 /// The purge queue: a ring of freed runs, oldest at `head` (under the lock).
@@ -83,7 +83,7 @@ pub struct Arena {
     queue: core::cell::UnsafeCell<PurgeQueue>,
     /// Free time of the oldest queued run (valid while `queued` is non-zero):
     /// lets threads check for due purges without the lock.
-    oldest_at: AtomicU32,
+    oldest_at: AtomicU64,
     /// Entries in the purge queue.
     queued: AtomicUsize,
     /// Serialises slot-table changes.
@@ -111,7 +111,7 @@ impl Arena {
                 head: 0,
                 len: 0,
             }),
-            oldest_at: AtomicU32::new(0),
+            oldest_at: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
             lock: SpinLock::new(),
         }
@@ -119,7 +119,8 @@ impl Arena {
 
     /// Reserve the arena (at most `want` bytes; halved until the OS agrees, down to
     /// 64 MiB). Returns false when no arena could be had (everything then goes to
-    /// direct mappings). Called once, before any other thread can see the arena.
+    /// direct mappings). Called at initialisation, before any other thread can
+    /// see the arena, or later (`State::retry_arena`) under the arena lock.
     pub fn init(&self, want: usize) -> bool {
         let mut len = want.max(MIN_ARENA) & !(SEG_SIZE - 1);
         while len >= MIN_ARENA {
@@ -166,11 +167,11 @@ impl Arena {
     }
 
     /// Free-time stamp of slot `i` (written under the lock when it turns dirty).
-    fn stamp(&self, i: usize) -> &AtomicU32 {
+    fn stamp(&self, i: usize) -> &AtomicU64 {
         let states = self.slots.load(Ordering::Relaxed);
         // SAFETY: the stamps follow the state bytes in the slot table mapping
-        // (`slot_table_bytes`), 4-aligned, one per slot; `i < slot_count()`.
-        unsafe { &*((states + stamps_offset(self.slot_count())) as *const AtomicU32).add(i) }
+        // (`slot_table_bytes`), 8-aligned, one per slot; `i < slot_count()`.
+        unsafe { &*((states + stamps_offset(self.slot_count())) as *const AtomicU64).add(i) }
     }
 
     /// Free slots whose memory is still resident (not purged).
@@ -352,7 +353,7 @@ impl Arena {
     ///
     /// # Safety
     /// The slots must be a run handed out by `alloc_slots` holding no live data.
-    pub unsafe fn free_slots_delayed(&self, first: usize, n: usize, floor: usize, cap: usize, now: u32) {
+    pub unsafe fn free_slots_delayed(&self, first: usize, n: usize, floor: usize, cap: usize, now: u64) {
         self.lock.lock();
         // SAFETY: the lock is held.
         let q = unsafe { &mut *self.queue.get() };
@@ -399,7 +400,7 @@ impl Arena {
     /// Whether a queued run may be due for purging at `now` while more than
     /// `floor` slots are dirty (lock-free hint; `purge_queued` decides).
     #[inline]
-    pub fn purge_pending(&self, floor: usize, now: u32) -> bool {
+    pub fn purge_pending(&self, floor: usize, now: u64) -> bool {
         self.queued.load(Ordering::Relaxed) != 0
             && self.dirty.load(Ordering::Relaxed) > floor
             && age(now, self.oldest_at.load(Ordering::Relaxed)) >= PURGE_DELAY_MS
@@ -407,7 +408,7 @@ impl Arena {
 
     /// Purge queued runs down to `floor` dirty slots: the ones free for
     /// `PURGE_DELAY_MS` at `now`, or all of them (oldest first) with `all`.
-    pub fn purge_queued(&self, floor: usize, now: u32, all: bool) {
+    pub fn purge_queued(&self, floor: usize, now: u64, all: bool) {
         self.lock.lock();
         // SAFETY: the lock is held.
         let q = unsafe { &mut *self.queue.get() };
@@ -416,7 +417,7 @@ impl Arena {
     }
 
     /// Under the lock: the body of `purge_queued`.
-    fn purge_due(&self, q: &mut PurgeQueue, floor: usize, now: u32, all: bool) {
+    fn purge_due(&self, q: &mut PurgeQueue, floor: usize, now: u64, all: bool) {
         while q.len > 0
             && self.dirty.load(Ordering::Relaxed) > floor
             && (all || age(now, q.runs[q.head].at) >= PURGE_DELAY_MS)
@@ -519,23 +520,43 @@ impl Arena {
 }
 
 /// Milliseconds from free time `at` to `now`; 0 when `at` is later (two
-/// threads read the clock before taking the lock in either order).
-fn age(now: u32, at: u32) -> u32 {
-    let d = now.wrapping_sub(at);
-    if d > u32::MAX / 2 {
-        0
-    } else {
-        d
+/// threads read the clock before taking the lock in either order). The clock
+/// is 64-bit milliseconds, so no age wraps (a 32-bit one read a run freed
+/// more than 24.8 days ago as freed "in the future" and never purged it).
+fn age(now: u64, at: u64) -> u64 {
+    now.saturating_sub(at)
+}
+
+/// Offset of the stamp array in the slot table mapping (after the state bytes, 8-aligned).
+fn stamps_offset(slot_count: usize) -> usize {
+    (slot_count + 7) & !7
+}
+
+/// Bytes of the slot table mapping: a state byte and a `u64` free stamp per slot.
+fn slot_table_bytes(slot_count: usize) -> usize {
+    stamps_offset(slot_count) + slot_count * 8
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run freed more than 2^31 ms (24.8 days) before the next clock reading
+    /// is due for purging (a 32-bit millisecond age read it as freed in the
+    /// future, so the queue stalled).
+    #[test]
+    fn purge_is_due_after_more_than_24_days() {
+        let a = Arena::new();
+        assert!(a.init(MIN_ARENA));
+        let (first, _) = a.alloc_slots(1).expect("one slot");
+        let t0: u64 = 1000;
+        // SAFETY: the slot was just handed out and holds no data.
+        unsafe { a.free_slots_delayed(first, 1, 0, 8, t0 as _) };
+        assert_eq!(a.dirty_slots(), 1);
+        let later = t0 + (1u64 << 31) + 5;
+        assert!(a.purge_pending(0, later as _), "a run freed 2^31 ms ago is not due");
+        a.purge_queued(0, later as _, false);
+        assert_eq!(a.dirty_slots(), 0, "the run freed 2^31 ms ago was not purged");
     }
 }
-
-/// Offset of the stamp array in the slot table mapping (after the state bytes, 4-aligned).
-fn stamps_offset(slot_count: usize) -> usize {
-    (slot_count + 3) & !3
-}
-
-/// Bytes of the slot table mapping: a state byte and a `u32` free stamp per slot.
-fn slot_table_bytes(slot_count: usize) -> usize {
-    stamps_offset(slot_count) + slot_count * 4
-}
-

@@ -38,6 +38,11 @@ pub trait Config: Sized + Sync + 'static {
     const ARENA_SIZE: usize;
     /// Release free pages to the OS (`madvise`) when they become empty.
     const PURGE: bool;
+    /// Free-list links encoded with a per-process random key and checked when
+    /// followed, a double-free test on the local free path, the exact
+    /// block-start test on every free; a detected corruption aborts with one
+    /// line. Off (the default) compiles every check away.
+    const HARDEN: bool = false;
 
     /// The type's own engine state (a `static` emitted by the macro).
     fn state() -> &'static crate::State<Self>;

@@ -388,7 +388,7 @@ mod delayed_purge {
             assert!(st.arena.dirty_slots() <= LARGE_DIRTY_CAP);
             assert!(st.arena.dirty_slots() > LARGE_CACHE_SLOTS);
             // After the delay, the next large free purges down to the floor.
-            std::thread::sleep(std::time::Duration::from_millis(PURGE_DELAY_MS as u64 * 2 + 20));
+            std::thread::sleep(std::time::Duration::from_millis(PURGE_DELAY_MS * 2 + 20));
             let one = alloc_large(1);
             // SAFETY: one[0] is a live block.
             unsafe { free::<cdecay::T>(one[0] as *mut u8) };

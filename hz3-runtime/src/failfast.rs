@@ -2,22 +2,22 @@
 //!
 //! Owns: the live-bit map (one bit per 16 arena bytes, set while a small or
 //! medium block is held by the program) and the abort message. Must never: be
-//! compiled into a type without `failfast: true` (every caller tests
-//! `C::FAILFAST`), or allocate while reporting.
+//! compiled into a type without `failfast: true` or `harden: true` (every
+//! caller tests `C::FAILFAST` or `C::HARDEN`), or allocate while reporting.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::os::PAGE_SIZE;
 use crate::segment::{self, SegHdr};
-use crate::size_class::BINS;
 use crate::stats::Line;
 use crate::{Config, State};
 
-/// Abort with `hz3 failfast [Type]: <op>(<ptr>): <what>`.
+/// Abort with `hz3 failfast [Type]: <op>(<ptr>): <what>` (`hz3 harden [...`
+/// for a hardened type without failfast).
 #[cold]
 #[inline(never)]
 pub fn fail<C: Config>(op: &str, p: usize, what: &str) -> ! {
-    Line::new().s("hz3 failfast [").s(C::NAME).s("]: ").s(op).s("(").x(p).s("): ").s(what).emit();
+    let who = if C::FAILFAST { "hz3 failfast [" } else { "hz3 harden [" };
+    Line::new().s(who).s(C::NAME).s("]: ").s(op).s("(").x(p).s("): ").s(what).emit();
     crate::os::abort()
 }
 
@@ -52,9 +52,7 @@ pub unsafe fn check_free<C: Config>(st: &State<C>, op: &str, p: usize, bin: usiz
     if hdr.descs[rs].bin_plus1 as usize != bin + 1 {
         fail::<C>(op, p, "route and page descriptor disagree (tag/meta mismatch)");
     }
-    let info = BINS[bin];
-    let off = p - (seg + rs * PAGE_SIZE);
-    if !off.is_multiple_of(info.size as usize) || off / info.size as usize >= info.blocks as usize {
+    if !crate::harden::is_block_start(p, bin) {
         fail::<C>(op, p, "interior pointer (not a block start)");
     }
     if st.live_bits.load(Ordering::Relaxed) != 0 {

@@ -98,6 +98,11 @@ fn scale_lane<C: Config>() -> bool {
 /// The state is initialised or `p` is outside its (empty) arena.
 #[inline(always)]
 pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(u32, Events)> {
+    // Every block start is 16-byte aligned: a misaligned pointer is never
+    // pushed (the slow route rejects it).
+    if p & 15 != 0 {
+        return None;
+    }
     let mut ev = Events::NONE;
     let off = in_arena::<C>(st, p, &mut ev)?;
     let r = if scale_lane::<C>() {
@@ -111,6 +116,9 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(u32, Events)> 
         let tag = tagmap::load(st.arena.tag_array(), page);
         if tag == 0 || !meta_is_set(p, page) {
             return None;
+        }
+        if C::HARDEN {
+            check_start::<C>(p, tag);
         }
         return Some((tag, ev.with(Ctr::MetaHit).with(Ctr::PtagHit)));
     } else if C::PTAG == Ptag::First {
@@ -128,8 +136,23 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(u32, Events)> 
         by_header::<C>(st, p)
     };
     match r {
-        Route::Block { bin, owner } => Some((tagmap::encode(bin, owner), ev)),
+        Route::Block { bin, owner } => {
+            if C::HARDEN {
+                check_start::<C>(p, tagmap::encode(bin, owner));
+            }
+            Some((tagmap::encode(bin, owner), ev))
+        }
         _ => None,
+    }
+}
+
+/// `harden`: abort unless `p`, routed to the small/medium block tag `tag`, is
+/// a block start (a large tag is left to the slow route, which tests the
+/// large block's exact start).
+#[inline(always)]
+unsafe fn check_start<C: Config>(p: usize, tag: u32) {
+    if tag != tagmap::LARGE && !crate::harden::is_block_start(p, tagmap::decode_trusted(tag).0) {
+        failfast::fail::<C>("free", p, "interior pointer (not a block start)");
     }
 }
 
@@ -142,6 +165,7 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(u32, Events)> 
 pub unsafe fn route<C: Config>(st: &State<C>, p: usize, t: Tally) -> Route {
     let mut ev = Events::NONE;
     let r = match in_arena::<C>(st, p, &mut ev) {
+        Some(off) if off & 15 != 0 => Route::Invalid("misaligned pointer (not a block start)"),
         Some(off) => match steps::<C>(st, p, off, &mut ev, t) {
             Some(r) => r,
             None => by_header::<C>(st, p),
@@ -150,6 +174,17 @@ pub unsafe fn route<C: Config>(st: &State<C>, p: usize, t: Tally) -> Route {
     };
     if ev != Events::NONE {
         t.bump_events::<C>(ev);
+    }
+    if C::HARDEN {
+        // A hardened type aborts on every bad free it can tell.
+        match r {
+            Route::Block { bin, owner } => check_start::<C>(p, tagmap::encode(bin, owner)),
+            Route::Large if !crate::large::is_live_block(st, p) => {
+                failfast::fail::<C>("free", p, "not the start of a live large block")
+            }
+            Route::Invalid(why) => failfast::fail::<C>("free", p, why),
+            _ => {}
+        }
     }
     r
 }

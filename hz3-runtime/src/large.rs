@@ -108,15 +108,18 @@ pub unsafe fn is_live_block<C: Config>(st: &State<C>, p: usize) -> bool {
     hdr.magic == SEG_MAGIC && hdr.kind == KIND_LARGE && seg + hdr.large_off as usize == p
 }
 
-/// Free the large block at `p`. Returns false (and does nothing) on a double
-/// free detected by the live flag.
+/// Free the large block at `p`. Returns false (and does nothing) when `p` is
+/// not the block's data start (an interior pointer: freeing the block through
+/// it would free memory the program still uses) or on a double free detected
+/// by the live flag.
 ///
 /// # Safety
-/// `p` is a large block of this arena.
+/// `p` lies in the first slot of a large block of this arena (the free route
+/// found a large header there).
 pub unsafe fn free<C: Config>(st: &State<C>, p: usize) -> bool {
     let seg = segment::seg_base(p);
     let hdr = SegHdr::at(seg);
-    if hdr.large_live.swap(0, Ordering::AcqRel) == 0 {
+    if seg + hdr.large_off as usize != p || hdr.large_live.swap(0, Ordering::AcqRel) == 0 {
         return false;
     }
     let pi = hdr.large_off as usize >> PAGE_SHIFT;
@@ -287,6 +290,9 @@ impl HugeRegistry {
 /// # Safety
 /// `align` is a power of two.
 pub unsafe fn huge_alloc<C: Config>(st: &State<C>, size: usize, align: usize) -> *mut u8 {
+    if st.arena.len.load(Ordering::Relaxed) == 0 {
+        st.retry_arena();
+    }
     let extra = if align > PAGE_SIZE { align } else { 0 };
     let len = match size.checked_add(extra + PAGE_SIZE - 1) {
         Some(l) => l & !(PAGE_SIZE - 1),

@@ -23,6 +23,7 @@ pub mod capi_cxx;
 mod config;
 mod failfast;
 mod free_route;
+mod harden;
 mod large;
 mod options;
 mod os;

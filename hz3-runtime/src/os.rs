@@ -80,13 +80,13 @@ pub fn abort() -> ! {
     unsafe { libc::abort() }
 }
 
-/// A coarse monotonic clock in milliseconds (wraps after 49 days: compare with
-/// `wrapping_sub`). The coarse clock is read from the vDSO without a system call.
-pub fn now_ms() -> u32 {
+/// A coarse monotonic clock in milliseconds (64 bits: never wraps). The
+/// coarse clock is read from the vDSO without a system call.
+pub fn now_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC_COARSE exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    (ts.tv_sec as u64).wrapping_mul(1000).wrapping_add(ts.tv_nsec as u64 / 1_000_000) as u32
+    (ts.tv_sec as u64).wrapping_mul(1000).wrapping_add(ts.tv_nsec as u64 / 1_000_000)
 }
 
 /// Yield the CPU to another thread (used by spin loops that waited long).

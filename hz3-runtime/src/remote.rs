@@ -62,10 +62,10 @@ pub unsafe fn free<C: Config>(tc: *mut ThreadCache, p: *mut u8, bin: usize, owne
         slot.n = 1;
         slot.head = p;
         slot.tail = p;
-        set_next(p, core::ptr::null_mut());
+        set_next::<C>(p, core::ptr::null_mut());
         return;
     }
-    set_next(p, slot.head);
+    set_next::<C>(p, slot.head);
     slot.head = p;
     slot.n += 1;
     if slot.n >= BINS[bin].remote_batch as u32 {
@@ -97,7 +97,7 @@ pub unsafe fn publish<C: Config>(st: &State<C>, owner: usize, bin: usize, chain:
     if sh.live.load(Ordering::Acquire) == 0 {
         tcache::give_chain::<C>(st, owner, bin, chain);
     } else {
-        sh.inbox.push(bin, chain);
+        crate::thread::publish_to_inbox::<C>(st, owner, bin, chain);
     }
 }
 

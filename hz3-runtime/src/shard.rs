@@ -41,10 +41,10 @@ impl Chain {
     ///
     /// # Safety
     /// `head` starts a null-terminated list of free blocks owned by the caller.
-    pub unsafe fn of_list(head: *mut u8) -> Chain {
+    pub unsafe fn of_list<C: Config>(head: *mut u8) -> Chain {
         let mut chain = Chain { head, tail: head, n: 1 };
-        while !next_of(chain.tail).is_null() {
-            chain.tail = next_of(chain.tail);
+        while !next_of::<C>(chain.tail).is_null() {
+            chain.tail = next_of::<C>(chain.tail);
             chain.n += 1;
         }
         chain
@@ -55,34 +55,46 @@ impl Chain {
     /// # Safety
     /// `b` is a free block of at least 8 bytes that nothing else references.
     #[inline]
-    pub unsafe fn push_back(&mut self, b: *mut u8) {
-        set_next(b, core::ptr::null_mut());
+    pub unsafe fn push_back<C: Config>(&mut self, b: *mut u8) {
+        set_next::<C>(b, core::ptr::null_mut());
         if self.head.is_null() {
             self.head = b;
         } else {
-            set_next(self.tail, b);
+            set_next::<C>(self.tail, b);
         }
         self.tail = b;
         self.n += 1;
     }
 }
 
-/// Read the link of a free block.
+/// Read the link of a free block. With `harden` the stored word is decoded
+/// with the type's key and the result checked (null, or an aligned arena
+/// address; else abort); without it this is one load.
 ///
 /// # Safety
-/// `b` is a free block whose first word holds a link.
+/// `b` is a free block whose first word holds a link written by [`set_next`].
 #[inline(always)]
-pub unsafe fn next_of(b: *mut u8) -> *mut u8 {
-    *(b as *mut *mut u8)
+pub unsafe fn next_of<C: Config>(b: *mut u8) -> *mut u8 {
+    if C::HARDEN {
+        let next = crate::harden::decode::<C>(b, *(b as *mut usize));
+        crate::harden::check_link::<C>(b, next);
+        next
+    } else {
+        *(b as *mut *mut u8)
+    }
 }
 
-/// Write the link of a free block.
+/// Write the link of a free block (encoded with the type's key under `harden`).
 ///
 /// # Safety
 /// `b` is a free block owned by the caller.
 #[inline(always)]
-pub unsafe fn set_next(b: *mut u8, next: *mut u8) {
-    *(b as *mut *mut u8) = next;
+pub unsafe fn set_next<C: Config>(b: *mut u8, next: *mut u8) {
+    if C::HARDEN {
+        *(b as *mut usize) = crate::harden::encode::<C>(b, next);
+    } else {
+        *(b as *mut *mut u8) = next;
+    }
 }
 
 /// Lock-protected part of a shard.
@@ -125,11 +137,11 @@ impl Inbox {
     ///
     /// # Safety
     /// The chain's blocks belong to this shard's runs of `bin` and to nobody else.
-    pub unsafe fn push(&self, bin: usize, chain: Chain) {
+    pub unsafe fn push<C: Config>(&self, bin: usize, chain: Chain) {
         let head = &self.heads[bin];
         let mut old = head.load(Ordering::Relaxed);
         loop {
-            set_next(chain.tail, old);
+            set_next::<C>(chain.tail, old);
             // Release: the links written above are visible to the drainer.
             match head.compare_exchange_weak(old, chain.head, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
@@ -198,14 +210,14 @@ pub unsafe fn take<C: Config>(st: &State<C>, si: usize, bin: usize, want: u32) -
         }
         while chain.n < want && d.free_head != 0 {
             let b = (seg + d.free_head as usize) as *mut u8;
-            let next = next_of(b);
+            let next = next_of::<C>(b);
             d.free_head = if next.is_null() { 0 } else { (next as usize - seg) as u32 };
             d.used += 1;
-            chain.push_back(b);
+            chain.push_back::<C>(b);
         }
         let run = seg + pi * PAGE_SIZE;
         while chain.n < want && d.bump < info.blocks {
-            chain.push_back((run + d.bump as usize * size) as *mut u8);
+            chain.push_back::<C>((run + d.bump as usize * size) as *mut u8);
             d.bump += 1;
             d.used += 1;
         }
@@ -229,12 +241,12 @@ pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain
     let mut b = chain.head;
     let mut left = chain.n;
     while left > 0 {
-        let next = next_of(b);
+        let next = next_of::<C>(b);
         let seg = segment::seg_base(b as usize);
         let hdr = SegHdr::at(seg);
         let rs = hdr.descs[segment::page_index(b as usize)].run_start as usize;
         let d = &mut hdr.descs[rs];
-        set_next(b, if d.free_head == 0 { core::ptr::null_mut() } else { (seg + d.free_head as usize) as *mut u8 });
+        set_next::<C>(b, if d.free_head == 0 { core::ptr::null_mut() } else { (seg + d.free_head as usize) as *mut u8 });
         d.free_head = (b as usize - seg) as u32;
         d.used -= 1;
         let id = segment::page_id(base, seg, rs);

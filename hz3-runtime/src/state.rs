@@ -7,7 +7,7 @@
 //! `thread`, where a re-entrant call is served without a cache).
 
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use crate::arena::Arena;
 use crate::large::HugeRegistry;
@@ -41,10 +41,18 @@ pub struct State<C: Config> {
     pub pool_all: AtomicUsize,
     /// Caches handed to threads so far (paces the sweep for dead threads).
     pub creates: AtomicUsize,
+    /// Process id the thread ids in the caches belong to (set at
+    /// registration and in the fork child handler; a process copied without
+    /// the handlers sees another one).
+    pub pid: AtomicI32,
+    /// Direct mappings made while the arena is missing (paces the retries).
+    arena_misses: AtomicUsize,
     /// Direct mappings (huge blocks, over-aligned blocks, arena exhaustion).
     pub huge: HugeRegistry,
     /// Counters of threads without a cache.
     pub shared_ctr: Counters,
+    /// `harden`: the free-list link key (zero otherwise, and until init).
+    pub link_key: crate::harden::LinkKey,
     _c: PhantomData<fn() -> C>,
 }
 
@@ -63,8 +71,11 @@ impl<C: Config> State<C> {
             pool_free: AtomicUsize::new(0),
             pool_all: AtomicUsize::new(0),
             creates: AtomicUsize::new(0),
+            pid: AtomicI32::new(0),
+            arena_misses: AtomicUsize::new(0),
             huge: HugeRegistry::new(),
             shared_ctr: Counters::new(),
+            link_key: crate::harden::LinkKey::new(),
             _c: PhantomData,
         }
     }
@@ -76,18 +87,20 @@ impl<C: Config> State<C> {
         self.init.load(Ordering::Acquire) == READY && self.shards.load(Ordering::Relaxed) != 0
     }
 
-    /// Initialise once; returns whether shards exist. Another thread arriving
-    /// meanwhile waits (initialisation makes only `mmap` calls).
+    /// Initialise; returns whether shards exist. Another thread arriving
+    /// meanwhile waits (initialisation makes only `mmap` calls). A failed
+    /// initialisation (no memory for the shards) is not kept: the next call
+    /// tries again, so a program whose memory limit is raised recovers.
     #[cold]
     #[inline(never)]
     pub fn ensure_init(&self) -> bool {
         loop {
             match self.init.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
                 Ok(_) => {
-                    self.do_init();
+                    let ok = self.do_init();
                     // Release: everything set up above is visible to acquirers.
-                    self.init.store(READY, Ordering::Release);
-                    break;
+                    self.init.store(if ok { READY } else { UNINIT }, Ordering::Release);
+                    return ok;
                 }
                 Err(READY) => break,
                 Err(_) => crate::os::yield_now(),
@@ -96,11 +109,14 @@ impl<C: Config> State<C> {
         self.shards.load(Ordering::Relaxed) != 0
     }
 
-    fn do_init(&self) {
+    fn do_init(&self) -> bool {
         let shard_bytes = C::SHARDS * core::mem::size_of::<Shard>();
         let shards = crate::os::map_rw(shard_bytes);
         if shards.is_null() {
-            return;
+            return false;
+        }
+        if C::HARDEN {
+            crate::harden::init_key(self);
         }
         if self.arena.init(C::ARENA_SIZE) && C::FAILFAST {
             let bits = crate::os::map_rw(self.arena.len.load(Ordering::Relaxed) / 128);
@@ -109,6 +125,35 @@ impl<C: Config> State<C> {
         crate::options::at_type_init(C::NAME, self.arena.len.load(Ordering::Relaxed), C::SHARDS, C::STATS);
         // Zeroed memory is a valid array of empty shards.
         self.shards.store(shards as usize, Ordering::Release);
+        true
+    }
+
+    /// The arena could not be reserved at initialisation and a block is being
+    /// mapped directly instead: try to reserve it again, on the 1st, 2nd,
+    /// 4th, ... such mapping and then every 1024th (a few `mmap` calls per
+    /// retry against one per direct mapping), so a program whose address
+    /// space limit is raised gets the arena back.
+    ///
+    /// The arena appears under the arena lock: every block carved from it is
+    /// taken under that lock after the arena's fields were written, so a
+    /// thread that later frees such a block sees them (it received the block
+    /// through some ordering from the thread that took it). Failfast's
+    /// live-block map is not made for a late arena (its double-free test is
+    /// then off; a map made while blocks are live would report them).
+    #[cold]
+    pub fn retry_arena(&self) {
+        if self.arena.len.load(Ordering::Relaxed) != 0 || self.shards.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let n = self.arena_misses.fetch_add(1, Ordering::Relaxed) + 1;
+        if !n.is_power_of_two() && !n.is_multiple_of(1024) {
+            return;
+        }
+        self.arena.lock.lock();
+        if self.arena.len.load(Ordering::Relaxed) == 0 {
+            self.arena.init(C::ARENA_SIZE);
+        }
+        self.arena.lock.unlock();
     }
 
     /// Re-initialise the locks in a `fork()` child.

@@ -137,12 +137,17 @@ impl ThreadCache {
     }
 }
 
-/// Hot pop; null when the bin is empty.
+/// Hot pop; null when the bin is empty. With `harden` the popped block's
+/// link is decoded and checked before it becomes the bin's head (null, or an
+/// aligned arena address other than the block; else abort: a write into a
+/// freed block that does not know the key fails this), and its freed-block
+/// mark is cleared. (Every block entered the bin through a free, whose route
+/// tested its exact start, or a refill, which tests the blocks it admits.)
 ///
 /// # Safety
 /// `tc` is this thread's live cache and `bin < NBINS`.
 #[inline(always)]
-pub unsafe fn pop(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
+pub unsafe fn pop<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     let b = (*tc).bins.get_unchecked_mut(bin);
     let mut p = b.head;
     if p.is_null() {
@@ -152,19 +157,32 @@ pub unsafe fn pop(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
         }
         b.freed = core::ptr::null_mut();
     }
-    b.head = next_of(p);
+    if C::HARDEN {
+        let next = crate::harden::Keys::of::<C>().decode(p, *(p as *mut usize));
+        crate::harden::check_link::<C>(p, next);
+        crate::harden::clear_mark(p);
+        b.head = next;
+    } else {
+        b.head = next_of::<C>(p);
+    }
     b.room.store(b.room.load(Relaxed).wrapping_add(1), Relaxed);
     p
 }
 
-/// Hot push of a block owned by this thread's shard.
+/// Hot push of a block owned by this thread's shard. With `harden`, a block
+/// that carries the freed-block mark aborts (a double free).
 ///
 /// # Safety
 /// `tc` is this thread's live cache; `p` is a free block of `bin` owned by its shard.
 #[inline(always)]
 pub unsafe fn push<C: Config>(tc: *mut ThreadCache, bin: usize, p: *mut u8) {
     let b = (*tc).bins.get_unchecked_mut(bin);
-    set_next(p, b.freed);
+    if C::HARDEN {
+        crate::harden::mark_freed::<C>(p);
+        *(p as *mut usize) = crate::harden::Keys::of::<C>().encode(p, b.freed);
+    } else {
+        set_next::<C>(p, b.freed);
+    }
     b.freed = p;
     let (room, over_full) = b.room.load(Relaxed).overflowing_sub(1);
     b.room.store(room, Relaxed);
@@ -211,16 +229,16 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
         let keep = tcr.bins[bin].max() / 2 + 1;
         let mut last = head;
         n = 1;
-        while n < keep && !next_of(last).is_null() {
-            last = next_of(last);
+        while n < keep && !next_of::<C>(last).is_null() {
+            last = next_of::<C>(last);
             n += 1;
         }
-        let rest = next_of(last);
+        let rest = next_of::<C>(last);
         if !rest.is_null() {
-            set_next(last, core::ptr::null_mut());
-            let rest = Chain::of_list(rest);
+            set_next::<C>(last, core::ptr::null_mut());
+            let rest = Chain::of_list::<C>(rest);
             if BINS[bin].blocks == 1 {
-                sh.inbox.push(bin, rest);
+                sh.inbox.push::<C>(bin, rest);
             } else {
                 give_chain::<C>(st, si, bin, rest);
             }
@@ -234,8 +252,9 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     tcr.count::<C>(Ctr::Allocs);
     tcr.add::<C>(Ctr::CacheIn, n as u64 - 1);
     let bn = &mut tcr.bins[bin];
-    bn.head = next_of(head);
+    bn.head = next_of::<C>(head);
     bn.set_cached(n - 1);
+    crate::harden::admit_refill::<C>(tc, bin, head);
     head
 }
 
@@ -263,30 +282,30 @@ pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
     let n = b.cached() - b.max() / 2;
     tcr.add::<C>(Ctr::CacheOut, n as u64);
     let b = &mut tcr.bins[bin];
-    let chain = split_front(b, n);
+    let chain = split_front::<C>(b, n);
     give_chain::<C>(st, tcr.shard as usize, bin, chain);
 }
 
 /// Detach the first `n` blocks of a bin as a chain, the most recently freed
 /// first.
-unsafe fn split_front(b: &mut Bin, n: u32) -> Chain {
+unsafe fn split_front<C: Config>(b: &mut Bin, n: u32) -> Chain {
     if !b.freed.is_null() {
         // One list: `freed`, then `head`.
         let mut last = b.freed;
-        while !next_of(last).is_null() {
-            last = next_of(last);
+        while !next_of::<C>(last).is_null() {
+            last = next_of::<C>(last);
         }
-        set_next(last, b.head);
+        set_next::<C>(last, b.head);
         b.head = core::mem::replace(&mut b.freed, core::ptr::null_mut());
     }
     let head = b.head;
     let mut tail = head;
     for _ in 1..n {
-        tail = next_of(tail);
+        tail = next_of::<C>(tail);
     }
-    b.head = next_of(tail);
+    b.head = next_of::<C>(tail);
     b.set_cached(b.cached() - n);
-    set_next(tail, core::ptr::null_mut());
+    set_next::<C>(tail, core::ptr::null_mut());
     Chain { head, tail, n }
 }
 
@@ -317,7 +336,7 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
         let b = &mut tcr.bins[bin];
         let n = b.cached();
         if n > 0 {
-            let chain = split_front(b, n);
+            let chain = split_front::<C>(b, n);
             tcr.add::<C>(Ctr::CacheOut, n as u64);
             give_chain::<C>(st, tcr.shard as usize, bin, chain);
         }
@@ -336,7 +355,7 @@ pub unsafe fn drain_inbox<C: Config>(st: &State<C>, si: usize) {
         if head.is_null() {
             continue;
         }
-        give_chain::<C>(st, si, bin, Chain::of_list(head));
+        give_chain::<C>(st, si, bin, Chain::of_list::<C>(head));
     }
     sh.lock.lock();
     shard::trim(st, si);

@@ -7,7 +7,7 @@
 //! registration, after their own teardown). Must never: allocate through the
 //! engine while holding a lock, or leave a shard id taken by an exited thread.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{fence, Ordering};
 
 use crate::shard::{self, Chain};
 use crate::stats::{Ctr, StatsSnapshot, NCTR};
@@ -59,6 +59,8 @@ fn register<C: Config>(st: &State<C>) -> bool {
     if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit::<C>)) } == 0 {
         st.key.store(key + 1, Ordering::Relaxed);
     }
+    // SAFETY: getpid has no preconditions.
+    st.pid.store(unsafe { libc::getpid() }, Ordering::Relaxed);
     // SAFETY: the handlers are `extern "C" fn()`s valid for the whole process.
     unsafe {
         libc::pthread_atfork(Some(fork_prepare::<C>), Some(fork_parent::<C>), Some(fork_child::<C>));
@@ -171,7 +173,36 @@ unsafe fn retire<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
     tcache::drain_all::<C>(tc);
     let si = (*tc).shard as usize;
     if shard::shard(st, si).live.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // Pairs with the fence in `publish_to_inbox`: either this drain sees
+        // a chain pushed before the publisher's fence, or the publisher sees
+        // `live == 0` and drains it itself. Nothing is left behind.
+        fence(Ordering::SeqCst);
         tcache::drain_inbox::<C>(st, si);
+    }
+}
+
+/// Publish a chain of shard `owner`'s blocks to its inbox, for a publisher
+/// that saw the shard held. The shard's last thread may have left between
+/// that check and the push (its exit drains the inbox once): re-checked
+/// after the push, and a publisher that finds the shard unheld takes the bin
+/// back out and gives it to the central itself.
+///
+/// Ordering: push (release CAS), SeqCst fence, load `live` — against the
+/// owner's `live` decrement, SeqCst fence, inbox drain (in `retire`). Of two
+/// SeqCst fences one comes first: if the owner's, the publisher's load sees
+/// `live == 0`; if the publisher's, the owner's drain sees the push.
+///
+/// # Safety
+/// The chain holds free blocks of `bin` owned by shard `owner`.
+pub unsafe fn publish_to_inbox<C: Config>(st: &State<C>, owner: usize, bin: usize, chain: Chain) {
+    let sh = shard::shard(st, owner);
+    sh.inbox.push::<C>(bin, chain);
+    fence(Ordering::SeqCst);
+    if sh.live.load(Ordering::Relaxed) == 0 {
+        let head = sh.inbox.take(bin);
+        if !head.is_null() {
+            tcache::give_chain::<C>(st, owner, bin, Chain::of_list::<C>(head));
+        }
     }
 }
 
@@ -182,10 +213,47 @@ const SWEEP_EVERY: usize = 64;
 /// key destructor (a thread whose first allocation came in glibc's last
 /// destructor round). A cache is reclaimed only when the kernel says its
 /// thread id no longer exists in this process; a reused id only delays it.
+///
+/// A process made by a raw `fork`/`clone` system call (no `pthread_atfork`
+/// handlers ran) inherits caches stamped with its parent's thread ids, which
+/// do not exist in it: one of them is the live cache of the thread that made
+/// the copy. A changed process id says so; the inherited caches are then
+/// marked never reclaimable (as the fork handler does) before any is probed.
+///
+/// `errno` is saved and restored: the probe's `ESRCH` must not leak out of the
+/// `malloc` or `free` that ran the sweep.
 #[cold]
 fn sweep_dead<C: Config>(st: &State<C>) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    let errno = unsafe { *libc::__errno_location() };
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
+    if pid != st.pid.load(Ordering::Relaxed) {
+        forget_inherited::<C>(st, pid);
+    }
+    sweep_dead_of::<C>(st, pid);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// In a process copied without the fork handlers: mark every cache never
+/// reclaimable and record the new process id.
+#[cold]
+fn forget_inherited<C: Config>(st: &State<C>, pid: libc::pid_t) {
+    st.pool_lock.lock();
+    let mut tc = st.pool_all.load(Ordering::Relaxed) as *mut ThreadCache;
+    while !tc.is_null() {
+        // SAFETY: caches are never unmapped; `tid` is written under the pool lock.
+        unsafe {
+            (*tc).tid = 0;
+            tc = (*tc).all_next;
+        }
+    }
+    st.pid.store(pid, Ordering::Relaxed);
+    st.pool_lock.unlock();
+}
+
+fn sweep_dead_of<C: Config>(st: &State<C>, pid: libc::pid_t) {
     let mut tc = st.pool_all.load(Ordering::Relaxed) as *mut ThreadCache;
     while !tc.is_null() {
         // SAFETY: caches are never unmapped; `tid` is read and cleared under
@@ -227,6 +295,10 @@ pub fn direct_alloc<C: Config>(st: &State<C>, bin: usize) -> *mut u8 {
     // SAFETY: shard 0's lock is held.
     let chain = unsafe { shard::take(st, 0, bin, 1) };
     sh.lock.unlock();
+    if C::HARDEN && !chain.head.is_null() {
+        // SAFETY: a free block of at least 16 bytes, about to be handed out.
+        unsafe { crate::harden::clear_mark(chain.head) };
+    }
     chain.head
 }
 
@@ -236,7 +308,7 @@ pub fn direct_alloc<C: Config>(st: &State<C>, bin: usize) -> *mut u8 {
 /// `p` is a live block of `bin` owned by shard `owner`.
 pub unsafe fn direct_free<C: Config>(st: &State<C>, p: *mut u8, bin: usize, owner: usize) {
     let mut c = Chain::EMPTY;
-    c.push_back(p);
+    c.push_back::<C>(p);
     tcache::give_chain::<C>(st, owner, bin, c);
 }
 
@@ -268,6 +340,8 @@ extern "C" fn fork_parent<C: Config>() {
 
 extern "C" fn fork_child<C: Config>() {
     let st = C::state();
+    // SAFETY: getpid has no preconditions.
+    st.pid.store(unsafe { libc::getpid() }, Ordering::Relaxed);
     if st.ready() {
         st.reset_locks_after_fork();
         // The other threads' caches may have been mid-operation at the fork:
@@ -310,4 +384,65 @@ pub fn snapshot<C: Config>() -> StatsSnapshot {
     }
     st.pool_lock.unlock();
     StatsSnapshot::from_sums(&sums, C::PTAG == crate::Ptag::Late, cached)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::{Ptag, State};
+
+    std::thread_local! {
+        static SLOT: core::cell::Cell<*mut u8> = const { core::cell::Cell::new(core::ptr::null_mut()) };
+    }
+    struct Race;
+    impl Config for Race {
+        const NAME: &'static str = "Race";
+        const S110_META: bool = true;
+        const FREE_FAST: bool = false;
+        const PTAG: Ptag = Ptag::Late;
+        const STATS: bool = false;
+        const FAILFAST: bool = false;
+        const SHARDS: usize = 4;
+        const ARENA_SIZE: usize = 1 << 30;
+        const PURGE: bool = true;
+        fn state() -> &'static State<Self> {
+            static S: State<Race> = State::new();
+            &S
+        }
+        fn tls_get() -> *mut u8 {
+            SLOT.with(|c| c.get())
+        }
+        fn tls_set(p: *mut u8) {
+            SLOT.with(|c| c.set(p))
+        }
+    }
+
+    /// A remote free whose publisher saw the owner shard held, while the
+    /// shard's last thread left before the push (and drained its inbox):
+    /// the push step must not leave the chain in an inbox nobody holds.
+    /// (Run with the old push step — `Inbox::push` alone — the block stays
+    /// in the inbox and this test fails.)
+    #[test]
+    fn push_after_the_owner_left_leaves_nothing_in_the_inbox() {
+        let (p, si) = std::thread::spawn(|| {
+            // SAFETY: a valid size and alignment.
+            let p = unsafe { crate::api::alloc::<Race>(64, 16) };
+            assert!(!p.is_null());
+            // SAFETY: the thread's cache is live after its first allocation.
+            (p as usize, unsafe { (*raw::<Race>()).shard } as usize)
+        })
+        .join()
+        .unwrap();
+        let st = Race::state();
+        assert_eq!(shard::shard(st, si).live.load(Ordering::Relaxed), 0, "the owner has left");
+        let bin = crate::size_class::bin_of(64);
+        let mut c = Chain::EMPTY;
+        // SAFETY: `p` is a block of the exited thread's shard, freed here once.
+        unsafe {
+            c.push_back::<Race>(p as *mut u8);
+            publish_to_inbox::<Race>(st, si, bin, c);
+        }
+        assert!(shard::shard(st, si).inbox.take(bin).is_null(), "the freed block was left in an unheld shard's inbox");
+    }
 }

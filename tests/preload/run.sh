@@ -5,11 +5,11 @@
 # git, gcc, perl and sqlite3, and each program's output is checked, not only
 # its exit status.
 #
-#   tests/preload/run.sh [preset ...]        presets: scale default s110 (all by default)
+#   tests/preload/run.sh [preset ...]        presets: scale default s110 hardened (all by default)
 #
 # Environment:
 #   HZ3_PRELOAD_LIBS="name=/path/lib.so ..."  test these libraries instead (no cargo build)
-#   HZ3_STATS_PRESETS="scale s110"            presets that must print the [HZ3_S110_FREE]
+#   HZ3_STATS_PRESETS="scale s110 hardened"   presets that must print the [HZ3_S110_FREE]
 #                                             stats line at exit ("" to skip the check)
 #   CARGO_TARGET_DIR                          honoured when locating the built libraries
 #
@@ -22,7 +22,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 case $target in /*) ;; *) target=$root/$target ;; esac
-stats_presets=${HZ3_STATS_PRESETS-scale s110}
+stats_presets=${HZ3_STATS_PRESETS-scale s110 hardened}
 work=$(mktemp -d "${TMPDIR:-/tmp}/hz3-preload.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 # A program that hangs under the allocator fails instead of blocking the run.
@@ -63,7 +63,7 @@ if [ -n "${HZ3_PRELOAD_LIBS:-}" ]; then
     done
 else
     presets=("$@")
-    [ ${#presets[@]} -eq 0 ] && presets=(scale default s110)
+    [ ${#presets[@]} -eq 0 ] && presets=(scale default s110 hardened)
     pkgs=()
     for p in "${presets[@]}"; do pkgs+=(-p "hz3-$p"); done
     echo "preload: cargo build --release ${pkgs[*]}"
