@@ -27,7 +27,7 @@ writes a small library crate to TARGET/hz3-presets/NAME/, builds it with
 Arguments:
   NAME    the library's name: lower-case letters, digits and `_`, starting with a
           letter (it becomes libhz3_NAME.so); not the name of a built-in library
-          (scale, default, s110)
+          (scale, default, s110, hardened)
   FLAGS   the flag list, written as inside hz3_allocator!'s <...>, for example
           \"s110_meta: true, ptag: first, stats: false\"; flags left out take their
           defaults, \"\" takes them all. Do not give `export`: the generator adds
@@ -47,7 +47,7 @@ Example:
 /// The libraries the repository builds itself (`presets/*`, and the proc-macro's
 /// `libhz3_macros.so` in the same directory): a generated one must not overwrite them.
 const RESERVED: &[&str] = &[
-    "scale", "default", "s110", "macros", "runtime", "presets", "bench",
+    "scale", "default", "s110", "hardened", "macros", "runtime", "presets", "bench",
 ];
 
 /// What the command line asks for.
