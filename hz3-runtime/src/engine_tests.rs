@@ -406,3 +406,56 @@ mod delayed_purge {
         assert!(st.arena.dirty_slots() <= LARGE_CACHE_SLOTS, "dirty {} after thread exit", st.arena.dirty_slots());
     }
 }
+
+mod cliffs {
+    use super::*;
+    use crate::shard::walks;
+    test_config!(cbulk, true, false, Ptag::Late, false, 4);
+
+    /// Allocate `n` blocks of `size` on this thread, have another thread free
+    /// them all (remote frees), then allocate `n` again here; returns the link
+    /// steps the second round took and how many of its blocks were reused.
+    fn remote_bulk_round(n: usize, size: usize) -> (u64, usize) {
+        // SAFETY: align 16 is a power of two.
+        let first: Vec<usize> = (0..n).map(|_| unsafe { alloc::<cbulk::T>(size, 16) } as usize).collect();
+        assert!(first.iter().all(|&p| p != 0));
+        let to_free = first.clone();
+        std::thread::spawn(move || {
+            for p in to_free {
+                // SAFETY: each p is live; the allocating thread is alive (so it
+                // holds its shard and these frees are remote).
+                unsafe { free::<cbulk::T>(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+        let before = walks::get();
+        // SAFETY: align 16 is a power of two.
+        let second: Vec<usize> = (0..n).map(|_| unsafe { alloc::<cbulk::T>(size, 16) } as usize).collect();
+        let steps = walks::get() - before;
+        let old: std::collections::HashSet<usize> = first.into_iter().collect();
+        let reused = second.iter().filter(|p| old.contains(p)).count();
+        for p in second {
+            // SAFETY: each p is live.
+            unsafe { free::<cbulk::T>(p as *mut u8) };
+        }
+        (steps, reused)
+    }
+
+    /// Blocks of a one-block-run class (4 KiB and 64 KiB) freed in bulk by
+    /// another thread come back to their owner at a bounded number of link
+    /// steps each: the refill used to walk the whole rest of the inbox chain
+    /// on every refill (quadratic in the chain's length).
+    #[test]
+    fn bulk_remote_frees_refill_in_bounded_steps_per_block() {
+        std::thread::spawn(|| {
+            for (n, size) in [(20_000, 4096), (4_000, 64 << 10)] {
+                let (steps, reused) = remote_bulk_round(n, size);
+                assert!(reused * 10 >= n * 9, "size {size}: only {reused} of {n} blocks came back from the inbox");
+                assert!(steps <= 3 * n as u64, "size {size}: {steps} link steps for {n} blocks");
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -47,6 +47,7 @@ impl Chain {
             chain.tail = next_of(chain.tail);
             chain.n += 1;
         }
+        walks::add(chain.n as u64);
         chain
     }
 
@@ -64,6 +65,32 @@ impl Chain {
         }
         self.tail = b;
         self.n += 1;
+    }
+}
+
+/// Link-walk steps taken by this thread on the refill, flush and drain paths
+/// (tests only: they check that a block costs a bounded number of steps
+/// whatever the length of the chain it arrived in).
+pub mod walks {
+    #[cfg(test)]
+    extern crate std;
+    #[cfg(test)]
+    std::thread_local! {
+        static STEPS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+    }
+
+    /// Count `n` steps (compiled out outside tests).
+    #[inline(always)]
+    pub fn add(n: u64) {
+        #[cfg(test)]
+        STEPS.with(|c| c.set(c.get() + n));
+        let _ = n;
+    }
+
+    /// Steps counted on this thread so far.
+    #[cfg(test)]
+    pub fn get() -> u64 {
+        STEPS.with(|c| c.get())
     }
 }
 

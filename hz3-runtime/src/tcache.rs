@@ -87,6 +87,12 @@ pub struct ThreadCache {
     /// in the pool, or when it must never be reclaimed (inherited by a
     /// `fork()` child). Written under the pool lock.
     pub tid: i32,
+    /// Per one-block-run bin: the rest of the last chain taken from the
+    /// shard's inbox (null-terminated), which later refills pop from. Taking
+    /// a whole inbox chain here, instead of splitting it and pushing the rest
+    /// back, makes each block cost a bounded number of link steps however
+    /// long the chain is (a re-push needs the rest's tail: a walk per refill).
+    pub stash: [*mut u8; NBINS],
 }
 
 impl ThreadCache {
@@ -104,6 +110,7 @@ impl ThreadCache {
         for r in self.remote.iter_mut() {
             *r = RemoteSlot::EMPTY;
         }
+        self.stash = [core::ptr::null_mut(); NBINS];
     }
 
     /// Count an event when stats are on.
@@ -191,7 +198,14 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     }
     let si = tcr.shard as usize;
     let sh = shard::shard(st, si);
-    let mut head = sh.inbox.take(bin);
+    let one_block_runs = BINS[bin].blocks == 1;
+    let mut head = core::ptr::null_mut();
+    if one_block_runs {
+        head = core::mem::replace(&mut tcr.stash[bin], core::ptr::null_mut());
+    }
+    if head.is_null() {
+        head = sh.inbox.take(bin);
+    }
     let mut n;
     if head.is_null() {
         sh.lock.lock();
@@ -203,11 +217,12 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     } else {
         // Keep at most half a bin (plus the block returned), so the thread's
         // own frees do not overflow it at once (that would grow its
-        // threshold). The rest of a
-        // one-block-run bin (medium) stays in the inbox for the next refill:
-        // through the central its runs would be released, purged and faulted
-        // in again. The rest of a small bin goes to the central, where its
-        // pages can be released and reused by any class.
+        // threshold). The rest of a one-block-run bin (medium) goes to the
+        // stash for the next refills (through the central its runs would be
+        // released, purged and faulted in again); each of its blocks is
+        // walked once, when a refill takes it. The rest of a small bin goes
+        // to the central, where its pages can be released and reused by any
+        // class (one walk and one give per block).
         let keep = tcr.bins[bin].max() / 2 + 1;
         let mut last = head;
         n = 1;
@@ -215,14 +230,14 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
             last = next_of(last);
             n += 1;
         }
+        shard::walks::add(n as u64);
         let rest = next_of(last);
         if !rest.is_null() {
             set_next(last, core::ptr::null_mut());
-            let rest = Chain::of_list(rest);
-            if BINS[bin].blocks == 1 {
-                sh.inbox.push(bin, rest);
+            if one_block_runs {
+                tcr.stash[bin] = rest;
             } else {
-                give_chain::<C>(st, si, bin, rest);
+                give_chain::<C>(st, si, bin, Chain::of_list(rest));
             }
         }
     }
@@ -314,6 +329,7 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
     let tcr = &mut *tc;
     remote::publish_all::<C>(st, tcr);
     for bin in 0..NBINS {
+        give_stash::<C>(st, tcr, bin);
         let b = &mut tcr.bins[bin];
         let n = b.cached();
         if n > 0 {
@@ -321,6 +337,17 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
             tcr.add::<C>(Ctr::CacheOut, n as u64);
             give_chain::<C>(st, tcr.shard as usize, bin, chain);
         }
+    }
+}
+
+/// Give bin `bin`'s stash (if any) to the central: one walk and one give per block.
+///
+/// # Safety
+/// `tcr` is the calling thread's cache (or that of a thread that is gone).
+unsafe fn give_stash<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize) {
+    let head = core::mem::replace(&mut tcr.stash[bin], core::ptr::null_mut());
+    if !head.is_null() {
+        give_chain::<C>(st, tcr.shard as usize, bin, Chain::of_list(head));
     }
 }
 
