@@ -57,20 +57,29 @@ pub unsafe fn alloc_cached<C: Config>(size: usize, align: usize) -> *mut u8 {
     core::ptr::null_mut()
 }
 
-/// Allocate zeroed memory; large blocks fresh from the OS skip the memset.
+/// Allocate zeroed memory, writing none that is known to read as zero: a
+/// block the thread cache holds (freed before, so written) is cleared; the
+/// slow path hands out blocks of runs carved from fresh or purged pages, and
+/// large blocks from clean slots, without writing them.
 ///
 /// # Safety
 /// `align` is a power of two.
 #[inline]
 pub unsafe fn alloc_zeroed<C: Config>(size: usize, align: usize) -> *mut u8 {
-    if size_class::bin_for(size, align).is_none() {
-        return alloc_slow::<C>(size, align, true);
+    if let Some(bin) = size_class::bin_for(size, align) {
+        let tc = thread::raw::<C>();
+        if is_live(tc) {
+            let p = tcache::pop(tc, bin);
+            if !p.is_null() {
+                if C::FAILFAST {
+                    failfast::mark_live(C::state(), p as usize);
+                }
+                core::ptr::write_bytes(p, 0, size);
+                return p;
+            }
+        }
     }
-    let p = alloc::<C>(size, align);
-    if !p.is_null() {
-        core::ptr::write_bytes(p, 0, size);
-    }
-    p
+    alloc_slow::<C>(size, align, true)
 }
 
 #[cold]
@@ -90,13 +99,18 @@ pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *m
         }
     };
     let tc = thread::cache::<C>();
+    let mut known_zero = false;
     let p = if is_live(tc) {
         // A pop is counted by the bins' block flow, a refill's block by refill.
         let p = tcache::pop(tc, bin);
-        if p.is_null() {
-            tcache::refill::<C>(tc, bin)
-        } else {
+        if !p.is_null() {
             p
+        } else if zero {
+            let (p, z) = tcache::refill_zeroed::<C>(tc, bin);
+            known_zero = z;
+            p
+        } else {
+            tcache::refill::<C>(tc, bin)
         }
     } else {
         thread::direct_alloc(st, bin)
@@ -108,7 +122,7 @@ pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *m
     if C::FAILFAST {
         failfast::mark_live(st, p as usize);
     }
-    if zero {
+    if zero && !known_zero {
         core::ptr::write_bytes(p, 0, size);
     }
     p

@@ -28,6 +28,9 @@ pub const KIND_LARGE: u32 = 2;
 
 /// Descriptor flag: the run is on its shard's partial list.
 pub const IN_PARTIAL: u8 = 1;
+/// Descriptor flag: the run's pages read as zero when it was carved, so its
+/// blocks at index >= `bump` (never handed out) still do.
+pub const ZERO_RUN: u8 = 2;
 
 /// Per-page descriptor, written by the shard that owns the segment under its lock.
 #[repr(C)]
@@ -83,6 +86,9 @@ pub struct SegHdr {
     pub meta: [AtomicU16; PAGES_PER_SEG],
     /// Page descriptors (runs segments only; overlaps large-block data).
     pub descs: [PageDesc; PAGES_PER_SEG],
+    /// Free pages known to read as zero (bit set): fresh from the OS or
+    /// purged, and not carved into a run since (runs segments only).
+    pub zero_map: [u64; PAGES_PER_SEG / 64],
 }
 
 const _: () = assert!(core::mem::size_of::<SegHdr>() <= HDR_PAGES * PAGE_SIZE);
@@ -130,13 +136,15 @@ impl SegHdr {
         &mut *(seg as *mut SegHdr)
     }
 
-    /// Initialise a fresh runs segment owned by `owner` (all usable pages free).
-    pub fn init_runs(&mut self, owner: usize) {
+    /// Initialise a fresh runs segment owned by `owner` (all usable pages
+    /// free); `clean`: its memory reads as zero (fresh or purged slot).
+    pub fn init_runs(&mut self, owner: usize, clean: bool) {
         self.kind = KIND_RUNS;
         self.owner = owner as u32;
         self.free_map = [!0u64; PAGES_PER_SEG / 64];
         self.free_map[0] &= !((1u64 << HDR_PAGES) - 1);
         self.dirty_map = [0; PAGES_PER_SEG / 64];
+        self.zero_map = if clean { self.free_map } else { [0; PAGES_PER_SEG / 64] };
         self.n_free = USABLE_PAGES as u32;
         self.next_seg = 0;
         self.prev_seg = 0;
@@ -227,6 +235,26 @@ impl SegHdr {
 }
 
 impl SegHdr {
+    /// Whether every page of `[pi, pi+k)` reads as zero; clears their zero
+    /// marks (called when the pages are carved into a run, whose blocks are
+    /// then written).
+    pub fn take_zero(&mut self, pi: usize, k: usize) -> bool {
+        let mut all = true;
+        for p in pi..pi + k {
+            let bit = 1u64 << (p % 64);
+            all &= self.zero_map[p / 64] & bit != 0;
+            self.zero_map[p / 64] &= !bit;
+        }
+        all
+    }
+
+    /// Mark pages `[pi, pi+k)` as reading zero.
+    pub fn set_zero(&mut self, pi: usize, k: usize) {
+        for p in pi..pi + k {
+            self.zero_map[p / 64] |= 1u64 << (p % 64);
+        }
+    }
+
     /// Mark pages `[pi, pi+k)` dirty (`true`) or clean; returns how many changed.
     pub fn mark_dirty(&mut self, pi: usize, k: usize, dirty: bool) -> u32 {
         let mut changed = 0;
@@ -261,6 +289,8 @@ impl SegHdr {
             }
             crate::os::purge(seg.add(start * PAGE_SIZE), (p - start) * PAGE_SIZE);
             purged += (p - start) as u32;
+            // Purged pages read as zero until carved again.
+            self.set_zero(start, p - start);
         }
         self.dirty_map = [0; PAGES_PER_SEG / 64];
         purged
@@ -289,7 +319,7 @@ mod tests {
         assert!(!mem.is_null());
         // SAFETY: `mem` is a fresh read/write mapping of a whole segment.
         let h = unsafe { SegHdr::at(mem as usize) };
-        h.init_runs(3);
+        h.init_runs(3, true);
         assert_eq!(h.magic, SEG_MAGIC);
         assert_eq!(h.find_run(1), Some(HDR_PAGES));
         assert_eq!(h.find_run(USABLE_PAGES), Some(HDR_PAGES));

@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use crate::arena::SEG_SIZE;
 use crate::os::PAGE_SIZE;
-use crate::segment::{self, SegHdr, IN_PARTIAL, USABLE_PAGES};
+use crate::segment::{self, SegHdr, IN_PARTIAL, USABLE_PAGES, ZERO_RUN};
 use crate::size_class::{BINS, NBINS};
 use crate::sync::SpinLock;
 use crate::{tagmap, Config, State};
@@ -264,19 +264,89 @@ pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain
         set_next(b, if d.free_head == 0 { core::ptr::null_mut() } else { (seg + d.free_head as usize) as *mut u8 });
         d.free_head = (b as usize - seg) as u32;
         d.used -= 1;
-        let id = segment::page_id(base, seg, rs);
-        if d.flags & IN_PARTIAL == 0 {
-            link_partial(cen, base, bin, id);
-        }
-        if d.used == 0 {
-            if keep && cen.empty[bin] < BINS[bin].keep_empty {
-                cen.empty[bin] += 1;
-            } else {
-                release_run(st, cen, bin, seg, rs, keep);
-            }
-        }
+        run_gained(st, cen, base, bin, seg, rs, keep);
         b = next;
         left -= 1;
+    }
+}
+
+/// After blocks came back to the run at page `rs` of `seg`: put it on the
+/// partial list, and keep or release it when it became empty.
+unsafe fn run_gained<C: Config>(st: &State<C>, cen: &mut Central, base: usize, bin: usize, seg: usize, rs: usize, keep: bool) {
+    let d = &SegHdr::at(seg).descs[rs];
+    let id = segment::page_id(base, seg, rs);
+    if d.flags & IN_PARTIAL == 0 {
+        link_partial(cen, base, bin, id);
+    }
+    if SegHdr::at(seg).descs[rs].used == 0 {
+        if keep && cen.empty[bin] < BINS[bin].keep_empty {
+            cen.empty[bin] += 1;
+        } else {
+            release_run(st, cen, bin, seg, rs, keep);
+        }
+    }
+}
+
+/// For a zeroed allocation: the untouched end of the first partial run of
+/// `bin` (carving one when there is none), taken whole — its first block and
+/// block count — when that run has no freed blocks and its pages read as
+/// zero; `None` otherwise (the caller takes an ordinary chain: freed blocks
+/// are reused first). The blocks are not written (no link): a zeroed
+/// allocation that takes them touches no page of theirs.
+///
+/// # Safety
+/// The caller holds shard `si`'s lock.
+pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, bin: usize) -> Option<(*mut u8, u32)> {
+    let cen = shard(st, si).central();
+    let base = st.arena.base.load(Ordering::Relaxed);
+    let info = BINS[bin];
+    let mut id = cen.partial[bin];
+    if id == 0 {
+        id = carve_run(st, si, cen, bin)?;
+    }
+    let (seg, pi) = segment::from_page_id(base, id);
+    let d = &mut SegHdr::at(seg).descs[pi];
+    if d.free_head != 0 || d.flags & ZERO_RUN == 0 || d.bump >= info.blocks {
+        return None;
+    }
+    if d.used == 0 && d.bump != 0 {
+        // A kept empty run goes back into use.
+        cen.empty[bin] -= 1;
+    }
+    let n = info.blocks - d.bump;
+    let first = seg + pi * PAGE_SIZE + d.bump as usize * info.size as usize;
+    d.bump = info.blocks;
+    d.used += n;
+    if d.used == info.blocks {
+        unlink_partial(cen, base, bin, id);
+    }
+    Some((first as *mut u8, n as u32))
+}
+
+/// Give back the last `n` blocks of a run of `bin` taken by `take_zero_tail`
+/// and not handed out, starting at `first` (they become un-carved again).
+///
+/// # Safety
+/// The caller holds shard `si`'s lock; `first` and the `n - 1` blocks after it
+/// end the run and are not in use.
+pub unsafe fn give_tail<C: Config>(st: &State<C>, si: usize, bin: usize, first: *mut u8, n: u32) {
+    let cen = shard(st, si).central();
+    let base = st.arena.base.load(Ordering::Relaxed);
+    let keep = shard(st, si).live.load(Ordering::Relaxed) > 0;
+    let seg = segment::seg_base(first as usize);
+    let hdr = SegHdr::at(seg);
+    let rs = hdr.descs[segment::page_index(first as usize)].run_start as usize;
+    let d = &mut hdr.descs[rs];
+    d.bump -= n as u16;
+    d.used -= n as u16;
+    if d.used == 0 && d.bump == 0 {
+        // As fresh as when carved: not a kept empty run (those have bump != 0).
+        if d.flags & IN_PARTIAL == 0 {
+            link_partial(cen, base, bin, segment::page_id(base, seg, rs));
+        }
+        release_run(st, cen, bin, seg, rs, keep);
+    } else {
+        run_gained(st, cen, base, bin, seg, rs, keep);
     }
 }
 
@@ -341,9 +411,9 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     let (seg, pi) = match found {
         Some(f) => f,
         None => {
-            let (slot, _clean) = st.arena.alloc_slots(1)?;
+            let (slot, clean) = st.arena.alloc_slots(1)?;
             let seg = st.arena.slot_addr(slot) as usize;
-            SegHdr::at(seg).init_runs(si);
+            SegHdr::at(seg).init_runs(si, clean);
             link_seg(st, cen, seg);
             cen.nsegs += 1;
             (seg, segment::HDR_PAGES)
@@ -352,6 +422,7 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     let hdr = SegHdr::at(seg);
     hdr.mark(pi, k, true);
     cen.dirty -= hdr.mark_dirty(pi, k, false);
+    let zero = hdr.take_zero(pi, k);
     if hdr.n_free == 0 {
         unlink_seg(st, cen, seg);
     }
@@ -363,6 +434,7 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     }
     {
         let d = &mut hdr.descs[pi];
+        d.flags = if zero { ZERO_RUN } else { 0 };
         d.used = 0;
         d.bump = 0;
         d.free_head = 0;
@@ -398,6 +470,8 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
     unlink_partial(cen, base, bin, segment::page_id(base, seg, pi));
     let hdr = SegHdr::at(seg);
     let k = BINS[bin].run_pages as usize;
+    // A run none of whose blocks was ever handed out still reads as zero.
+    let untouched = hdr.descs[pi].flags & ZERO_RUN != 0 && hdr.descs[pi].bump == 0;
     let first_page = segment::page_id(base, seg, 0) as usize;
     for p in pi..pi + k {
         if hdr.descs[p].bin_plus1 != 0 {
@@ -414,7 +488,9 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
     if hdr.listed == 0 {
         link_seg(st, cen, seg);
     }
-    if C::PURGE {
+    if untouched {
+        hdr.set_zero(pi, k);
+    } else if C::PURGE {
         cen.dirty += hdr.mark_dirty(pi, k, true);
     }
     if hdr.n_free as usize == USABLE_PAGES && (cen.nsegs > 1 || !keep) {

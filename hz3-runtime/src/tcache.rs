@@ -93,6 +93,27 @@ pub struct ThreadCache {
     /// back, makes each block cost a bounded number of link steps however
     /// long the chain is (a re-push needs the rest's tail: a walk per refill).
     pub stash: [*mut u8; NBINS],
+    /// Per bin: the untouched end of a run whose pages read as zero, taken by
+    /// a zeroed allocation (`refill_zeroed`); its blocks are handed out in
+    /// address order without being written, so a zeroed allocation skips
+    /// the memset and touches none of their pages.
+    pub fresh: [FreshRun; NBINS],
+}
+
+/// Blocks `next`, `next + size`, ... (`left` of them) at the end of a run,
+/// never handed out, reading as zero.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct FreshRun {
+    /// The next block (meaningless when `left == 0`).
+    pub next: *mut u8,
+    /// Blocks left.
+    pub left: u32,
+}
+
+impl FreshRun {
+    /// No blocks.
+    pub const EMPTY: FreshRun = FreshRun { next: core::ptr::null_mut(), left: 0 };
 }
 
 impl ThreadCache {
@@ -111,6 +132,7 @@ impl ThreadCache {
             *r = RemoteSlot::EMPTY;
         }
         self.stash = [core::ptr::null_mut(); NBINS];
+        self.fresh = [FreshRun::EMPTY; NBINS];
     }
 
     /// Count an event when stats are on.
@@ -189,6 +211,32 @@ pub unsafe fn push<C: Config>(tc: *mut ThreadCache, bin: usize, p: *mut u8) {
 #[cold]
 #[inline(never)]
 pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
+    refill_from::<C>(tc, bin, false).0
+}
+
+/// [`refill`] for a zeroed allocation: returns a block and whether it is
+/// known to read as zero (then the caller writes nothing). Such blocks come
+/// from the untouched end of a run whose pages were fresh or purged, kept in
+/// the thread's `fresh` run between calls.
+///
+/// # Safety
+/// As [`refill`].
+#[cold]
+#[inline(never)]
+pub unsafe fn refill_zeroed<C: Config>(tc: *mut ThreadCache, bin: usize) -> (*mut u8, bool) {
+    let tcr = &mut *tc;
+    let f = &mut tcr.fresh[bin];
+    if f.left != 0 {
+        let p = f.next;
+        f.next = p.add(BINS[bin].size as usize);
+        f.left -= 1;
+        tcr.count::<C>(Ctr::Allocs);
+        return (p, true);
+    }
+    refill_from::<C>(tc, bin, true)
+}
+
+unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool) -> (*mut u8, bool) {
     let st = C::state();
     let tcr = &mut *tc;
     tcr.count::<C>(Ctr::Refills);
@@ -199,6 +247,7 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     let si = tcr.shard as usize;
     let sh = shard::shard(st, si);
     let one_block_runs = BINS[bin].blocks == 1;
+    let want = (BINS[bin].batch as u32).max(tcr.bins[bin].max() / 2);
     let mut head = core::ptr::null_mut();
     if one_block_runs {
         head = core::mem::replace(&mut tcr.stash[bin], core::ptr::null_mut());
@@ -207,9 +256,28 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
         head = sh.inbox.take(bin);
     }
     let mut n;
-    if head.is_null() {
+    if head.is_null() && tcr.fresh[bin].left != 0 {
+        // A non-zeroed refill links the blocks of the fresh run into the bin.
+        let f = &mut tcr.fresh[bin];
+        let size = BINS[bin].size as usize;
+        let mut chain = Chain::EMPTY;
+        while chain.n < want && f.left != 0 {
+            chain.push_back(f.next);
+            f.next = f.next.add(size);
+            f.left -= 1;
+        }
+        head = chain.head;
+        n = chain.n;
+    } else if head.is_null() {
         sh.lock.lock();
-        let want = (BINS[bin].batch as u32).max(tcr.bins[bin].max() / 2);
+        if zeroed {
+            if let Some((first, k)) = shard::take_zero_tail(st, si, bin) {
+                sh.lock.unlock();
+                tcr.fresh[bin] = FreshRun { next: first.add(BINS[bin].size as usize), left: k - 1 };
+                tcr.count::<C>(Ctr::Allocs);
+                return (first, true);
+            }
+        }
         let chain = shard::take(st, si, bin, want);
         sh.lock.unlock();
         head = chain.head;
@@ -242,7 +310,7 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
         }
     }
     if head.is_null() {
-        return head;
+        return (head, false);
     }
     // The returned block is an allocation that never enters the bin; the
     // rest is counted in (see `StatsSnapshot::allocs`).
@@ -251,7 +319,7 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     let bn = &mut tcr.bins[bin];
     bn.head = next_of(head);
     bn.set_cached(n - 1);
-    head
+    (head, false)
 }
 
 /// A bin over-filled by the thread's own frees: raise its threshold while
@@ -330,6 +398,7 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
     remote::publish_all::<C>(st, tcr);
     for bin in 0..NBINS {
         give_stash::<C>(st, tcr, bin);
+        give_fresh::<C>(st, tcr, bin);
         let b = &mut tcr.bins[bin];
         let n = b.cached();
         if n > 0 {
@@ -348,6 +417,21 @@ unsafe fn give_stash<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize
     let head = core::mem::replace(&mut tcr.stash[bin], core::ptr::null_mut());
     if !head.is_null() {
         give_chain::<C>(st, tcr.shard as usize, bin, Chain::of_list(head));
+    }
+}
+
+/// Give bin `bin`'s fresh run (if any) back to the central, unwritten.
+///
+/// # Safety
+/// As [`give_stash`].
+unsafe fn give_fresh<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize) {
+    let f = core::mem::replace(&mut tcr.fresh[bin], FreshRun::EMPTY);
+    if f.left != 0 {
+        let si = tcr.shard as usize;
+        let sh = shard::shard(st, si);
+        sh.lock.lock();
+        shard::give_tail(st, si, bin, f.next, f.left);
+        sh.lock.unlock();
     }
 }
 

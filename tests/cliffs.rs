@@ -1,0 +1,108 @@
+//! Cliffs: shapes of real programs whose cost must stay proportional to what
+//! they do, checked with bounds that do not depend on the machine's speed.
+//!
+//! - `calloc_of_fresh_memory_stays_untouched` (one child process per size):
+//!   1 GiB worth of `calloc(1, n)` for n = 200000, 70000 and 4096 (256 MiB
+//!   for n = 64), never touched: the peak resident size (`VmHWM`) grows by
+//!   less than a tenth of the bytes (zeroed memory fresh from the OS is not
+//!   written).
+//! - `calloc_after_dirty_frees_is_zero`: blocks of every kind (small, medium,
+//!   large) filled with a pattern and freed, then allocated zeroed: every byte
+//!   reads zero, in the allocating thread and in another one.
+
+mod reliability_support;
+
+use reliability_support::*;
+use std::alloc::{GlobalAlloc, Layout};
+
+hz3::hz3_allocator! {
+    pub struct Zeroed<stats: true>;
+}
+impl_hz!(Zeroed);
+
+/// `VmHWM` (peak resident bytes) of this process.
+fn peak_rss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = s.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM line");
+    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * KIB
+}
+
+fn calloc_untouched(size: usize, total: usize) {
+    let a = Zeroed::new();
+    let layout = Layout::from_size_align(size, 8).unwrap();
+    let before = peak_rss();
+    let mut n = 0;
+    while n * size < total {
+        // SAFETY: the layout has a non-zero size; the block is leaked (the
+        // child exits right after).
+        let p = unsafe { a.alloc_zeroed(layout) };
+        assert!(!p.is_null());
+        n += 1;
+    }
+    println!();
+    report("grown", peak_rss().saturating_sub(before));
+    report("bytes", n * size);
+}
+
+#[test]
+fn calloc_of_fresh_memory_stays_untouched() {
+    if let Some(s) = child_scenario() {
+        let size: usize = s.parse().unwrap();
+        let total = if size < 4096 { 256 * MIB } else { 1 << 30 };
+        calloc_untouched(size, total);
+        return;
+    }
+    for size in [200_000usize, 70_000, 4096, 64] {
+        let out = run_child("calloc_of_fresh_memory_stays_untouched", &size.to_string(), &[]);
+        out.assert_ok("calloc child");
+        let grown = out.num("grown") as usize;
+        let bytes = out.num("bytes") as usize;
+        assert!(grown * 10 < bytes, "calloc({size}): peak RSS grew by {} MiB for {} MiB of untouched zeroed blocks", grown >> 20, bytes >> 20);
+    }
+}
+
+#[test]
+fn calloc_after_dirty_frees_is_zero() {
+    fn round() {
+        let a = Zeroed::new();
+        let sizes = [16usize, 64, 200, 2048, 3000, 4096, 5000, 40_000, 70_000, 200_000, 262_144, 300_000, 2 << 20];
+        for _ in 0..3 {
+            let mut live = Vec::new();
+            for (i, &size) in sizes.iter().cycle().take(sizes.len() * 40).enumerate() {
+                let l = Layout::from_size_align(size, if i % 5 == 0 { 64 } else { 8 }).unwrap();
+                // SAFETY: non-zero size.
+                let p = unsafe { a.alloc(l) };
+                assert!(!p.is_null());
+                // SAFETY: p has `size` writable bytes.
+                unsafe { p.write_bytes(0xA5, size) };
+                live.push((p, l));
+            }
+            for (p, l) in live.drain(..) {
+                // SAFETY: allocated above with `l`.
+                unsafe { a.dealloc(p, l) };
+            }
+            for (i, &size) in sizes.iter().cycle().take(sizes.len() * 40).enumerate() {
+                let l = Layout::from_size_align(size, if i % 5 == 0 { 64 } else { 8 }).unwrap();
+                // SAFETY: non-zero size.
+                let p = unsafe { a.alloc_zeroed(l) };
+                assert!(!p.is_null());
+                // SAFETY: p has `size` readable bytes.
+                let bytes = unsafe { std::slice::from_raw_parts(p, size) };
+                if let Some(off) = bytes.iter().position(|&b| b != 0) {
+                    panic!("calloc({size}) block {p:?}: byte {off} is {:#x}", bytes[off]);
+                }
+                // Dirty it for the next round.
+                // SAFETY: as above.
+                unsafe { p.write_bytes(0x5A, size) };
+                live.push((p, l));
+            }
+            for (p, l) in live {
+                // SAFETY: allocated above with `l`.
+                unsafe { a.dealloc(p, l) };
+            }
+        }
+    }
+    round();
+    std::thread::spawn(round).join().unwrap();
+}
