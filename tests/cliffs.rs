@@ -106,3 +106,64 @@ fn calloc_after_dirty_frees_is_zero() {
     round();
     std::thread::spawn(round).join().unwrap();
 }
+
+hz3::hz3_allocator! {
+    pub struct Full<arena_gib: 1, stats: true>;
+}
+impl_hz!(Full);
+
+/// Resident bytes now (`VmRSS`).
+fn rss_now() -> usize {
+    rss()
+}
+
+/// Large blocks fill a 1 GiB arena (the rest go to direct mappings); small
+/// allocations made afterwards still come from their size class (usable size
+/// 32, not a page-rounded direct mapping) at about their own size in
+/// resident memory, not a page each. The arena used to hand its last slot to
+/// a large block, and every small allocation then scanned the whole slot
+/// table and mapped a page of its own.
+#[test]
+fn full_arena_keeps_small_blocks_in_size_classes() {
+    std::thread::spawn(|| {
+        let a = Full::new();
+        let big = Layout::from_size_align(300 << 10, 8).unwrap();
+        // One and a half arenas' worth in untouched 300 KiB blocks (one slot each).
+        let bigs: Vec<usize> = (0..1536)
+            .map(|_| {
+                // SAFETY: non-zero size.
+                let p = unsafe { a.alloc(big) };
+                assert!(!p.is_null());
+                p as usize
+            })
+            .collect();
+        let small = Layout::from_size_align(32, 8).unwrap();
+        const N: usize = 100_000;
+        let before = rss_now();
+        let mut smalls = Vec::with_capacity(N);
+        let mut outside = 0;
+        for _ in 0..N {
+            // SAFETY: non-zero size.
+            let p = unsafe { a.alloc(small) };
+            assert!(!p.is_null());
+            // SAFETY: p is a live block of this type.
+            if unsafe { Full::usable_size(p) } != Some(32) {
+                outside += 1;
+            }
+            smalls.push(p);
+        }
+        let grown = rss_now().saturating_sub(before);
+        assert_eq!(outside, 0, "{outside} of {N} small blocks were not served from their size class");
+        assert!(grown < 4 * N * 32 + (8 << 20), "{N} small blocks grew RSS by {} KiB", grown >> 10);
+        for p in smalls {
+            // SAFETY: allocated above with `small`.
+            unsafe { a.dealloc(p, small) };
+        }
+        for p in bigs {
+            // SAFETY: allocated above with `big`.
+            unsafe { a.dealloc(p as *mut u8, big) };
+        }
+    })
+    .join()
+    .unwrap();
+}

@@ -54,7 +54,7 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
     if let Some(off) = data_offset(align) {
         if size < arena_len >> ARENA_SHARE_SHIFT {
             let n = (off + size + SEG_SIZE - 1) >> SEG_SHIFT;
-            if let Some((slot, clean)) = st.arena.alloc_slots(n) {
+            if let Some((slot, clean)) = st.arena.alloc_slots(n, st.arena.runs_reserve()) {
                 let seg = st.arena.slot_addr(slot) as usize;
                 let hdr = SegHdr::at(seg);
                 hdr.kind = KIND_LARGE;
@@ -174,7 +174,7 @@ pub unsafe fn resize_in_place<C: Config>(st: &State<C>, p: usize, new_size: usiz
         return need * 2 > n || n == 1;
     }
     let base = st.arena.base.load(Ordering::Relaxed);
-    if st.arena.extend_slots(segment::slot_index(base, seg), n, need).is_some() {
+    if st.arena.extend_slots(segment::slot_index(base, seg), n, need, st.arena.runs_reserve()).is_some() {
         hdr.large_slots = need as u32;
         return true;
     }

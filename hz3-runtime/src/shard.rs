@@ -411,7 +411,7 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     let (seg, pi) = match found {
         Some(f) => f,
         None => {
-            let (slot, clean) = st.arena.alloc_slots(1)?;
+            let (slot, clean) = st.arena.alloc_slots(1, 0)?;
             let seg = st.arena.slot_addr(slot) as usize;
             SegHdr::at(seg).init_runs(si, clean);
             link_seg(st, cen, seg);
