@@ -167,3 +167,56 @@ fn full_arena_keeps_small_blocks_in_size_classes() {
     .join()
     .unwrap();
 }
+
+hz3::hz3_allocator! {
+    pub struct Aligned<arena_gib: 4, stats: true>;
+}
+impl_hz!(Aligned);
+
+/// 100,000 live 8 KiB-aligned 4 KiB blocks (and 20,000 at 16 to 64 KiB)
+/// come from page runs of whole-page classes: each uses its own size in
+/// address space (usable size = its class, not most of a 1 MiB segment; the
+/// blocks packed densely), and small allocations made afterwards are still
+/// size-class blocks. Every alignment above a page used
+/// to take a whole segment, so 100,000 of them filled a 64 GiB arena.
+#[test]
+fn aligned_blocks_come_from_page_runs() {
+    std::thread::spawn(|| {
+        let a = Aligned::new();
+        let mut live = Vec::new();
+        let mut bytes = 0;
+        for i in 0..120_000usize {
+            let (size, align) = if i < 100_000 { (4096, 8192) } else { (5000 + i % 50_000, (16 << 10) << (i % 3)) };
+            let l = Layout::from_size_align(size, align).unwrap();
+            // SAFETY: non-zero size.
+            let p = unsafe { a.alloc(l) };
+            assert!(!p.is_null());
+            assert_eq!(p as usize % l.align(), 0, "block of {size} at {p:?} not aligned to {}", l.align());
+            // SAFETY: p is a live block of this type.
+            let usable = unsafe { Aligned::usable_size(p) }.unwrap();
+            assert!(usable >= size && usable <= (size.div_ceil(l.align()) * l.align()) * 5 / 4 + (16 << 10), "block of {size} aligned {}: usable {usable}", l.align());
+            bytes += usable;
+            live.push((p, l));
+        }
+        // Address space grows with the bytes held: the 100,000 8 KiB blocks
+        // lie within about twice their bytes of each other (a segment each
+        // would spread them over 100,000 MiB).
+        let (lo, hi) = live[..100_000].iter().fold((usize::MAX, 0), |(lo, hi), &(p, _)| (lo.min(p as usize), hi.max(p as usize)));
+        assert!(hi - lo < 2 * 100_000 * 8192 + (64 << 20), "8 KiB-aligned blocks spread over {} MiB", (hi - lo) >> 20);
+        assert!(bytes < 2 << 30);
+        for _ in 0..10_000 {
+            let l = Layout::from_size_align(32, 8).unwrap();
+            // SAFETY: non-zero size.
+            let p = unsafe { a.alloc(l) };
+            // SAFETY: p is a live block of this type.
+            assert_eq!(unsafe { Aligned::usable_size(p) }, Some(32));
+            live.push((p, l));
+        }
+        for (p, l) in live {
+            // SAFETY: allocated above with `l`.
+            unsafe { a.dealloc(p, l) };
+        }
+    })
+    .join()
+    .unwrap();
+}

@@ -93,7 +93,7 @@ fn churn<C: Config>(seed: u64, ops: usize) {
                 7 | 8 => 2049 + r % 63000,
                 _ => 65537 + r % 600_000,
             };
-            let a = if r.is_multiple_of(7) { 1 << (4 + (r >> 8) % 9) } else { 8 };
+            let a = if r.is_multiple_of(7) { 1 << (4 + (r >> 8) % 13) } else { 8 };
             // SAFETY: a is a power of two.
             let p = unsafe { alloc::<C>(n, a) };
             assert!(!p.is_null());

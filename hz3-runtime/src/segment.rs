@@ -216,6 +216,27 @@ impl SegHdr {
         None
     }
 
+    /// First page index, a multiple of `a` pages, of `k` contiguous free
+    /// pages, if any (first fit; at most one candidate per `a` pages).
+    pub fn find_run_aligned(&self, k: usize, a: usize) -> Option<usize> {
+        if a <= 1 {
+            return self.find_run(k);
+        }
+        if (self.n_free as usize) < k {
+            return None;
+        }
+        let free = |p: usize| self.free_map[p / 64] & (1u64 << (p % 64)) != 0;
+        let mut p = HDR_PAGES.div_ceil(a) * a;
+        while p + k <= PAGES_PER_SEG {
+            match (p..p + k).find(|&q| !free(q)) {
+                None => return Some(p),
+                // The next candidate past the used page.
+                Some(q) => p = (q / a + 1) * a,
+            }
+        }
+        None
+    }
+
     /// Mark pages `[pi, pi+k)` used (`used = true`) or free.
     pub fn mark(&mut self, pi: usize, k: usize, used: bool) {
         for p in pi..pi + k {
@@ -349,6 +370,16 @@ mod tests {
         h.mark(PAGES_PER_SEG - 5, 5, false);
         assert_eq!(h.find_run(5), Some(PAGES_PER_SEG - 5));
         assert_eq!(h.find_run(6), None);
+        // Aligned runs: only starts at multiples of the alignment count.
+        assert_eq!(h.find_run_aligned(4, 4), Some(PAGES_PER_SEG - 4));
+        assert_eq!(h.find_run_aligned(5, 4), None);
+        assert_eq!(h.find_run_aligned(2, 1), Some(PAGES_PER_SEG - 5));
+        h.mark(PAGES_PER_SEG - 5, 5, true);
+        h.mark(HDR_PAGES, 30, false);
+        assert_eq!(h.find_run_aligned(16, 16), Some(16));
+        assert_eq!(h.find_run_aligned(8, 8), Some(8));
+        assert_eq!(h.find_run_aligned(2, 2), Some(HDR_PAGES));
+        assert_eq!(h.find_run_aligned(17, 16), None);
         // SAFETY: the mapping was made above and is no longer used.
         unsafe { crate::os::unmap(mem, SEG_SIZE) };
     }

@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use crate::arena::SEG_SIZE;
 use crate::os::PAGE_SIZE;
 use crate::segment::{self, SegHdr, IN_PARTIAL, USABLE_PAGES, ZERO_RUN};
-use crate::size_class::{BINS, NBINS};
+use crate::size_class::{run_align, BINS, NBINS};
 use crate::sync::SpinLock;
 use crate::{tagmap, Config, State};
 
@@ -397,12 +397,15 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     let base = st.arena.base.load(Ordering::Relaxed);
     let info = BINS[bin];
     let k = info.run_pages as usize;
+    // Runs of whole-page classes start at their natural alignment, so
+    // aligned requests can use them (`size_class::bin_for`).
+    let a = run_align(bin) / PAGE_SIZE;
     let mut s = cen.segs;
     let mut found = None;
     while s != 0 {
         let seg = st.arena.slot_addr(s as usize - 1) as usize;
         let hdr = SegHdr::at(seg);
-        if let Some(pi) = hdr.find_run(k) {
+        if let Some(pi) = hdr.find_run_aligned(k, a) {
             found = Some((seg, pi));
             break;
         }
@@ -413,10 +416,11 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
         None => {
             let (slot, clean) = st.arena.alloc_slots(1, 0)?;
             let seg = st.arena.slot_addr(slot) as usize;
-            SegHdr::at(seg).init_runs(si, clean);
+            let hdr = SegHdr::at(seg);
+            hdr.init_runs(si, clean);
             link_seg(st, cen, seg);
             cen.nsegs += 1;
-            (seg, segment::HDR_PAGES)
+            (seg, hdr.find_run_aligned(k, a)?)
         }
     };
     let hdr = SegHdr::at(seg);
