@@ -459,3 +459,142 @@ mod cliffs {
         .unwrap();
     }
 }
+
+mod remote_return {
+    use super::*;
+    use crate::arena::{SLOT_HEAD, SLOT_TAIL};
+    use crate::remote::INBOX_AGE_MS;
+    use crate::size_class::bin_of;
+    test_config!(cret, true, false, Ptag::Late, false, 4);
+    test_config!(cbeat, true, false, Ptag::Late, false, 4);
+
+    fn held_slots<C: Config>() -> usize {
+        let st = C::state();
+        (0..st.arena.slot_count()).filter(|&i| matches!(st.arena.slot_state(i), SLOT_HEAD | SLOT_TAIL)).count()
+    }
+
+    /// 2,000 blocks of 200 KiB made by a thread that then only waits, freed
+    /// by another thread: once they have sat in the owner's inbox for the
+    /// delay, a third thread's allocations give them to the central, whose
+    /// runs and segments go back to the arena (they used to stay until the
+    /// owner allocated 200 KiB blocks again).
+    #[test]
+    fn inbox_of_an_idle_owner_comes_back() {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<usize>>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let owner = std::thread::spawn(move || {
+            let ps: Vec<usize> = (0..2000)
+                .map(|i| {
+                    // SAFETY: align 16 is a power of two.
+                    let p = unsafe { alloc::<cret::T>(200 << 10, 16) };
+                    assert!(!p.is_null());
+                    // SAFETY: the block has 200 KiB.
+                    unsafe { p.write_bytes(i as u8, 200 << 10) };
+                    p as usize
+                })
+                .collect();
+            tx.send(ps).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let ps = rx.recv().unwrap();
+        std::thread::spawn(move || {
+            for p in ps {
+                // SAFETY: each p is live; its owner thread is alive and idle.
+                unsafe { free::<cret::T>(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+        let held = held_slots::<cret::T>();
+        assert!(held >= 2000 * 200 / 1024, "held {held}");
+        std::thread::sleep(std::time::Duration::from_millis(INBOX_AGE_MS as u64 * 2 + 20));
+        std::thread::spawn(|| {
+            for _ in 0..10 {
+                let ps: Vec<usize> = (0..1000)
+                    // SAFETY: align 16 is a power of two.
+                    .map(|i| unsafe { alloc::<cret::T>(16 + i % 1000, 16) } as usize)
+                    .collect();
+                for p in ps {
+                    // SAFETY: each p is live.
+                    unsafe { free::<cret::T>(p as *mut u8) };
+                }
+            }
+        })
+        .join()
+        .unwrap();
+        let after = held_slots::<cret::T>();
+        assert!(after * 10 < held, "{after} of {held} slots still held after the inbox aged");
+        done_tx.send(()).unwrap();
+        owner.join().unwrap();
+    }
+
+    /// Blocks other threads freed for a class the owner no longer allocates
+    /// — in its stash and in its inbox, too few to be "long" — go back to
+    /// the central at the owner's heartbeat while it allocates other classes.
+    #[test]
+    fn heartbeat_returns_what_an_unused_class_holds() {
+        std::thread::spawn(|| {
+            let bin = bin_of(4096);
+            // SAFETY: align 16 is a power of two.
+            let first: Vec<usize> = (0..200).map(|_| unsafe { alloc::<cbeat::T>(4096, 16) } as usize).collect();
+            let second: Vec<usize> = (0..100).map(|_| unsafe { alloc::<cbeat::T>(4096, 16) } as usize).collect();
+            std::thread::spawn(move || {
+                for p in first {
+                    // SAFETY: each p is live; the owner is alive.
+                    unsafe { free::<cbeat::T>(p as *mut u8) };
+                }
+            })
+            .join()
+            .unwrap();
+            // Once the bin runs empty, a refill takes the inbox: most of it
+            // goes to the stash.
+            let tc = crate::thread::raw::<cbeat::T>();
+            let mut mine = Vec::new();
+            // SAFETY: `tc` is this thread's live cache.
+            while unsafe { (*tc).stash[bin] }.is_null() && mine.len() < 100 {
+                // SAFETY: align 16 is a power of two.
+                mine.push(unsafe { alloc::<cbeat::T>(4096, 16) } as usize);
+            }
+            // SAFETY: `tc` is this thread's live cache.
+            assert!(!unsafe { (*tc).stash[bin] }.is_null(), "the refill stashed the rest of the inbox chain");
+            std::thread::spawn(move || {
+                for p in second {
+                    // SAFETY: each p is live; the owner is alive.
+                    unsafe { free::<cbeat::T>(p as *mut u8) };
+                }
+            })
+            .join()
+            .unwrap();
+            let st = <cbeat::T as Config>::state();
+            let sh = crate::shard::shard(st, unsafe { (*tc).shard } as usize);
+            assert!(!sh.inbox.is_empty(bin));
+            // Other classes only (live small blocks of every small class, so
+            // their bins keep refilling), for two heartbeats and more.
+            let mut others = Vec::new();
+            let refills = |t: *mut crate::tcache::ThreadCache| {
+                // SAFETY: `t` is this thread's live cache.
+                unsafe { (*t).ctr.of(crate::stats::Ctr::Refills).load(core::sync::atomic::Ordering::Relaxed) }
+            };
+            let start = refills(tc);
+            while refills(tc) - start < 3 * crate::tcache::HEARTBEAT_REFILLS as u64 {
+                for k in 1..=128 {
+                    // SAFETY: align 16 is a power of two.
+                    others.push(unsafe { alloc::<cbeat::T>(16 * k, 16) } as usize);
+                }
+            }
+            for p in others {
+                // SAFETY: each p is live.
+                unsafe { free::<cbeat::T>(p as *mut u8) };
+            }
+            // SAFETY: `tc` is this thread's live cache.
+            assert!(unsafe { (*tc).stash[bin] }.is_null(), "the stash of an unused class was given back");
+            assert!(sh.inbox.is_empty(bin), "the inbox of an unused class was given back");
+            for p in mine {
+                // SAFETY: each p is live.
+                unsafe { free::<cbeat::T>(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}

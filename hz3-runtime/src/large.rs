@@ -50,6 +50,7 @@ fn data_offset(align: usize) -> Option<usize> {
 /// # Safety
 /// The state is initialised; `align` is a power of two.
 pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: bool) -> *mut u8 {
+    crate::remote::collect_long::<C>(st);
     let arena_len = st.arena.len.load(Ordering::Relaxed);
     if let Some(off) = data_offset(align) {
         if size < arena_len >> ARENA_SHARE_SHIFT {

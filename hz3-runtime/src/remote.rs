@@ -86,9 +86,31 @@ unsafe fn publish_slot<C: Config>(st: &State<C>, tcr: &mut ThreadCache, idx: usi
     publish::<C>(st, owner, bin, Chain { head: slot.head, tail: slot.tail, n: slot.n });
 }
 
+/// An inbox bin holding more than this many bytes is "long": once it has
+/// been long for `INBOX_AGE_MS`, any thread may give it to its central.
+pub const INBOX_LONG_BYTES: usize = 1 << 20;
+/// How long a long inbox bin waits for its owner before others collect it.
+pub const INBOX_AGE_MS: u32 = 50;
+/// `collect_long` runs at most once per this many milliseconds.
+const COLLECT_EVERY_MS: u32 = 10;
+
+/// Milliseconds from `at` to `now` (0 when `at` is later: clocks read on
+/// two threads may be in either order).
+fn elapsed(now: u32, at: u32) -> u32 {
+    let d = now.wrapping_sub(at);
+    if d > u32::MAX / 2 {
+        0
+    } else {
+        d
+    }
+}
+
 /// Hand a chain of `owner`'s blocks back: to its inbox while a thread holds the
 /// shard, else straight to its central (so an abandoned shard's runs can be
-/// released).
+/// released). A publish that leaves the inbox bin long marks it (for
+/// `collect_long`), and gives it to the central itself once it has been long
+/// for `INBOX_AGE_MS`: memory freed by other threads comes back even when
+/// its owner never allocates that class again.
 ///
 /// # Safety
 /// The chain holds free blocks of `bin` owned by shard `owner`.
@@ -96,8 +118,82 @@ pub unsafe fn publish<C: Config>(st: &State<C>, owner: usize, bin: usize, chain:
     let sh = shard::shard(st, owner);
     if sh.live.load(Ordering::Acquire) == 0 {
         tcache::give_chain::<C>(st, owner, bin, chain);
-    } else {
-        sh.inbox.push(bin, chain);
+        return;
+    }
+    let n = sh.inbox.push(bin, chain);
+    if n as usize * BINS[bin].size as usize >= INBOX_LONG_BYTES {
+        let now = crate::os::now_ms();
+        let since = sh.inbox.mark_long(bin, now);
+        if elapsed(now, since) >= INBOX_AGE_MS {
+            collect_bin::<C>(st, owner, bin);
+        } else {
+            let bit = 1u64 << (owner % 64);
+            if st.long_inboxes.load(Ordering::Relaxed) & bit == 0 {
+                st.long_inboxes.fetch_or(bit, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Give everything in shard `si`'s inbox bin `bin` to its central: one walk
+/// and one give per block.
+unsafe fn collect_bin<C: Config>(st: &State<C>, si: usize, bin: usize) {
+    let head = shard::shard(st, si).inbox.take(bin);
+    if !head.is_null() {
+        tcache::give_chain::<C>(st, si, bin, Chain::of_list(head));
+    }
+}
+
+/// From any thread's slow path: give the inbox bins that have been long for
+/// `INBOX_AGE_MS` to their centrals (their runs can then be released and
+/// purged, and reused by any thread). One relaxed load when no inbox is long;
+/// otherwise at most once per `COLLECT_EVERY_MS` for all threads, visiting
+/// the bins of the marked shards (a bounded number).
+pub fn collect_long<C: Config>(st: &State<C>) {
+    if st.long_inboxes.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    collect_long_slow::<C>(st);
+}
+
+#[cold]
+#[inline(never)]
+fn collect_long_slow<C: Config>(st: &State<C>) {
+    let now = crate::os::now_ms();
+    let last = st.last_collect.load(Ordering::Relaxed);
+    if elapsed(now, last) < COLLECT_EVERY_MS
+        || st.last_collect.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+    {
+        return;
+    }
+    // Clear the marks first: a bin marked meanwhile is seen by the next run.
+    let mask = st.long_inboxes.swap(0, Ordering::Relaxed);
+    let mut still = 0u64;
+    for low in 0..64usize {
+        if mask & (1 << low) == 0 {
+            continue;
+        }
+        let mut si = low;
+        while si < C::SHARDS {
+            let inbox = &shard::shard(st, si).inbox;
+            for bin in 0..crate::size_class::NBINS {
+                let since = inbox.long_since(bin);
+                if since == 0 || inbox.is_empty(bin) {
+                    continue;
+                }
+                if elapsed(now, since) >= INBOX_AGE_MS {
+                    // SAFETY: the blocks of the taken chain are free blocks
+                    // of `bin` owned by shard `si`.
+                    unsafe { collect_bin::<C>(st, si, bin) };
+                } else {
+                    still |= 1 << low;
+                }
+            }
+            si += 64;
+        }
+    }
+    if still != 0 {
+        st.long_inboxes.fetch_or(still, Ordering::Relaxed);
     }
 }
 

@@ -145,24 +145,33 @@ pub struct Shard {
 #[repr(C, align(64))]
 pub struct Inbox {
     heads: [AtomicPtr<u8>; NBINS],
+    /// Blocks published since the bin was last taken (a hint: a publish
+    /// racing a take may be counted on either side of it).
+    counts: [AtomicU32; NBINS],
+    /// When the bin was first seen holding more than
+    /// `remote::INBOX_LONG_BYTES` (ms, never 0), or 0.
+    since: [AtomicU32; NBINS],
 }
 
 impl Inbox {
     /// Publish `chain` (non-empty) for `bin`: one CAS splices the whole chain.
+    /// Returns the blocks now counted in the bin (a hint).
     ///
     /// # Safety
     /// The chain's blocks belong to this shard's runs of `bin` and to nobody else.
-    pub unsafe fn push(&self, bin: usize, chain: Chain) {
+    pub unsafe fn push(&self, bin: usize, chain: Chain) -> u32 {
         let head = &self.heads[bin];
         let mut old = head.load(Ordering::Relaxed);
         loop {
             set_next(chain.tail, old);
             // Release: the links written above are visible to the drainer.
             match head.compare_exchange_weak(old, chain.head, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
+                Ok(_) => break,
                 Err(cur) => old = cur,
             }
         }
+        // Relaxed: the count is only a hint for when to collect.
+        self.counts[bin].fetch_add(chain.n, Ordering::Relaxed).wrapping_add(chain.n)
     }
 
     /// Take everything published for `bin` (null when nothing).
@@ -172,7 +181,32 @@ impl Inbox {
             return core::ptr::null_mut();
         }
         // Acquire pairs with the publisher's release: the links are visible.
-        self.heads[bin].swap(core::ptr::null_mut(), Ordering::Acquire)
+        let head = self.heads[bin].swap(core::ptr::null_mut(), Ordering::Acquire);
+        self.counts[bin].store(0, Ordering::Relaxed);
+        self.since[bin].store(0, Ordering::Relaxed);
+        head
+    }
+
+    /// Whether the bin holds anything (relaxed peek).
+    #[inline]
+    pub fn is_empty(&self, bin: usize) -> bool {
+        self.heads[bin].load(Ordering::Relaxed).is_null()
+    }
+
+    /// When the bin was first seen long (0: not long).
+    #[inline]
+    pub fn long_since(&self, bin: usize) -> u32 {
+        self.since[bin].load(Ordering::Relaxed)
+    }
+
+    /// Record that the bin was seen long at `now` unless already recorded;
+    /// returns the recorded time.
+    pub fn mark_long(&self, bin: usize, now: u32) -> u32 {
+        let now = now.max(1);
+        match self.since[bin].compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => now,
+            Err(t) => t,
+        }
     }
 }
 

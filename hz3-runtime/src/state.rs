@@ -7,7 +7,7 @@
 //! `thread`, where a re-entrant call is served without a cache).
 
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::arena::Arena;
 use crate::large::HugeRegistry;
@@ -45,6 +45,12 @@ pub struct State<C: Config> {
     pub huge: HugeRegistry,
     /// Counters of threads without a cache.
     pub shared_ctr: Counters,
+    /// Shards (bit `i % 64`) with an inbox bin holding more than
+    /// `remote::INBOX_LONG_BYTES`: any thread's slow path gives such bins,
+    /// once old, to their central (`remote::collect_long`).
+    pub long_inboxes: AtomicU64,
+    /// When `collect_long` last ran (ms, `os::now_ms`).
+    pub last_collect: AtomicU32,
     _c: PhantomData<fn() -> C>,
 }
 
@@ -65,6 +71,8 @@ impl<C: Config> State<C> {
             creates: AtomicUsize::new(0),
             huge: HugeRegistry::new(),
             shared_ctr: Counters::new(),
+            long_inboxes: AtomicU64::new(0),
+            last_collect: AtomicU32::new(0),
             _c: PhantomData,
         }
     }

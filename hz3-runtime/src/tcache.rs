@@ -98,7 +98,14 @@ pub struct ThreadCache {
     /// address order without being written, so a zeroed allocation skips
     /// the memset and touches none of their pages.
     pub fresh: [FreshRun; NBINS],
+    /// Refills since the last heartbeat (see [`heartbeat`]).
+    pub beat: u32,
+    /// Bins refilled since the last heartbeat (bit per bin).
+    pub touched: [u64; NBINS.div_ceil(64)],
 }
+
+/// A thread's slow path runs a heartbeat every this many refills.
+pub const HEARTBEAT_REFILLS: u32 = 256;
 
 /// Blocks `next`, `next + size`, ... (`left` of them) at the end of a run,
 /// never handed out, reading as zero.
@@ -133,6 +140,8 @@ impl ThreadCache {
         }
         self.stash = [core::ptr::null_mut(); NBINS];
         self.fresh = [FreshRun::EMPTY; NBINS];
+        self.beat = 0;
+        self.touched = [0; NBINS.div_ceil(64)];
     }
 
     /// Count an event when stats are on.
@@ -244,6 +253,12 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
     if tcr.remote_pending != 0 {
         remote::publish_all::<C>(st, tcr);
     }
+    remote::collect_long::<C>(st);
+    tcr.touched[bin / 64] |= 1 << (bin % 64);
+    tcr.beat += 1;
+    if tcr.beat >= HEARTBEAT_REFILLS {
+        heartbeat::<C>(st, tcr);
+    }
     let si = tcr.shard as usize;
     let sh = shard::shard(st, si);
     let one_block_runs = BINS[bin].blocks == 1;
@@ -320,6 +335,33 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
     bn.head = next_of(head);
     bn.set_cached(n - 1);
     (head, false)
+}
+
+/// Every `HEARTBEAT_REFILLS` refills: give the blocks of bins this thread
+/// has not refilled since the last heartbeat — its stash, fresh run and the
+/// shard's inbox bin — to the central, where empty runs are released (and
+/// purged) for any class and thread. Bounded: one look per bin, and one walk
+/// and one give per block handed back. (A thread that stops allocating a
+/// class would otherwise keep what other threads freed for it.)
+#[cold]
+unsafe fn heartbeat<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
+    tcr.beat = 0;
+    let si = tcr.shard as usize;
+    let sh = shard::shard(st, si);
+    for bin in 0..NBINS {
+        if tcr.touched[bin / 64] & (1 << (bin % 64)) != 0 {
+            continue;
+        }
+        give_stash::<C>(st, tcr, bin);
+        give_fresh::<C>(st, tcr, bin);
+        if !sh.inbox.is_empty(bin) {
+            let head = sh.inbox.take(bin);
+            if !head.is_null() {
+                give_chain::<C>(st, si, bin, Chain::of_list(head));
+            }
+        }
+    }
+    tcr.touched = [0; NBINS.div_ceil(64)];
 }
 
 /// A bin over-filled by the thread's own frees: raise its threshold while
