@@ -30,7 +30,7 @@ const RECENT_DIRTY: usize = 256;
 pub const PURGE_DELAY_MS: u32 = 50;
 /// Entries of the purge queue (a full queue first drops entries of reused
 /// slots; it purges its oldest entry only when more runs than this are dirty).
-pub const PURGE_QUEUE: usize = 128;
+pub const PURGE_QUEUE: usize = 256;
 
 /// One freed dirty run in the purge queue; `at` is the free time, also stamped
 /// on each of its slots (a slot re-freed later carries a newer stamp, so an old

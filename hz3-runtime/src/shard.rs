@@ -15,6 +15,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use crate::arena::SEG_SIZE;
+use crate::large::LARGE_CACHE_SLOTS;
 use crate::os::PAGE_SIZE;
 use crate::segment::{self, SegHdr, IN_PARTIAL, USABLE_PAGES, ZERO_RUN};
 use crate::size_class::{run_align, BINS, NBINS};
@@ -124,10 +125,25 @@ struct Central {
     dirty: u32,
     /// Empty runs kept on each bin's partial list (`used == 0`).
     empty: [u16; NBINS],
+    /// When `dirty` was first seen above `PURGE_THRESHOLD_PAGES` (ms, never
+    /// 0), or 0.
+    dirty_since: u32,
 }
 
-/// A shard purges its dirty free pages once they exceed this many (4 MiB).
+/// A shard purges its dirty free pages once they have exceeded this many
+/// (4 MiB) for `arena::PURGE_DELAY_MS` (checked when runs are released and
+/// at the owner's heartbeat), or at once beyond `PURGE_CAP_PAGES`: a program
+/// that frees in bulk and allocates as much again reuses warm pages.
 pub const PURGE_THRESHOLD_PAGES: u32 = 1024;
+/// Dirty free pages a shard keeps at most (64 MiB).
+pub const PURGE_CAP_PAGES: u32 = 16384;
+/// Freed segments (with large blocks' slots) the arena keeps resident at
+/// most, each for `arena::PURGE_DELAY_MS` (192 MiB): a program that frees
+/// that much in bulk and allocates as much again within the delay (phases,
+/// bulk frees by another thread) reuses warm pages instead of faulting in
+/// new ones. It never raises the peak: the memory was in use just before.
+pub const SEG_DIRTY_CAP: usize = 192;
+const _: () = assert!(SEG_DIRTY_CAP < crate::arena::PURGE_QUEUE);
 
 /// One owner shard.
 #[repr(C, align(64))]
@@ -534,7 +550,7 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
     if hdr.n_free as usize == USABLE_PAGES && (cen.nsegs > 1 || !keep) {
         return_segment(st, cen, seg);
     } else if C::PURGE && cen.dirty > PURGE_THRESHOLD_PAGES {
-        purge_all(st, cen);
+        purge_if_due(st, cen);
     }
 }
 
@@ -546,7 +562,48 @@ unsafe fn return_segment<C: Config>(st: &State<C>, cen: &mut Central, seg: usize
     cen.nsegs -= 1;
     cen.dirty -= hdr.mark_dirty(segment::HDR_PAGES, USABLE_PAGES, false);
     hdr.magic = 0;
-    st.arena.free_slots(segment::slot_index(base, seg), 1, if C::PURGE { 0 } else { usize::MAX });
+    let slot = segment::slot_index(base, seg);
+    if C::PURGE {
+        // Resident for the purge delay, like a freed large block: a program
+        // that frees its blocks in bulk and allocates as many again (bulk
+        // remote frees, phases) reuses warm pages instead of faulting in new
+        // ones; the dirty cap and the delay bound what stays resident.
+        st.arena.free_slots_delayed(slot, 1, LARGE_CACHE_SLOTS, SEG_DIRTY_CAP, crate::os::now_ms());
+    } else {
+        st.arena.free_slots(slot, 1, usize::MAX);
+    }
+}
+
+/// Purge the shard's dirty pages when they have been above the threshold
+/// for the purge delay, or are above the cap.
+unsafe fn purge_if_due<C: Config>(st: &State<C>, cen: &mut Central) {
+    let now = crate::os::now_ms().max(1);
+    if cen.dirty_since == 0 {
+        cen.dirty_since = now;
+    }
+    let waited = now.wrapping_sub(cen.dirty_since);
+    if cen.dirty > PURGE_CAP_PAGES || (waited >= crate::arena::PURGE_DELAY_MS && waited < u32::MAX / 2) {
+        purge_all(st, cen);
+    }
+}
+
+/// At the owner's heartbeat: purge shard `si`'s dirty pages if they are due.
+///
+/// # Safety
+/// The caller holds shard `si`'s lock.
+pub unsafe fn purge_tick<C: Config>(st: &State<C>, si: usize) {
+    let cen = shard(st, si).central();
+    if C::PURGE && cen.dirty > PURGE_THRESHOLD_PAGES {
+        purge_if_due(st, cen);
+    }
+}
+
+/// Whether shard `si` holds dirty pages above the threshold (relaxed peek,
+/// without the lock: a stale answer only delays or repeats a check).
+pub fn purge_pending<C: Config>(st: &State<C>, si: usize) -> bool {
+    // SAFETY: a racy read of a plain u32 field used only as a hint; the
+    // central lives as long as the state.
+    C::PURGE && unsafe { core::ptr::read_volatile(&(*shard(st, si).central.get()).dirty) } > PURGE_THRESHOLD_PAGES
 }
 
 /// Purge the dirty free pages of every segment of the shard.
@@ -557,6 +614,7 @@ unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
         cen.dirty -= hdr.purge_dirty();
         s = hdr.next_seg;
     }
+    cen.dirty_since = 0;
 }
 
 /// Return what an idle shard holds: release its empty runs, give back its

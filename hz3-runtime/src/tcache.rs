@@ -362,6 +362,11 @@ unsafe fn heartbeat<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
         }
     }
     tcr.touched = [0; NBINS.div_ceil(64)];
+    if shard::purge_pending(st, si) {
+        sh.lock.lock();
+        shard::purge_tick(st, si);
+        sh.lock.unlock();
+    }
 }
 
 /// A bin over-filled by the thread's own frees: raise its threshold while
