@@ -216,22 +216,38 @@ impl SegHdr {
         None
     }
 
-    /// First page index, a multiple of `a` pages, of `k` contiguous free
-    /// pages, if any (first fit; at most one candidate per `a` pages).
+    /// First page index, a multiple of `a` pages (a power of two up to 32),
+    /// of `k <= 64` contiguous free pages, if any (first fit). Reads each
+    /// bitmap word with the next one as a 128-bit window and tests only the
+    /// free pages at multiples of `a`.
     pub fn find_run_aligned(&self, k: usize, a: usize) -> Option<usize> {
         if a <= 1 {
             return self.find_run(k);
         }
+        debug_assert!(k <= 64 && a <= 32 && a.is_power_of_two());
         if (self.n_free as usize) < k {
             return None;
         }
-        let free = |p: usize| self.free_map[p / 64] & (1u64 << (p % 64)) != 0;
-        let mut p = HDR_PAGES.div_ceil(a) * a;
-        while p + k <= PAGES_PER_SEG {
-            match (p..p + k).find(|&q| !free(q)) {
-                None => return Some(p),
-                // The next candidate past the used page.
-                Some(q) => p = (q / a + 1) * a,
+        let words = self.free_map.len();
+        let want: u128 = if k == 64 { u64::MAX as u128 } else { (1u128 << k) - 1 };
+        // One bit at every multiple of `a`.
+        let starts = u64::MAX / ((1u64 << a) - 1);
+        let first = HDR_PAGES.div_ceil(a) * a;
+        for w in 0..words {
+            let lo = self.free_map[w];
+            if lo == 0 {
+                continue;
+            }
+            let hi = if w + 1 < words { self.free_map[w + 1] } else { 0 };
+            let window = lo as u128 | (hi as u128) << 64;
+            let mut cand = lo & starts;
+            while cand != 0 {
+                let b = cand.trailing_zeros() as usize;
+                let p = w * 64 + b;
+                if p >= first && p + k <= PAGES_PER_SEG && (window >> b) & want == want {
+                    return Some(p);
+                }
+                cand &= cand - 1;
             }
         }
         None

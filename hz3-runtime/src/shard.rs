@@ -440,6 +440,9 @@ fn unlink_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
     }
 }
 
+/// Segments `carve_run` looks at before it takes a new one.
+const SEG_PROBES: u32 = 16;
+
 /// Carve a run for `bin` from the shard's segments (taking a new segment when
 /// none has room), set its descriptors, S110 meta and tags, and put it on the
 /// partial list. Returns its page id, or `None` when out of memory.
@@ -452,7 +455,11 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     let a = run_align(bin) / PAGE_SIZE;
     let mut s = cen.segs;
     let mut found = None;
-    while s != 0 {
+    // Look at a bounded number of segments: a shard whose segments all have
+    // a few scattered free pages must not walk them all for each run (those
+    // pages still serve shorter runs; the walk starts at the newest segment).
+    let mut probes = 0;
+    while s != 0 && probes < SEG_PROBES {
         let seg = st.arena.slot_addr(s as usize - 1) as usize;
         let hdr = SegHdr::at(seg);
         if let Some(pi) = hdr.find_run_aligned(k, a) {
@@ -460,6 +467,7 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
             break;
         }
         s = hdr.next_seg;
+        probes += 1;
     }
     let (seg, pi) = match found {
         Some(f) => f,
