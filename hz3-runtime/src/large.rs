@@ -21,12 +21,12 @@ use crate::{tagmap, Config, Ptag, State};
 
 /// Freed large slots kept resident for reuse (8 MiB) however long they stay free.
 pub const LARGE_CACHE_SLOTS: usize = 8;
-/// Freed large slots kept resident at most (64 MiB): above `LARGE_CACHE_SLOTS`
+/// Freed large slots kept resident at most (128 MiB): above `LARGE_CACHE_SLOTS`
 /// a freed run is purged `arena::PURGE_DELAY_MS` after its free (at the next
 /// large operation, refill or thread exit), or at once beyond this cap, so a
 /// burst of frees followed by allocations reuses warm memory instead of
 /// faulting it in again.
-pub const LARGE_DIRTY_CAP: usize = 64;
+pub const LARGE_DIRTY_CAP: usize = 128;
 // Dirty runs never outnumber the purge queue, so it never purges early.
 const _: () = assert!(LARGE_DIRTY_CAP < crate::arena::PURGE_QUEUE);
 /// Requests of at least this share of the arena (1/16) are mapped directly.
