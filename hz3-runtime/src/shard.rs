@@ -160,13 +160,20 @@ pub struct Shard {
 /// The inbox heads, on their own cache lines (written by other threads).
 #[repr(C, align(64))]
 pub struct Inbox {
-    heads: [AtomicPtr<u8>; NBINS],
+    bins: [InboxBin; NBINS],
+}
+
+/// One bin of an inbox: its head and, on the same cache line (which a
+/// publish already holds for its CAS), the count hint and long-since stamp.
+#[repr(C)]
+struct InboxBin {
+    head: AtomicPtr<u8>,
     /// Blocks published since the bin was last taken (a hint: a publish
     /// racing a take may be counted on either side of it).
-    counts: [AtomicU32; NBINS],
+    count: AtomicU32,
     /// When the bin was first seen holding more than
     /// `remote::INBOX_LONG_BYTES` (ms, never 0), or 0.
-    since: [AtomicU32; NBINS],
+    since: AtomicU32,
 }
 
 impl Inbox {
@@ -176,7 +183,7 @@ impl Inbox {
     /// # Safety
     /// The chain's blocks belong to this shard's runs of `bin` and to nobody else.
     pub unsafe fn push(&self, bin: usize, chain: Chain) -> u32 {
-        let head = &self.heads[bin];
+        let head = &self.bins[bin].head;
         let mut old = head.load(Ordering::Relaxed);
         loop {
             set_next(chain.tail, old);
@@ -187,39 +194,42 @@ impl Inbox {
             }
         }
         // Relaxed: the count is only a hint for when to collect.
-        self.counts[bin].fetch_add(chain.n, Ordering::Relaxed).wrapping_add(chain.n)
+        self.bins[bin].count.fetch_add(chain.n, Ordering::Relaxed).wrapping_add(chain.n)
     }
 
     /// Take everything published for `bin` (null when nothing).
     #[inline]
     pub fn take(&self, bin: usize) -> *mut u8 {
-        if self.heads[bin].load(Ordering::Relaxed).is_null() {
+        let b = &self.bins[bin];
+        if b.head.load(Ordering::Relaxed).is_null() {
             return core::ptr::null_mut();
         }
         // Acquire pairs with the publisher's release: the links are visible.
-        let head = self.heads[bin].swap(core::ptr::null_mut(), Ordering::Acquire);
-        self.counts[bin].store(0, Ordering::Relaxed);
-        self.since[bin].store(0, Ordering::Relaxed);
+        let head = b.head.swap(core::ptr::null_mut(), Ordering::Acquire);
+        b.count.store(0, Ordering::Relaxed);
+        if b.since.load(Ordering::Relaxed) != 0 {
+            b.since.store(0, Ordering::Relaxed);
+        }
         head
     }
 
     /// Whether the bin holds anything (relaxed peek).
     #[inline]
     pub fn is_empty(&self, bin: usize) -> bool {
-        self.heads[bin].load(Ordering::Relaxed).is_null()
+        self.bins[bin].head.load(Ordering::Relaxed).is_null()
     }
 
     /// When the bin was first seen long (0: not long).
     #[inline]
     pub fn long_since(&self, bin: usize) -> u32 {
-        self.since[bin].load(Ordering::Relaxed)
+        self.bins[bin].since.load(Ordering::Relaxed)
     }
 
     /// Record that the bin was seen long at `now` unless already recorded;
     /// returns the recorded time.
     pub fn mark_long(&self, bin: usize, now: u32) -> u32 {
         let now = now.max(1);
-        match self.since[bin].compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed) {
+        match self.bins[bin].since.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => now,
             Err(t) => t,
         }
