@@ -370,6 +370,7 @@ impl Arena {
     /// Grow the used run `[first, first+n)` to `m > n` slots in place when the
     /// following slots are free, leaving at least `leave` slots free. Returns
     /// whether every added slot was clean.
+    #[inline(never)]
     pub fn extend_slots(&self, first: usize, n: usize, m: usize, leave: usize) -> Option<bool> {
         if first + m > self.slot_count() || self.free_n.load(Ordering::Relaxed) < (m - n) + leave {
             return None;

@@ -174,9 +174,17 @@ pub unsafe fn resize_in_place<C: Config>(st: &State<C>, p: usize, new_size: usiz
         // least half of the run stays used.
         return need * 2 > n || n == 1;
     }
+    grow_in_place(st, seg, n, need)
+}
+
+/// Grow the large block whose first slot is at `seg` from `n` to `need`
+/// slots when the following slots are free (leaving the segments' reserve).
+#[cold]
+#[inline(never)]
+unsafe fn grow_in_place<C: Config>(st: &State<C>, seg: usize, n: usize, need: usize) -> bool {
     let base = st.arena.base.load(Ordering::Relaxed);
     if st.arena.extend_slots(segment::slot_index(base, seg), n, need, st.arena.runs_reserve()).is_some() {
-        hdr.large_slots = need as u32;
+        SegHdr::at(seg).large_slots = need as u32;
         return true;
     }
     false

@@ -219,6 +219,13 @@ pub fn bin_for(size: usize, align: usize) -> Option<usize> {
     if align <= 16 {
         return if size <= MEDIUM_MAX { Some(bin_of(size)) } else { None };
     }
+    bin_for_aligned(size, align)
+}
+
+/// [`bin_for`] for alignments above 16 (out of line: callers inline only
+/// the common case).
+#[inline(never)]
+fn bin_for_aligned(size: usize, align: usize) -> Option<usize> {
     if align > MAX_RUN_ALIGN || size > MEDIUM_MAX {
         return None;
     }
