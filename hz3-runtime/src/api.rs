@@ -69,19 +69,29 @@ pub unsafe fn alloc_zeroed<C: Config>(size: usize, align: usize) -> *mut u8 {
     if let Some(bin) = size_class::bin_for(size, align) {
         let tc = thread::raw::<C>();
         if is_live(tc) {
-            let p = tcache::pop(tc, bin);
+            // SAFETY: `tc` is this thread's live cache and `bin < NBINS`.
+            let p = unsafe { tcache::pop(tc, bin) };
             if !p.is_null() {
                 if C::FAILFAST {
                     failfast::mark_live(C::state(), p as usize);
                 }
-                core::ptr::write_bytes(p, 0, size);
+                // SAFETY: `p` is a block of `bin`, whose size is at least
+                // `size`; a cached block was written before, so it is cleared.
+                unsafe { core::ptr::write_bytes(p, 0, size) };
                 return p;
             }
         }
     }
-    alloc_slow::<C>(size, align, true)
+    // SAFETY: `align` is a power of two (caller's contract).
+    unsafe { alloc_slow::<C>(size, align, true) }
 }
 
+/// Everything [`alloc`] does not do on its hot path: first use, an empty
+/// bin (refill), large and over-aligned requests; `zero` asks for zeroed
+/// memory (written only where it is not known to read as zero).
+///
+/// # Safety
+/// `align` is a power of two.
 #[cold]
 #[inline(never)]
 pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *mut u8 {

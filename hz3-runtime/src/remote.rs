@@ -125,7 +125,8 @@ pub unsafe fn publish<C: Config>(st: &State<C>, owner: usize, bin: usize, chain:
         let now = crate::os::now_ms();
         let since = sh.inbox.mark_long(bin, now);
         if elapsed(now, since) >= INBOX_AGE_MS {
-            collect_bin::<C>(st, owner, bin);
+            // SAFETY: the inbox holds free blocks of `bin` owned by `owner`.
+            unsafe { collect_bin::<C>(st, owner, bin) };
         } else {
             let bit = 1u64 << (owner % 64);
             if st.long_inboxes.load(Ordering::Relaxed) & bit == 0 {
@@ -140,7 +141,9 @@ pub unsafe fn publish<C: Config>(st: &State<C>, owner: usize, bin: usize, chain:
 unsafe fn collect_bin<C: Config>(st: &State<C>, si: usize, bin: usize) {
     let head = shard::shard(st, si).inbox.take(bin);
     if !head.is_null() {
-        tcache::give_chain::<C>(st, si, bin, Chain::of_list(head));
+        // SAFETY: the taken chain is null-terminated and holds free blocks
+        // of `bin` owned by shard `si`, now ours alone.
+        unsafe { tcache::give_chain::<C>(st, si, bin, Chain::of_list(head)) };
     }
 }
 

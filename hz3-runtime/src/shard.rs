@@ -333,16 +333,21 @@ pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain
 /// After blocks came back to the run at page `rs` of `seg`: put it on the
 /// partial list, and keep or release it when it became empty.
 unsafe fn run_gained<C: Config>(st: &State<C>, cen: &mut Central, base: usize, bin: usize, seg: usize, rs: usize, keep: bool) {
-    let d = &SegHdr::at(seg).descs[rs];
-    let id = segment::page_id(base, seg, rs);
-    if d.flags & IN_PARTIAL == 0 {
-        link_partial(cen, base, bin, id);
+    // SAFETY: `seg` is a committed runs segment of this shard and the caller
+    // holds its lock (the header is ours to read and write).
+    let (in_partial, empty) = unsafe {
+        let d = &SegHdr::at(seg).descs[rs];
+        (d.flags & IN_PARTIAL != 0, d.used == 0)
+    };
+    if !in_partial {
+        link_partial(cen, base, bin, segment::page_id(base, seg, rs));
     }
-    if SegHdr::at(seg).descs[rs].used == 0 {
+    if empty {
         if keep && cen.empty[bin] < BINS[bin].keep_empty {
             cen.empty[bin] += 1;
         } else {
-            release_run(st, cen, bin, seg, rs, keep);
+            // SAFETY: the run is empty and on the partial list; lock held.
+            unsafe { release_run(st, cen, bin, seg, rs, keep) };
         }
     }
 }
@@ -357,15 +362,19 @@ unsafe fn run_gained<C: Config>(st: &State<C>, cen: &mut Central, base: usize, b
 /// # Safety
 /// The caller holds shard `si`'s lock.
 pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, bin: usize) -> Option<(*mut u8, u32)> {
-    let cen = shard(st, si).central();
+    // SAFETY: the caller holds shard `si`'s lock.
+    let cen = unsafe { shard(st, si).central() };
     let base = st.arena.base.load(Ordering::Relaxed);
     let info = BINS[bin];
     let mut id = cen.partial[bin];
     if id == 0 {
-        id = carve_run(st, si, cen, bin)?;
+        // SAFETY: lock held.
+        id = unsafe { carve_run(st, si, cen, bin) }?;
     }
     let (seg, pi) = segment::from_page_id(base, id);
-    let d = &mut SegHdr::at(seg).descs[pi];
+    // SAFETY: partial-list ids name runs of committed segments of this
+    // shard, whose lock is held.
+    let d = unsafe { &mut SegHdr::at(seg).descs[pi] };
     if d.free_head != 0 || d.flags & ZERO_RUN == 0 || d.bump >= info.blocks {
         return None;
     }
@@ -390,23 +399,31 @@ pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, bin: usize) ->
 /// The caller holds shard `si`'s lock; `first` and the `n - 1` blocks after it
 /// end the run and are not in use.
 pub unsafe fn give_tail<C: Config>(st: &State<C>, si: usize, bin: usize, first: *mut u8, n: u32) {
-    let cen = shard(st, si).central();
+    // SAFETY: the caller holds shard `si`'s lock.
+    let cen = unsafe { shard(st, si).central() };
     let base = st.arena.base.load(Ordering::Relaxed);
     let keep = shard(st, si).live.load(Ordering::Relaxed) > 0;
     let seg = segment::seg_base(first as usize);
-    let hdr = SegHdr::at(seg);
-    let rs = hdr.descs[segment::page_index(first as usize)].run_start as usize;
-    let d = &mut hdr.descs[rs];
-    d.bump -= n as u16;
-    d.used -= n as u16;
-    if d.used == 0 && d.bump == 0 {
+    // SAFETY: `first` is in a run of a committed segment of this shard (lock held).
+    let (rs, fresh) = unsafe {
+        let hdr = SegHdr::at(seg);
+        let rs = hdr.descs[segment::page_index(first as usize)].run_start as usize;
+        let d = &mut hdr.descs[rs];
+        d.bump -= n as u16;
+        d.used -= n as u16;
+        (rs, d.used == 0 && d.bump == 0)
+    };
+    if fresh {
         // As fresh as when carved: not a kept empty run (those have bump != 0).
-        if d.flags & IN_PARTIAL == 0 {
+        // SAFETY: as above.
+        if unsafe { SegHdr::at(seg).descs[rs].flags } & IN_PARTIAL == 0 {
             link_partial(cen, base, bin, segment::page_id(base, seg, rs));
         }
-        release_run(st, cen, bin, seg, rs, keep);
+        // SAFETY: the run is empty and on the partial list; lock held.
+        unsafe { release_run(st, cen, bin, seg, rs, keep) };
     } else {
-        run_gained(st, cen, base, bin, seg, rs, keep);
+        // SAFETY: lock held; the run belongs to this shard.
+        unsafe { run_gained(st, cen, base, bin, seg, rs, keep) };
     }
 }
 
@@ -600,8 +617,9 @@ unsafe fn purge_if_due<C: Config>(st: &State<C>, cen: &mut Central) {
         cen.dirty_since = now;
     }
     let waited = now.wrapping_sub(cen.dirty_since);
-    if cen.dirty > PURGE_CAP_PAGES || (waited >= crate::arena::PURGE_DELAY_MS && waited < u32::MAX / 2) {
-        purge_all(st, cen);
+    if cen.dirty > PURGE_CAP_PAGES || (crate::arena::PURGE_DELAY_MS..u32::MAX / 2).contains(&waited) {
+        // SAFETY: the caller holds the shard's lock (it passed its central).
+        unsafe { purge_all(st, cen) };
     }
 }
 
@@ -610,18 +628,12 @@ unsafe fn purge_if_due<C: Config>(st: &State<C>, cen: &mut Central) {
 /// # Safety
 /// The caller holds shard `si`'s lock.
 pub unsafe fn purge_tick<C: Config>(st: &State<C>, si: usize) {
-    let cen = shard(st, si).central();
+    // SAFETY: the caller holds shard `si`'s lock.
+    let cen = unsafe { shard(st, si).central() };
     if C::PURGE && cen.dirty > PURGE_THRESHOLD_PAGES {
-        purge_if_due(st, cen);
+        // SAFETY: lock held.
+        unsafe { purge_if_due(st, cen) };
     }
-}
-
-/// Whether shard `si` holds dirty pages above the threshold (relaxed peek,
-/// without the lock: a stale answer only delays or repeats a check).
-pub fn purge_pending<C: Config>(st: &State<C>, si: usize) -> bool {
-    // SAFETY: a racy read of a plain u32 field used only as a hint; the
-    // central lives as long as the state.
-    C::PURGE && unsafe { core::ptr::read_volatile(&(*shard(st, si).central.get()).dirty) } > PURGE_THRESHOLD_PAGES
 }
 
 /// Purge the dirty free pages of every segment of the shard.

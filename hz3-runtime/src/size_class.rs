@@ -197,7 +197,7 @@ pub const MAX_RUN_ALIGN: usize = 64 << 10;
 /// one block per run is aligned to it); a page otherwise.
 pub const fn run_align(bin: usize) -> usize {
     let size = BINS[bin].size as usize;
-    if size % PAGE_SIZE != 0 {
+    if !size.is_multiple_of(PAGE_SIZE) {
         return PAGE_SIZE;
     }
     let a = 1usize << size.trailing_zeros();
@@ -234,7 +234,7 @@ fn bin_for_aligned(size: usize, align: usize) -> Option<usize> {
         Some(small_bin(rounded))
     } else if rounded <= MEDIUM_MAX {
         let b = medium_bin(rounded);
-        if align <= PAGE_SIZE || (BINS[b].size as usize % align == 0 && run_align(b) >= align) {
+        if align <= PAGE_SIZE || ((BINS[b].size as usize).is_multiple_of(align) && run_align(b) >= align) {
             Some(b)
         } else {
             None

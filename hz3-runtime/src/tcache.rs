@@ -233,16 +233,20 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub unsafe fn refill_zeroed<C: Config>(tc: *mut ThreadCache, bin: usize) -> (*mut u8, bool) {
-    let tcr = &mut *tc;
+    // SAFETY: `tc` is this thread's live cache (caller's contract).
+    let tcr = unsafe { &mut *tc };
     let f = &mut tcr.fresh[bin];
     if f.left != 0 {
         let p = f.next;
-        f.next = p.add(BINS[bin].size as usize);
+        // The fresh run's blocks are consecutive in one run (the pointer
+        // stays inside it, or one block past its last).
+        f.next = p.wrapping_add(BINS[bin].size as usize);
         f.left -= 1;
         tcr.count::<C>(Ctr::Allocs);
         return (p, true);
     }
-    refill_from::<C>(tc, bin, true)
+    // SAFETY: as above; the bin is empty.
+    unsafe { refill_from::<C>(tc, bin, true) }
 }
 
 unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool) -> (*mut u8, bool) {
@@ -352,19 +356,24 @@ unsafe fn heartbeat<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
         if tcr.touched[bin / 64] & (1 << (bin % 64)) != 0 {
             continue;
         }
-        give_stash::<C>(st, tcr, bin);
-        give_fresh::<C>(st, tcr, bin);
-        if !sh.inbox.is_empty(bin) {
-            let head = sh.inbox.take(bin);
-            if !head.is_null() {
-                give_chain::<C>(st, si, bin, Chain::of_list(head));
+        // SAFETY: `tcr` is this thread's cache; the stash, fresh run and
+        // inbox hold free blocks of `bin` owned by shard `si`.
+        unsafe {
+            give_stash::<C>(st, tcr, bin);
+            give_fresh::<C>(st, tcr, bin);
+            if !sh.inbox.is_empty(bin) {
+                let head = sh.inbox.take(bin);
+                if !head.is_null() {
+                    give_chain::<C>(st, si, bin, Chain::of_list(head));
+                }
             }
         }
     }
     tcr.touched = [0; NBINS.div_ceil(64)];
-    if shard::purge_pending(st, si) {
+    if C::PURGE {
         sh.lock.lock();
-        shard::purge_tick(st, si);
+        // SAFETY: shard `si`'s lock is held.
+        unsafe { shard::purge_tick(st, si) };
         sh.lock.unlock();
     }
 }
@@ -463,7 +472,9 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
 unsafe fn give_stash<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize) {
     let head = core::mem::replace(&mut tcr.stash[bin], core::ptr::null_mut());
     if !head.is_null() {
-        give_chain::<C>(st, tcr.shard as usize, bin, Chain::of_list(head));
+        // SAFETY: the stash is a null-terminated list of free blocks of `bin`
+        // owned by the cache's shard, now detached.
+        unsafe { give_chain::<C>(st, tcr.shard as usize, bin, Chain::of_list(head)) };
     }
 }
 
@@ -477,7 +488,9 @@ unsafe fn give_fresh<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize
         let si = tcr.shard as usize;
         let sh = shard::shard(st, si);
         sh.lock.lock();
-        shard::give_tail(st, si, bin, f.next, f.left);
+        // SAFETY: the lock is held; the fresh run is the untouched end of a
+        // run of `bin` of shard `si`, taken by `take_zero_tail`.
+        unsafe { shard::give_tail(st, si, bin, f.next, f.left) };
         sh.lock.unlock();
     }
 }
