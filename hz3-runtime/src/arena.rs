@@ -1,7 +1,10 @@
 //! The arena: one segment-aligned reservation holding every segment.
 //!
 //! Owns: the reservation (reserved `PROT_NONE`, committed a segment at a time),
-//! the per-slot state table, contiguous slot runs for segments and large blocks,
+//! the per-slot state table with its free count and used-slot bitmap (an
+//! exhausted arena answers at once, a single slot is found without a scan),
+//! contiguous slot runs for segments and large blocks (which leave a reserve
+//! of slots to segments),
 //! the purge queue of freed dirty runs (delayed purging), and the tag map that
 //! sits right below the arena in the same reservation (so the hot path reaches
 //! it from the arena base alone). Must never: hand out a slot twice, or touch

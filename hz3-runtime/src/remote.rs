@@ -1,9 +1,11 @@
 //! Remote free: blocks freed by a thread that is not on their owner shard.
 //!
 //! Owns: the thread-local buffer of pending remote frees (a small direct-mapped
-//! table keyed by (owner, bin), each slot a chain) and publishing a chain to the
-//! owner's inbox with one CAS. Must never: write another shard's central without
-//! its lock, or publish a chain to the wrong (owner, bin) inbox.
+//! table keyed by (owner, bin), each slot a chain), publishing a chain to the
+//! owner's inbox with one CAS, and collecting inbox bins that stay long (so
+//! memory freed for an owner that never comes back for it is returned). Must
+//! never: write another shard's central without its lock, or publish a chain
+//! to the wrong (owner, bin) inbox.
 
 use crate::shard::{self, set_next, Chain};
 use crate::size_class::BINS;

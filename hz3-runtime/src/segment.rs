@@ -1,6 +1,7 @@
 //! Segments: the 1 MiB units of the arena and their headers.
 //!
 //! Owns: the segment header layout (magic, kind, owner shard, free-page bitmap,
+//! the bitmap of free pages that read as zero,
 //! the S110 `meta` array of `bin_plus1` per page, and the per-page descriptors
 //! the shard central uses), segment arithmetic, and finding/marking page runs
 //! inside one segment. Must never: decide policy (which shard, when to purge) —

@@ -4,8 +4,11 @@
 //! only place that knows how many blocks of a run are out), carving new runs
 //! from the shard's segments, releasing empty runs and segments, and the
 //! lock-free per-(shard, bin) inbox that remote frees are published to.
+//! Runs carved from pages that read as zero are marked (`ZERO_RUN`) so zeroed
+//! allocations can take their untouched ends (`take_zero_tail`). Dirty free
+//! pages are purged once above a threshold for the purge delay.
 //! Must never: be entered on the hot path; every function here except the inbox
-//! push runs under the shard lock.
+//! push and take runs under the shard lock.
 //!
 //! Block accounting: a run's `used` counts blocks outside the central (in thread
 //! caches, inboxes, remote buffers, or live in the program). A run whose `used`

@@ -1,8 +1,12 @@
 //! The per-thread cache: two intrusive free lists per bin.
 //!
-//! Owns: the `ThreadCache` layout, the hot pop/push, and the batched refill and
-//! flush between a bin and its shard. Must never: take a lock on the hot path,
-//! or hold blocks of another shard (a remote block goes to `remote`).
+//! Owns: the `ThreadCache` layout, the hot pop/push, the batched refill and
+//! flush between a bin and its shard, the per-bin stash of inbox chains (so a
+//! remote-freed block costs a bounded number of link steps), the fresh runs
+//! zeroed allocations take without writing, and the heartbeat that gives
+//! back what unused classes hold. Must never: take a lock on the hot path,
+//! walk a list whose length the program controls except to hand each block
+//! on once, or hold blocks of another shard (a remote block goes to `remote`).
 
 use crate::remote::{self, RemoteSlot, RSLOTS};
 use crate::shard::{self, next_of, set_next, Chain};
