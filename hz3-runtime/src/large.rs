@@ -78,7 +78,13 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
                 (*(&hdr.magic as *const u64 as *const core::sync::atomic::AtomicU64)).store(SEG_MAGIC, Ordering::Release);
                 let p = (seg + off) as *mut u8;
                 if zero && !clean {
-                    core::ptr::write_bytes(p, 0, size);
+                    // Give the old pages back instead of clearing them: the
+                    // block then reads as zero, only the pages the program
+                    // touches come back (resident), and nothing is written.
+                    // SAFETY: `[p, p + size rounded up to a page)` lies in
+                    // the slots just claimed (`n` covers `off + size`), which
+                    // hold no live data.
+                    unsafe { os::purge(p, (size + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)) };
                 }
                 return p;
             }
