@@ -164,9 +164,11 @@ pub fn collect_long<C: Config>(st: &State<C>) {
 #[cold]
 #[inline(never)]
 fn collect_long_slow<C: Config>(st: &State<C>) {
-    let now = crate::os::now_ms();
+    let now = crate::os::now_ms().max(1);
     let last = st.last_collect.load(Ordering::Relaxed);
-    if elapsed(now, last) < COLLECT_EVERY_MS
+    // 0: never ran (the clock may be past half its range, where `elapsed`
+    // from 0 reads as 0).
+    if (last != 0 && elapsed(now, last) < COLLECT_EVERY_MS)
         || st.last_collect.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
     {
         return;
