@@ -13,6 +13,31 @@ use crate::tcache::{self, ThreadCache};
 use crate::thread::{self, is_live};
 use crate::{failfast, large, remote, tagmap, Config, Ptag, State};
 
+/// Bytes this thread cleared for zeroed allocations (tests only: they check
+/// that memory known to read as zero is not written).
+pub mod zeroing {
+    #[cfg(test)]
+    extern crate std;
+    #[cfg(test)]
+    std::thread_local! {
+        static BYTES: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+    }
+
+    /// Count `n` bytes cleared (compiled out outside tests).
+    #[inline(always)]
+    pub fn add(n: usize) {
+        #[cfg(test)]
+        BYTES.with(|c| c.set(c.get() + n as u64));
+        let _ = n;
+    }
+
+    /// Bytes counted on this thread so far.
+    #[cfg(test)]
+    pub fn get() -> u64 {
+        BYTES.with(|c| c.get())
+    }
+}
+
 /// Requests above this are refused at once (no mapping could hold them).
 const MAX_REQUEST: usize = 1 << 46;
 
@@ -78,6 +103,7 @@ pub unsafe fn alloc_zeroed<C: Config>(size: usize, align: usize) -> *mut u8 {
                 // SAFETY: `p` is a block of `bin`, whose size is at least
                 // `size`; a cached block was written before, so it is cleared.
                 unsafe { core::ptr::write_bytes(p, 0, size) };
+                zeroing::add(size);
                 return p;
             }
         }
@@ -134,6 +160,7 @@ pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *m
     }
     if zero && !known_zero {
         core::ptr::write_bytes(p, 0, size);
+        zeroing::add(size);
     }
     p
 }

@@ -598,3 +598,80 @@ mod remote_return {
         .unwrap();
     }
 }
+
+mod zeroed {
+    use super::*;
+    use crate::api::{alloc_zeroed, zeroing};
+    use crate::arena::PURGE_DELAY_MS;
+    test_config!(czero, true, false, Ptag::Late, false, 4);
+
+    /// Pages a shard purged read as zero: after blocks were written, freed
+    /// and their pages purged (one block per segment stays live, so the
+    /// segments stay with the shard), zeroed allocations of the same class
+    /// are served from them without clearing a byte — and read zero. Fresh
+    /// memory is not cleared either; a block reused from the cache is.
+    #[test]
+    fn purged_pages_serve_zeroed_allocations_unwritten() {
+        std::thread::spawn(|| {
+            let size = 64 << 10;
+            // Fresh memory: nothing cleared.
+            let before = zeroing::get();
+            // SAFETY: align 16 is a power of two.
+            let fresh: Vec<usize> = (0..200).map(|_| unsafe { alloc_zeroed::<czero::T>(size, 16) } as usize).collect();
+            assert_eq!(zeroing::get() - before, 0, "fresh zeroed blocks were cleared");
+            for &p in &fresh {
+                // SAFETY: each p is a live block of `size` bytes.
+                unsafe { (p as *mut u8).write_bytes(0x77, size) };
+            }
+            // Keep one block per segment live; free the rest (written: dirty).
+            let (keep, rest): (Vec<usize>, Vec<usize>) = fresh.iter().partition(|&&p| p % (1 << 20) < (128 << 10));
+            assert!(!keep.is_empty());
+            let old: std::collections::HashSet<usize> = rest.iter().copied().collect();
+            for p in rest {
+                // SAFETY: p is live.
+                unsafe { free::<czero::T>(p as *mut u8) };
+            }
+            // A block reused from the thread cache is cleared.
+            let before = zeroing::get();
+            // SAFETY: align 16 is a power of two.
+            let again = unsafe { alloc_zeroed::<czero::T>(size, 16) };
+            assert_eq!(zeroing::get() - before, size as u64, "a reused block was not cleared");
+            // SAFETY: `again` has `size` readable bytes.
+            assert!(unsafe { core::slice::from_raw_parts(again, size) }.iter().all(|&b| b == 0));
+            // SAFETY: live block.
+            unsafe { free::<czero::T>(again) };
+            // After the purge delay, more traffic in the class makes the
+            // cache flush and a run be released, which purges the shard's
+            // dirty pages (they then read as zero).
+            std::thread::sleep(std::time::Duration::from_millis(PURGE_DELAY_MS as u64 * 2 + 20));
+            let churn: Vec<usize> = (0..64).map(|_| unsafe { alloc::<czero::T>(size, 16) } as usize).collect();
+            for p in churn {
+                // SAFETY: p is live.
+                unsafe { (p as *mut u8).write_bytes(1, 64) };
+                // SAFETY: p is live.
+                unsafe { free::<czero::T>(p as *mut u8) };
+            }
+            // Whatever is zeroed now without a clear must read zero.
+            let before = zeroing::get();
+            // SAFETY: align 16 is a power of two.
+            let zs: Vec<usize> = (0..150).map(|_| unsafe { alloc_zeroed::<czero::T>(size, 16) } as usize).collect();
+            let cleared = zeroing::get() - before;
+            for &p in &zs {
+                // SAFETY: p has `size` readable bytes.
+                let b = unsafe { core::slice::from_raw_parts(p as *const u8, size) };
+                assert!(b.iter().all(|&x| x == 0), "zeroed block {p:#x} not zero");
+            }
+            // Most came unwritten from the purged pages of the freed blocks
+            // (the cache holds a few, which are cleared).
+            let reused = zs.iter().filter(|p| old.contains(p)).count();
+            assert!(reused >= 100, "only {reused} of 150 zeroed blocks reuse the freed pages");
+            assert!(cleared < 150 * size as u64 / 2, "{} of 150 zeroed blocks were cleared", cleared / size as u64);
+            for p in zs.into_iter().chain(keep) {
+                // SAFETY: p is live.
+                unsafe { free::<czero::T>(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}
