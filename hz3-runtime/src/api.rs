@@ -13,6 +13,31 @@ use crate::tcache::{self, ThreadCache};
 use crate::thread::{self, is_live};
 use crate::{failfast, large, remote, tagmap, Config, Ptag, State};
 
+/// Bytes this thread cleared for zeroed allocations (tests only: they check
+/// that memory known to read as zero is not written).
+pub mod zeroing {
+    #[cfg(test)]
+    extern crate std;
+    #[cfg(test)]
+    std::thread_local! {
+        static BYTES: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+    }
+
+    /// Count `n` bytes cleared (compiled out outside tests).
+    #[inline(always)]
+    pub fn add(n: usize) {
+        #[cfg(test)]
+        BYTES.with(|c| c.set(c.get() + n as u64));
+        let _ = n;
+    }
+
+    /// Bytes counted on this thread so far.
+    #[cfg(test)]
+    pub fn get() -> u64 {
+        BYTES.with(|c| c.get())
+    }
+}
+
 /// Requests above this are refused at once (no mapping could hold them).
 const MAX_REQUEST: usize = 1 << 46;
 
@@ -57,22 +82,42 @@ pub unsafe fn alloc_cached<C: Config>(size: usize, align: usize) -> *mut u8 {
     core::ptr::null_mut()
 }
 
-/// Allocate zeroed memory; large blocks fresh from the OS skip the memset.
+/// Allocate zeroed memory, writing none that is known to read as zero: a
+/// block the thread cache holds (freed before, so written) is cleared; the
+/// slow path hands out blocks of runs carved from fresh or purged pages, and
+/// large blocks from clean slots, without writing them.
 ///
 /// # Safety
 /// `align` is a power of two.
 #[inline]
 pub unsafe fn alloc_zeroed<C: Config>(size: usize, align: usize) -> *mut u8 {
-    if size_class::bin_for(size, align).is_none() {
-        return alloc_slow::<C>(size, align, true);
+    if let Some(bin) = size_class::bin_for(size, align) {
+        let tc = thread::raw::<C>();
+        if is_live(tc) {
+            // SAFETY: `tc` is this thread's live cache and `bin < NBINS`.
+            let p = unsafe { tcache::pop::<C>(tc, bin) };
+            if !p.is_null() {
+                if C::FAILFAST {
+                    failfast::mark_live(C::state(), p as usize);
+                }
+                // SAFETY: `p` is a block of `bin`, whose size is at least
+                // `size`; a cached block was written before, so it is cleared.
+                unsafe { core::ptr::write_bytes(p, 0, size) };
+                zeroing::add(size);
+                return p;
+            }
+        }
     }
-    let p = alloc::<C>(size, align);
-    if !p.is_null() {
-        core::ptr::write_bytes(p, 0, size);
-    }
-    p
+    // SAFETY: `align` is a power of two (caller's contract).
+    unsafe { alloc_slow::<C>(size, align, true) }
 }
 
+/// Everything [`alloc`] does not do on its hot path: first use, an empty
+/// bin (refill), large and over-aligned requests; `zero` asks for zeroed
+/// memory (written only where it is not known to read as zero).
+///
+/// # Safety
+/// `align` is a power of two.
 #[cold]
 #[inline(never)]
 pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *mut u8 {
@@ -90,13 +135,18 @@ pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *m
         }
     };
     let tc = thread::cache::<C>();
+    let mut known_zero = false;
     let p = if is_live(tc) {
         // A pop is counted by the bins' block flow, a refill's block by refill.
         let p = tcache::pop::<C>(tc, bin);
-        if p.is_null() {
-            tcache::refill::<C>(tc, bin)
-        } else {
+        if !p.is_null() {
             p
+        } else if zero {
+            let (p, z) = tcache::refill_zeroed::<C>(tc, bin);
+            known_zero = z;
+            p
+        } else {
+            tcache::refill::<C>(tc, bin)
         }
     } else {
         thread::direct_alloc(st, bin)
@@ -108,8 +158,9 @@ pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *m
     if C::FAILFAST {
         failfast::mark_live(st, p as usize);
     }
-    if zero {
+    if zero && !known_zero {
         core::ptr::write_bytes(p, 0, size);
+        zeroing::add(size);
     }
     p
 }

@@ -1,7 +1,10 @@
 //! The arena: one segment-aligned reservation holding every segment.
 //!
 //! Owns: the reservation (reserved `PROT_NONE`, committed a segment at a time),
-//! the per-slot state table, contiguous slot runs for segments and large blocks,
+//! the per-slot state table with its free count and used-slot bitmap (an
+//! exhausted arena answers at once, a single slot is found without a scan),
+//! contiguous slot runs for segments and large blocks (which leave a reserve
+//! of slots to segments),
 //! the purge queue of freed dirty runs (delayed purging), and the tag map that
 //! sits right below the arena in the same reservation (so the hot path reaches
 //! it from the arena base alone). Must never: hand out a slot twice, or touch
@@ -30,7 +33,7 @@ const RECENT_DIRTY: usize = 256;
 pub const PURGE_DELAY_MS: u64 = 50;
 /// Entries of the purge queue (a full queue first drops entries of reused
 /// slots; it purges its oldest entry only when more runs than this are dirty).
-pub const PURGE_QUEUE: usize = 128;
+pub const PURGE_QUEUE: usize = 256;
 
 /// One freed dirty run in the purge queue; `at` is the free time, also stamped
 /// on each of its slots (a slot re-freed later carries a newer stamp, so an old
@@ -68,10 +71,16 @@ pub struct Arena {
     pub len: AtomicUsize,
     /// Tag map: one `AtomicU32` per arena page.
     pub tags: AtomicUsize,
-    /// One state byte per slot.
+    /// One state byte per slot, then the free stamps, the used-slot bitmap
+    /// and its summary (`slot_table_bytes`).
     slots: AtomicUsize,
-    /// Lowest slot index that may be free.
-    hint: AtomicUsize,
+    /// Free slots (state below `SLOT_HEAD`): a request for more than are
+    /// free fails at once, without the lock.
+    free_n: AtomicUsize,
+    /// Smallest run of slots a search found no room for since the last free
+    /// (`usize::MAX`: none): a repeated request that cannot succeed fails at
+    /// once instead of scanning the arena again.
+    no_run_of: AtomicUsize,
     /// Free slots in the `SLOT_DIRTY` state.
     dirty: AtomicUsize,
     /// Recently freed dirty slots, most recent last (under the lock): a
@@ -102,7 +111,8 @@ impl Arena {
             len: AtomicUsize::new(0),
             tags: AtomicUsize::new(0),
             slots: AtomicUsize::new(0),
-            hint: AtomicUsize::new(0),
+            free_n: AtomicUsize::new(0),
+            no_run_of: AtomicUsize::new(usize::MAX),
             dirty: AtomicUsize::new(0),
             recent_dirty: core::cell::UnsafeCell::new([0; RECENT_DIRTY]),
             recent_len: AtomicUsize::new(0),
@@ -161,6 +171,7 @@ impl Arena {
         self.slots.store(slots as usize, Ordering::Relaxed);
         self.tags.store(tags as usize, Ordering::Relaxed);
         self.len.store(len, Ordering::Relaxed);
+        self.free_n.store(len >> SEG_SHIFT, Ordering::Relaxed);
         // Release: a thread that sees the base sees the tag map and slot table.
         self.base.store(base as usize, Ordering::Release);
         true
@@ -212,29 +223,105 @@ impl Arena {
         unsafe { (*(self.slots.load(Ordering::Relaxed) as *const AtomicU8).add(i)).load(Ordering::Acquire) }
     }
 
+    /// Under the lock: set slot `i`'s state, keeping the free count and the
+    /// used-slot bitmap (a bit per slot, set = used) and its summary (a bit
+    /// per bitmap word, set = every slot of the word used) in step.
     fn set_state(&self, i: usize, s: u8) {
+        let was_free = self.slot_state(i) < SLOT_HEAD;
         // SAFETY: as in `slot_state`; the arena lock is held by the caller.
         unsafe { (*(self.slots.load(Ordering::Relaxed) as *const AtomicU8).add(i)).store(s, Ordering::Release) }
+        let free = s < SLOT_HEAD;
+        if free == was_free {
+            return;
+        }
+        if free {
+            self.free_n.fetch_add(1, Ordering::Relaxed);
+            // Room may exist again for any run length.
+            self.no_run_of.store(usize::MAX, Ordering::Relaxed);
+        } else {
+            self.free_n.fetch_sub(1, Ordering::Relaxed);
+        }
+        let count = self.slot_count();
+        let (used, summary) = (self.used_map(count), self.used_summary(count));
+        let bit = 1u64 << (i % 64);
+        let w = if free { used[i / 64].fetch_and(!bit, Ordering::Relaxed) & !bit } else { used[i / 64].fetch_or(bit, Ordering::Relaxed) | bit };
+        let sbit = 1u64 << ((i / 64) % 64);
+        if w == !0 {
+            summary[i / 4096].fetch_or(sbit, Ordering::Relaxed);
+        } else {
+            summary[i / 4096].fetch_and(!sbit, Ordering::Relaxed);
+        }
+    }
+
+    /// The used-slot bitmap (one bit per slot, set = used).
+    fn used_map(&self, count: usize) -> &[core::sync::atomic::AtomicU64] {
+        let base = self.slots.load(Ordering::Relaxed) + bitmap_offset(count);
+        // SAFETY: the slot table mapping holds `bitmap_words(count)` 8-aligned
+        // words at this offset (`slot_table_bytes`); zero (all free) is valid.
+        unsafe { core::slice::from_raw_parts(base as *const core::sync::atomic::AtomicU64, bitmap_words(count)) }
+    }
+
+    /// The bitmap's summary (one bit per bitmap word, set = word full).
+    fn used_summary(&self, count: usize) -> &[core::sync::atomic::AtomicU64] {
+        let base = self.slots.load(Ordering::Relaxed) + summary_offset(count);
+        // SAFETY: as in `used_map`, for `summary_words(count)` words.
+        unsafe { core::slice::from_raw_parts(base as *const core::sync::atomic::AtomicU64, summary_words(count)) }
+    }
+
+    /// Under the lock: the lowest free slot, if any. Reads one summary word
+    /// per 4096 slots (16 for a 64 GiB arena) and one bitmap word.
+    fn lowest_free(&self) -> Option<usize> {
+        let count = self.slot_count();
+        let (used, summary) = (self.used_map(count), self.used_summary(count));
+        for (sw, s) in summary.iter().enumerate() {
+            let s = s.load(Ordering::Relaxed);
+            if s == !0 {
+                continue;
+            }
+            let w = sw * 64 + s.trailing_ones() as usize;
+            if w >= used.len() {
+                return None;
+            }
+            let i = w * 64 + used[w].load(Ordering::Relaxed).trailing_ones() as usize;
+            return if i < count { Some(i) } else { None };
+        }
+        None
+    }
+
+    /// Slots large blocks leave free for small and medium segments (1/64 of
+    /// the arena, at least 8): a program whose large or aligned blocks fill
+    /// the arena keeps its small allocations in size classes.
+    pub fn runs_reserve(&self) -> usize {
+        let count = self.slot_count();
+        (count / 64).max(8).min(count / 4)
     }
 
     /// Take `n` contiguous free slots, commit them and mark them used (first as
-    /// head, the rest as tails). Returns the first index and whether every slot was
-    /// clean (reads as zero), or `None` when the arena has no such run or the OS
-    /// refuses to commit.
-    pub fn alloc_slots(&self, n: usize) -> Option<(usize, bool)> {
+    /// head, the rest as tails), leaving at least `leave` slots free. Returns
+    /// the first index and whether every slot was clean (reads as zero), or
+    /// `None` when the arena has no such run or the OS refuses to commit. An
+    /// exhausted arena answers without a lock or a scan.
+    pub fn alloc_slots(&self, n: usize, leave: usize) -> Option<(usize, bool)> {
         let count = self.slot_count();
-        if n == 0 || n > count {
+        if n == 0 || n > count || self.free_n.load(Ordering::Relaxed) < n + leave || n >= self.no_run_of.load(Ordering::Relaxed) {
             return None;
         }
         self.lock.lock();
-        if n == 1 {
-            if let Some(j) = self.pop_recent_dirty() {
-                let r = self.claim(j, 1);
-                self.lock.unlock();
-                return r;
-            }
+        if self.free_n.load(Ordering::Relaxed) < n + leave {
+            self.lock.unlock();
+            return None;
         }
-        let mut i = self.hint.load(Ordering::Relaxed);
+        if n == 1 {
+            let r = match self.pop_recent_dirty().or_else(|| self.lowest_free()) {
+                Some(j) => self.claim(j, 1),
+                None => None,
+            };
+            self.lock.unlock();
+            return r;
+        }
+        // A large run: first fit from the lowest free slot (a request that
+        // finds none is remembered until a slot is freed).
+        let mut i = self.lowest_free().unwrap_or(count);
         let mut found = None;
         while i + n <= count {
             let mut run = 0;
@@ -249,7 +336,12 @@ impl Arena {
         }
         let result = match found {
             Some(first) => self.claim(first, n),
-            None => None,
+            None => {
+                if n < self.no_run_of.load(Ordering::Relaxed) {
+                    self.no_run_of.store(n, Ordering::Relaxed);
+                }
+                None
+            }
         };
         self.lock.unlock();
         result
@@ -276,20 +368,20 @@ impl Arena {
         for j in first + 1..first + n {
             self.set_state(j, SLOT_TAIL);
         }
-        if self.hint.load(Ordering::Relaxed) == first {
-            self.hint.store(first + n, Ordering::Relaxed);
-        }
         Some((first, clean))
     }
 
     /// Grow the used run `[first, first+n)` to `m > n` slots in place when the
-    /// following slots are free. Returns whether every added slot was clean.
-    pub fn extend_slots(&self, first: usize, n: usize, m: usize) -> Option<bool> {
-        if first + m > self.slot_count() {
+    /// following slots are free, leaving at least `leave` slots free. Returns
+    /// whether every added slot was clean.
+    #[inline(never)]
+    pub fn extend_slots(&self, first: usize, n: usize, m: usize, leave: usize) -> Option<bool> {
+        if first + m > self.slot_count() || self.free_n.load(Ordering::Relaxed) < (m - n) + leave {
             return None;
         }
         self.lock.lock();
-        let free = (first + n..first + m).all(|j| self.slot_state(j) < SLOT_HEAD);
+        let free = self.free_n.load(Ordering::Relaxed) >= (m - n) + leave
+            && (first + n..first + m).all(|j| self.slot_state(j) < SLOT_HEAD);
         let result = if free {
             let mut clean = true;
             let mut ok = true;
@@ -340,9 +432,6 @@ impl Arena {
         if !purge && n == 1 {
             self.push_recent_dirty(first);
         }
-        if first < self.hint.load(Ordering::Relaxed) {
-            self.hint.store(first, Ordering::Relaxed);
-        }
         self.lock.unlock();
     }
 
@@ -389,9 +478,6 @@ impl Arena {
             if n == 1 {
                 self.push_recent_dirty(first);
             }
-        }
-        if first < self.hint.load(Ordering::Relaxed) {
-            self.hint.store(first, Ordering::Relaxed);
         }
         self.purge_due(q, floor, now, false);
         self.lock.unlock();
@@ -532,9 +618,30 @@ fn stamps_offset(slot_count: usize) -> usize {
     (slot_count + 7) & !7
 }
 
-/// Bytes of the slot table mapping: a state byte and a `u64` free stamp per slot.
-fn slot_table_bytes(slot_count: usize) -> usize {
+/// Offset of the used-slot bitmap (after the `u64` stamps, 8-aligned).
+fn bitmap_offset(slot_count: usize) -> usize {
     stamps_offset(slot_count) + slot_count * 8
+}
+
+/// Words of the used-slot bitmap.
+fn bitmap_words(slot_count: usize) -> usize {
+    slot_count.div_ceil(64)
+}
+
+/// Offset of the bitmap's summary (after the bitmap).
+fn summary_offset(slot_count: usize) -> usize {
+    bitmap_offset(slot_count) + bitmap_words(slot_count) * 8
+}
+
+/// Words of the bitmap's summary.
+fn summary_words(slot_count: usize) -> usize {
+    bitmap_words(slot_count).div_ceil(64)
+}
+
+/// Bytes of the slot table mapping: a state byte, a `u64` free stamp and a
+/// used bit per slot, and the bitmap's summary.
+fn slot_table_bytes(slot_count: usize) -> usize {
+    summary_offset(slot_count) + summary_words(slot_count) * 8
 }
 
 
@@ -549,7 +656,7 @@ mod tests {
     fn purge_is_due_after_more_than_24_days() {
         let a = Arena::new();
         assert!(a.init(MIN_ARENA));
-        let (first, _) = a.alloc_slots(1).expect("one slot");
+        let (first, _) = a.alloc_slots(1, 0).expect("one slot");
         let t0: u64 = 1000;
         // SAFETY: the slot was just handed out and holds no data.
         unsafe { a.free_slots_delayed(first, 1, 0, 8, t0 as _) };
@@ -558,5 +665,47 @@ mod tests {
         assert!(a.purge_pending(0, later as _), "a run freed 2^31 ms ago is not due");
         a.purge_queued(0, later as _, false);
         assert_eq!(a.dirty_slots(), 0, "the run freed 2^31 ms ago was not purged");
+    }
+
+
+    /// Single slots come lowest first from the bitmap, every slot once; an
+    /// exhausted arena refuses at once; a freed slot is found again; the
+    /// reserve left by a caller holds; a failed long run is remembered until
+    /// a free.
+    #[test]
+    fn slots_come_from_the_bitmap_and_exhaustion_is_remembered() {
+        let a = Arena::new();
+        assert!(a.init(MIN_ARENA));
+        let count = a.slot_count();
+        assert_eq!(count, MIN_ARENA >> SEG_SHIFT);
+        let reserve = a.runs_reserve();
+        assert!(reserve >= 8 && reserve < count);
+        // Large-style requests stop `reserve` slots short of the end.
+        let mut got = 0;
+        while let Some((i, clean)) = a.alloc_slots(1, reserve) {
+            assert_eq!(i, got, "lowest free slot first");
+            assert!(clean);
+            got += 1;
+        }
+        assert_eq!(got, count - reserve);
+        // Segments may take the rest.
+        while let Some((i, _)) = a.alloc_slots(1, 0) {
+            assert_eq!(i, got);
+            got += 1;
+        }
+        assert_eq!(got, count);
+        assert!(a.alloc_slots(1, 0).is_none());
+        assert!(a.alloc_slots(2, 0).is_none());
+        // SAFETY: slots 5, 6 and 40 were handed out above and hold nothing.
+        unsafe {
+            a.free_slots(40, 1, 0);
+            a.free_slots(5, 1, 0);
+            a.free_slots(6, 1, 0);
+        }
+        assert_eq!(a.alloc_slots(3, 0), None);
+        assert_eq!(a.no_run_of.load(Ordering::Relaxed), 3);
+        assert_eq!(a.alloc_slots(2, 0), Some((5, true)));
+        assert_eq!(a.alloc_slots(1, 0), Some((40, true)));
+        assert!(a.alloc_slots(1, 0).is_none());
     }
 }

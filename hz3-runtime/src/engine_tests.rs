@@ -93,7 +93,7 @@ fn churn<C: Config>(seed: u64, ops: usize) {
                 7 | 8 => 2049 + r % 63000,
                 _ => 65537 + r % 600_000,
             };
-            let a = if r.is_multiple_of(7) { 1 << (4 + (r >> 8) % 9) } else { 8 };
+            let a = if r.is_multiple_of(7) { 1 << (4 + (r >> 8) % 13) } else { 8 };
             // SAFETY: a is a power of two.
             let p = unsafe { alloc::<C>(n, a) };
             assert!(!p.is_null());
@@ -404,5 +404,274 @@ mod delayed_purge {
         .join()
         .unwrap();
         assert!(st.arena.dirty_slots() <= LARGE_CACHE_SLOTS, "dirty {} after thread exit", st.arena.dirty_slots());
+    }
+}
+
+mod cliffs {
+    use super::*;
+    use crate::shard::walks;
+    test_config!(cbulk, true, false, Ptag::Late, false, 4);
+
+    /// Allocate `n` blocks of `size` on this thread, have another thread free
+    /// them all (remote frees), then allocate `n` again here; returns the link
+    /// steps the second round took and how many of its blocks were reused.
+    fn remote_bulk_round(n: usize, size: usize) -> (u64, usize) {
+        // SAFETY: align 16 is a power of two.
+        let first: Vec<usize> = (0..n).map(|_| unsafe { alloc::<cbulk::T>(size, 16) } as usize).collect();
+        assert!(first.iter().all(|&p| p != 0));
+        let to_free = first.clone();
+        std::thread::spawn(move || {
+            for p in to_free {
+                // SAFETY: each p is live; the allocating thread is alive (so it
+                // holds its shard and these frees are remote).
+                unsafe { free::<cbulk::T>(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+        let before = walks::get();
+        // SAFETY: align 16 is a power of two.
+        let second: Vec<usize> = (0..n).map(|_| unsafe { alloc::<cbulk::T>(size, 16) } as usize).collect();
+        let steps = walks::get() - before;
+        let old: std::collections::HashSet<usize> = first.into_iter().collect();
+        let reused = second.iter().filter(|p| old.contains(p)).count();
+        for p in second {
+            // SAFETY: each p is live.
+            unsafe { free::<cbulk::T>(p as *mut u8) };
+        }
+        (steps, reused)
+    }
+
+    /// Blocks of a one-block-run class (4 KiB and 64 KiB) freed in bulk by
+    /// another thread come back to their owner at a bounded number of link
+    /// steps each: the refill used to walk the whole rest of the inbox chain
+    /// on every refill (quadratic in the chain's length).
+    #[test]
+    fn bulk_remote_frees_refill_in_bounded_steps_per_block() {
+        std::thread::spawn(|| {
+            for (n, size) in [(20_000, 4096), (4_000, 64 << 10)] {
+                let (steps, reused) = remote_bulk_round(n, size);
+                assert!(reused * 10 >= n * 9, "size {size}: only {reused} of {n} blocks came back from the inbox");
+                assert!(steps <= 3 * n as u64, "size {size}: {steps} link steps for {n} blocks");
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+mod remote_return {
+    use super::*;
+    use crate::arena::{SLOT_HEAD, SLOT_TAIL};
+    use crate::remote::INBOX_AGE_MS;
+    use crate::size_class::bin_of;
+    test_config!(cret, true, false, Ptag::Late, false, 4);
+    test_config!(cbeat, true, false, Ptag::Late, false, 4);
+
+    fn held_slots<C: Config>() -> usize {
+        let st = C::state();
+        (0..st.arena.slot_count()).filter(|&i| matches!(st.arena.slot_state(i), SLOT_HEAD | SLOT_TAIL)).count()
+    }
+
+    /// 2,000 blocks of 200 KiB made by a thread that then only waits, freed
+    /// by another thread: once they have sat in the owner's inbox for the
+    /// delay, a third thread's allocations give them to the central, whose
+    /// runs and segments go back to the arena (they used to stay until the
+    /// owner allocated 200 KiB blocks again).
+    #[test]
+    fn inbox_of_an_idle_owner_comes_back() {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<usize>>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let owner = std::thread::spawn(move || {
+            let ps: Vec<usize> = (0..2000)
+                .map(|i| {
+                    // SAFETY: align 16 is a power of two.
+                    let p = unsafe { alloc::<cret::T>(200 << 10, 16) };
+                    assert!(!p.is_null());
+                    // SAFETY: the block has 200 KiB.
+                    unsafe { p.write_bytes(i as u8, 200 << 10) };
+                    p as usize
+                })
+                .collect();
+            tx.send(ps).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let ps = rx.recv().unwrap();
+        std::thread::spawn(move || {
+            for p in ps {
+                // SAFETY: each p is live; its owner thread is alive and idle.
+                unsafe { free::<cret::T>(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+        let held = held_slots::<cret::T>();
+        assert!(held >= 2000 * 200 / 1024, "held {held}");
+        std::thread::sleep(std::time::Duration::from_millis(INBOX_AGE_MS as u64 * 2 + 20));
+        std::thread::spawn(|| {
+            for _ in 0..10 {
+                let ps: Vec<usize> = (0..1000)
+                    // SAFETY: align 16 is a power of two.
+                    .map(|i| unsafe { alloc::<cret::T>(16 + i % 1000, 16) } as usize)
+                    .collect();
+                for p in ps {
+                    // SAFETY: each p is live.
+                    unsafe { free::<cret::T>(p as *mut u8) };
+                }
+            }
+        })
+        .join()
+        .unwrap();
+        let after = held_slots::<cret::T>();
+        assert!(after * 10 < held, "{after} of {held} slots still held after the inbox aged");
+        done_tx.send(()).unwrap();
+        owner.join().unwrap();
+    }
+
+    /// Blocks other threads freed for a class the owner no longer allocates
+    /// — in its stash and in its inbox, too few to be "long" — go back to
+    /// the central at the owner's heartbeat while it allocates other classes.
+    #[test]
+    fn heartbeat_returns_what_an_unused_class_holds() {
+        std::thread::spawn(|| {
+            let bin = bin_of(4096);
+            // SAFETY: align 16 is a power of two.
+            let first: Vec<usize> = (0..200).map(|_| unsafe { alloc::<cbeat::T>(4096, 16) } as usize).collect();
+            let second: Vec<usize> = (0..100).map(|_| unsafe { alloc::<cbeat::T>(4096, 16) } as usize).collect();
+            std::thread::spawn(move || {
+                for p in first {
+                    // SAFETY: each p is live; the owner is alive.
+                    unsafe { free::<cbeat::T>(p as *mut u8) };
+                }
+            })
+            .join()
+            .unwrap();
+            // Once the bin runs empty, a refill takes the inbox: most of it
+            // goes to the stash.
+            let tc = crate::thread::raw::<cbeat::T>();
+            let mut mine = Vec::new();
+            // SAFETY: `tc` is this thread's live cache.
+            while unsafe { (*tc).stash[bin] }.is_null() && mine.len() < 100 {
+                // SAFETY: align 16 is a power of two.
+                mine.push(unsafe { alloc::<cbeat::T>(4096, 16) } as usize);
+            }
+            // SAFETY: `tc` is this thread's live cache.
+            assert!(!unsafe { (*tc).stash[bin] }.is_null(), "the refill stashed the rest of the inbox chain");
+            std::thread::spawn(move || {
+                for p in second {
+                    // SAFETY: each p is live; the owner is alive.
+                    unsafe { free::<cbeat::T>(p as *mut u8) };
+                }
+            })
+            .join()
+            .unwrap();
+            let st = <cbeat::T as Config>::state();
+            let sh = crate::shard::shard(st, unsafe { (*tc).shard } as usize);
+            assert!(!sh.inbox.is_empty(bin));
+            // Other classes only (live small blocks of every small class, so
+            // their bins keep refilling), for two heartbeats and more.
+            let mut others = Vec::new();
+            let refills = |t: *mut crate::tcache::ThreadCache| {
+                // SAFETY: `t` is this thread's live cache.
+                unsafe { (*t).ctr.of(crate::stats::Ctr::Refills).load(core::sync::atomic::Ordering::Relaxed) }
+            };
+            let start = refills(tc);
+            while refills(tc) - start < 3 * crate::tcache::HEARTBEAT_REFILLS as u64 {
+                for k in 1..=128 {
+                    // SAFETY: align 16 is a power of two.
+                    others.push(unsafe { alloc::<cbeat::T>(16 * k, 16) } as usize);
+                }
+            }
+            for p in others {
+                // SAFETY: each p is live.
+                unsafe { free::<cbeat::T>(p as *mut u8) };
+            }
+            // SAFETY: `tc` is this thread's live cache.
+            assert!(unsafe { (*tc).stash[bin] }.is_null(), "the stash of an unused class was given back");
+            assert!(sh.inbox.is_empty(bin), "the inbox of an unused class was given back");
+            for p in mine {
+                // SAFETY: each p is live.
+                unsafe { free::<cbeat::T>(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+mod zeroed {
+    use super::*;
+    use crate::api::{alloc_zeroed, zeroing};
+    use crate::arena::PURGE_DELAY_MS;
+    test_config!(czero, true, false, Ptag::Late, false, 4);
+
+    /// Pages a shard purged read as zero: after blocks were written, freed
+    /// and their pages purged (one block per segment stays live, so the
+    /// segments stay with the shard), zeroed allocations of the same class
+    /// are served from them without clearing a byte — and read zero. Fresh
+    /// memory is not cleared either; a block reused from the cache is.
+    #[test]
+    fn purged_pages_serve_zeroed_allocations_unwritten() {
+        std::thread::spawn(|| {
+            let size = 64 << 10;
+            // Fresh memory: nothing cleared.
+            let before = zeroing::get();
+            // SAFETY: align 16 is a power of two.
+            let fresh: Vec<usize> = (0..200).map(|_| unsafe { alloc_zeroed::<czero::T>(size, 16) } as usize).collect();
+            assert_eq!(zeroing::get() - before, 0, "fresh zeroed blocks were cleared");
+            for &p in &fresh {
+                // SAFETY: each p is a live block of `size` bytes.
+                unsafe { (p as *mut u8).write_bytes(0x77, size) };
+            }
+            // Keep one block per segment live; free the rest (written: dirty).
+            let (keep, rest): (Vec<usize>, Vec<usize>) = fresh.iter().partition(|&&p| p % (1 << 20) < (128 << 10));
+            assert!(!keep.is_empty());
+            let old: std::collections::HashSet<usize> = rest.iter().copied().collect();
+            for p in rest {
+                // SAFETY: p is live.
+                unsafe { free::<czero::T>(p as *mut u8) };
+            }
+            // A block reused from the thread cache is cleared.
+            let before = zeroing::get();
+            // SAFETY: align 16 is a power of two.
+            let again = unsafe { alloc_zeroed::<czero::T>(size, 16) };
+            assert_eq!(zeroing::get() - before, size as u64, "a reused block was not cleared");
+            // SAFETY: `again` has `size` readable bytes.
+            assert!(unsafe { core::slice::from_raw_parts(again, size) }.iter().all(|&b| b == 0));
+            // SAFETY: live block.
+            unsafe { free::<czero::T>(again) };
+            // After the purge delay, more traffic in the class makes the
+            // cache flush and a run be released, which purges the shard's
+            // dirty pages (they then read as zero).
+            std::thread::sleep(std::time::Duration::from_millis(PURGE_DELAY_MS as u64 * 2 + 20));
+            let churn: Vec<usize> = (0..64).map(|_| unsafe { alloc::<czero::T>(size, 16) } as usize).collect();
+            for p in churn {
+                // SAFETY: p is live.
+                unsafe { (p as *mut u8).write_bytes(1, 64) };
+                // SAFETY: p is live.
+                unsafe { free::<czero::T>(p as *mut u8) };
+            }
+            // Whatever is zeroed now without a clear must read zero.
+            let before = zeroing::get();
+            // SAFETY: align 16 is a power of two.
+            let zs: Vec<usize> = (0..150).map(|_| unsafe { alloc_zeroed::<czero::T>(size, 16) } as usize).collect();
+            let cleared = zeroing::get() - before;
+            for &p in &zs {
+                // SAFETY: p has `size` readable bytes.
+                let b = unsafe { core::slice::from_raw_parts(p as *const u8, size) };
+                assert!(b.iter().all(|&x| x == 0), "zeroed block {p:#x} not zero");
+            }
+            // Most came unwritten from the purged pages of the freed blocks
+            // (the cache holds a few, which are cleared).
+            let reused = zs.iter().filter(|p| old.contains(p)).count();
+            assert!(reused >= 100, "only {reused} of 150 zeroed blocks reuse the freed pages");
+            assert!(cleared < 150 * size as u64 / 2, "{} of 150 zeroed blocks were cleared", cleared / size as u64);
+            for p in zs.into_iter().chain(keep) {
+                // SAFETY: p is live.
+                unsafe { free::<czero::T>(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
     }
 }

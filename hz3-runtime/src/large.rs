@@ -21,12 +21,12 @@ use crate::{tagmap, Config, Ptag, State};
 
 /// Freed large slots kept resident for reuse (8 MiB) however long they stay free.
 pub const LARGE_CACHE_SLOTS: usize = 8;
-/// Freed large slots kept resident at most (64 MiB): above `LARGE_CACHE_SLOTS`
+/// Freed large slots kept resident at most (128 MiB): above `LARGE_CACHE_SLOTS`
 /// a freed run is purged `arena::PURGE_DELAY_MS` after its free (at the next
 /// large operation, refill or thread exit), or at once beyond this cap, so a
 /// burst of frees followed by allocations reuses warm memory instead of
 /// faulting it in again.
-pub const LARGE_DIRTY_CAP: usize = 64;
+pub const LARGE_DIRTY_CAP: usize = 128;
 // Dirty runs never outnumber the purge queue, so it never purges early.
 const _: () = assert!(LARGE_DIRTY_CAP < crate::arena::PURGE_QUEUE);
 /// Requests of at least this share of the arena (1/16) are mapped directly.
@@ -50,11 +50,12 @@ fn data_offset(align: usize) -> Option<usize> {
 /// # Safety
 /// The state is initialised; `align` is a power of two.
 pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: bool) -> *mut u8 {
+    crate::remote::collect_long::<C>(st);
     let arena_len = st.arena.len.load(Ordering::Relaxed);
     if let Some(off) = data_offset(align) {
         if size < arena_len >> ARENA_SHARE_SHIFT {
             let n = (off + size + SEG_SIZE - 1) >> SEG_SHIFT;
-            if let Some((slot, clean)) = st.arena.alloc_slots(n) {
+            if let Some((slot, clean)) = st.arena.alloc_slots(n, st.arena.runs_reserve()) {
                 let seg = st.arena.slot_addr(slot) as usize;
                 let hdr = SegHdr::at(seg);
                 hdr.kind = KIND_LARGE;
@@ -77,7 +78,13 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
                 (*(&hdr.magic as *const u64 as *const core::sync::atomic::AtomicU64)).store(SEG_MAGIC, Ordering::Release);
                 let p = (seg + off) as *mut u8;
                 if zero && !clean {
-                    core::ptr::write_bytes(p, 0, size);
+                    // Give the old pages back instead of clearing them: the
+                    // block then reads as zero, only the pages the program
+                    // touches come back (resident), and nothing is written.
+                    // SAFETY: `[p, p + size rounded up to a page)` lies in
+                    // the slots just claimed (`n` covers `off + size`), which
+                    // hold no live data.
+                    unsafe { os::purge(p, (size + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)) };
                 }
                 return p;
             }
@@ -176,9 +183,17 @@ pub unsafe fn resize_in_place<C: Config>(st: &State<C>, p: usize, new_size: usiz
         // least half of the run stays used.
         return need * 2 > n || n == 1;
     }
+    grow_in_place(st, seg, n, need)
+}
+
+/// Grow the large block whose first slot is at `seg` from `n` to `need`
+/// slots when the following slots are free (leaving the segments' reserve).
+#[cold]
+#[inline(never)]
+unsafe fn grow_in_place<C: Config>(st: &State<C>, seg: usize, n: usize, need: usize) -> bool {
     let base = st.arena.base.load(Ordering::Relaxed);
-    if st.arena.extend_slots(segment::slot_index(base, seg), n, need).is_some() {
-        hdr.large_slots = need as u32;
+    if st.arena.extend_slots(segment::slot_index(base, seg), n, need, st.arena.runs_reserve()).is_some() {
+        SegHdr::at(seg).large_slots = need as u32;
         return true;
     }
     false

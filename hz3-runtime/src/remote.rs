@@ -1,9 +1,11 @@
 //! Remote free: blocks freed by a thread that is not on their owner shard.
 //!
 //! Owns: the thread-local buffer of pending remote frees (a small direct-mapped
-//! table keyed by (owner, bin), each slot a chain) and publishing a chain to the
-//! owner's inbox with one CAS. Must never: write another shard's central without
-//! its lock, or publish a chain to the wrong (owner, bin) inbox.
+//! table keyed by (owner, bin), each slot a chain), publishing a chain to the
+//! owner's inbox with one CAS, and collecting inbox bins that stay long (so
+//! memory freed for an owner that never comes back for it is returned). Must
+//! never: write another shard's central without its lock, or publish a chain
+//! to the wrong (owner, bin) inbox.
 
 use crate::shard::{self, set_next, Chain};
 use crate::size_class::BINS;
@@ -86,9 +88,26 @@ unsafe fn publish_slot<C: Config>(st: &State<C>, tcr: &mut ThreadCache, idx: usi
     publish::<C>(st, owner, bin, Chain { head: slot.head, tail: slot.tail, n: slot.n });
 }
 
+/// An inbox bin holding more than this many bytes is "long": once it has
+/// been long for `INBOX_AGE_MS`, any thread may give it to its central.
+pub const INBOX_LONG_BYTES: usize = 1 << 20;
+/// How long a long inbox bin waits for its owner before others collect it.
+pub const INBOX_AGE_MS: u64 = 50;
+/// `collect_long` runs at most once per this many milliseconds.
+const COLLECT_EVERY_MS: u64 = 10;
+
+/// Milliseconds from `at` to `now` (0 when `at` is later: clocks read on
+/// two threads may be in either order). The clock is 64-bit: no wrap.
+fn elapsed(now: u64, at: u64) -> u64 {
+    now.saturating_sub(at)
+}
+
 /// Hand a chain of `owner`'s blocks back: to its inbox while a thread holds the
 /// shard, else straight to its central (so an abandoned shard's runs can be
-/// released).
+/// released). A publish that leaves the inbox bin long marks it (for
+/// `collect_long`), and gives it to the central itself once it has been long
+/// for `INBOX_AGE_MS`: memory freed by other threads comes back even when
+/// its owner never allocates that class again.
 ///
 /// # Safety
 /// The chain holds free blocks of `bin` owned by shard `owner`.
@@ -96,8 +115,87 @@ pub unsafe fn publish<C: Config>(st: &State<C>, owner: usize, bin: usize, chain:
     let sh = shard::shard(st, owner);
     if sh.live.load(Ordering::Acquire) == 0 {
         tcache::give_chain::<C>(st, owner, bin, chain);
-    } else {
-        crate::thread::publish_to_inbox::<C>(st, owner, bin, chain);
+        return;
+    }
+    let n = crate::thread::publish_to_inbox::<C>(st, owner, bin, chain);
+    if n as usize * BINS[bin].size as usize >= INBOX_LONG_BYTES {
+        let now = crate::os::now_ms();
+        let since = sh.inbox.mark_long(bin, now);
+        if elapsed(now, since) >= INBOX_AGE_MS {
+            // SAFETY: the inbox holds free blocks of `bin` owned by `owner`.
+            unsafe { collect_bin::<C>(st, owner, bin) };
+        } else {
+            let bit = 1u64 << (owner % 64);
+            if st.long_inboxes.load(Ordering::Relaxed) & bit == 0 {
+                st.long_inboxes.fetch_or(bit, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Give everything in shard `si`'s inbox bin `bin` to its central: one walk
+/// and one give per block.
+unsafe fn collect_bin<C: Config>(st: &State<C>, si: usize, bin: usize) {
+    let head = shard::shard(st, si).inbox.take(bin);
+    if !head.is_null() {
+        // SAFETY: the taken chain is null-terminated and holds free blocks
+        // of `bin` owned by shard `si`, now ours alone.
+        unsafe { tcache::give_chain::<C>(st, si, bin, Chain::of_list::<C>(head)) };
+    }
+}
+
+/// From any thread's slow path: give the inbox bins that have been long for
+/// `INBOX_AGE_MS` to their centrals (their runs can then be released and
+/// purged, and reused by any thread). One relaxed load when no inbox is long;
+/// otherwise at most once per `COLLECT_EVERY_MS` for all threads, visiting
+/// the bins of the marked shards (a bounded number).
+pub fn collect_long<C: Config>(st: &State<C>) {
+    if st.long_inboxes.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    collect_long_slow::<C>(st);
+}
+
+#[cold]
+#[inline(never)]
+fn collect_long_slow<C: Config>(st: &State<C>) {
+    let now = crate::os::now_ms().max(1);
+    let last = st.last_collect.load(Ordering::Relaxed);
+    // 0: never ran (the clock may be past half its range, where `elapsed`
+    // from 0 reads as 0).
+    if (last != 0 && elapsed(now, last) < COLLECT_EVERY_MS)
+        || st.last_collect.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+    {
+        return;
+    }
+    // Clear the marks first: a bin marked meanwhile is seen by the next run.
+    let mask = st.long_inboxes.swap(0, Ordering::Relaxed);
+    let mut still = 0u64;
+    for low in 0..64usize {
+        if mask & (1 << low) == 0 {
+            continue;
+        }
+        let mut si = low;
+        while si < C::SHARDS {
+            let inbox = &shard::shard(st, si).inbox;
+            for bin in 0..crate::size_class::NBINS {
+                let since = inbox.long_since(bin);
+                if since == 0 || inbox.is_empty(bin) {
+                    continue;
+                }
+                if elapsed(now, since) >= INBOX_AGE_MS {
+                    // SAFETY: the blocks of the taken chain are free blocks
+                    // of `bin` owned by shard `si`.
+                    unsafe { collect_bin::<C>(st, si, bin) };
+                } else {
+                    still |= 1 << low;
+                }
+            }
+            si += 64;
+        }
+    }
+    if still != 0 {
+        st.long_inboxes.fetch_or(still, Ordering::Relaxed);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Segments: the 1 MiB units of the arena and their headers.
 //!
 //! Owns: the segment header layout (magic, kind, owner shard, free-page bitmap,
+//! the bitmap of free pages that read as zero,
 //! the S110 `meta` array of `bin_plus1` per page, and the per-page descriptors
 //! the shard central uses), segment arithmetic, and finding/marking page runs
 //! inside one segment. Must never: decide policy (which shard, when to purge) —
@@ -28,6 +29,9 @@ pub const KIND_LARGE: u32 = 2;
 
 /// Descriptor flag: the run is on its shard's partial list.
 pub const IN_PARTIAL: u8 = 1;
+/// Descriptor flag: the run's pages read as zero when it was carved, so its
+/// blocks at index >= `bump` (never handed out) still do.
+pub const ZERO_RUN: u8 = 2;
 
 /// Per-page descriptor, written by the shard that owns the segment under its lock.
 #[repr(C)]
@@ -83,6 +87,9 @@ pub struct SegHdr {
     pub meta: [AtomicU16; PAGES_PER_SEG],
     /// Page descriptors (runs segments only; overlaps large-block data).
     pub descs: [PageDesc; PAGES_PER_SEG],
+    /// Free pages known to read as zero (bit set): fresh from the OS or
+    /// purged, and not carved into a run since (runs segments only).
+    pub zero_map: [u64; PAGES_PER_SEG / 64],
 }
 
 const _: () = assert!(core::mem::size_of::<SegHdr>() <= HDR_PAGES * PAGE_SIZE);
@@ -130,13 +137,15 @@ impl SegHdr {
         &mut *(seg as *mut SegHdr)
     }
 
-    /// Initialise a fresh runs segment owned by `owner` (all usable pages free).
-    pub fn init_runs(&mut self, owner: usize) {
+    /// Initialise a fresh runs segment owned by `owner` (all usable pages
+    /// free); `clean`: its memory reads as zero (fresh or purged slot).
+    pub fn init_runs(&mut self, owner: usize, clean: bool) {
         self.kind = KIND_RUNS;
         self.owner = owner as u32;
         self.free_map = [!0u64; PAGES_PER_SEG / 64];
         self.free_map[0] &= !((1u64 << HDR_PAGES) - 1);
         self.dirty_map = [0; PAGES_PER_SEG / 64];
+        self.zero_map = if clean { self.free_map } else { [0; PAGES_PER_SEG / 64] };
         self.n_free = USABLE_PAGES as u32;
         self.next_seg = 0;
         self.prev_seg = 0;
@@ -208,6 +217,43 @@ impl SegHdr {
         None
     }
 
+    /// First page index, a multiple of `a` pages (a power of two up to 32),
+    /// of `k <= 64` contiguous free pages, if any (first fit). Reads each
+    /// bitmap word with the next one as a 128-bit window and tests only the
+    /// free pages at multiples of `a`.
+    pub fn find_run_aligned(&self, k: usize, a: usize) -> Option<usize> {
+        if a <= 1 {
+            return self.find_run(k);
+        }
+        debug_assert!(k <= 64 && a <= 32 && a.is_power_of_two());
+        if (self.n_free as usize) < k {
+            return None;
+        }
+        let words = self.free_map.len();
+        let want: u128 = if k == 64 { u64::MAX as u128 } else { (1u128 << k) - 1 };
+        // One bit at every multiple of `a`.
+        let starts = u64::MAX / ((1u64 << a) - 1);
+        let first = HDR_PAGES.div_ceil(a) * a;
+        for w in 0..words {
+            let lo = self.free_map[w];
+            if lo == 0 {
+                continue;
+            }
+            let hi = if w + 1 < words { self.free_map[w + 1] } else { 0 };
+            let window = lo as u128 | (hi as u128) << 64;
+            let mut cand = lo & starts;
+            while cand != 0 {
+                let b = cand.trailing_zeros() as usize;
+                let p = w * 64 + b;
+                if p >= first && p + k <= PAGES_PER_SEG && (window >> b) & want == want {
+                    return Some(p);
+                }
+                cand &= cand - 1;
+            }
+        }
+        None
+    }
+
     /// Mark pages `[pi, pi+k)` used (`used = true`) or free.
     pub fn mark(&mut self, pi: usize, k: usize, used: bool) {
         for p in pi..pi + k {
@@ -227,6 +273,26 @@ impl SegHdr {
 }
 
 impl SegHdr {
+    /// Whether every page of `[pi, pi+k)` reads as zero; clears their zero
+    /// marks (called when the pages are carved into a run, whose blocks are
+    /// then written).
+    pub fn take_zero(&mut self, pi: usize, k: usize) -> bool {
+        let mut all = true;
+        for p in pi..pi + k {
+            let bit = 1u64 << (p % 64);
+            all &= self.zero_map[p / 64] & bit != 0;
+            self.zero_map[p / 64] &= !bit;
+        }
+        all
+    }
+
+    /// Mark pages `[pi, pi+k)` as reading zero.
+    pub fn set_zero(&mut self, pi: usize, k: usize) {
+        for p in pi..pi + k {
+            self.zero_map[p / 64] |= 1u64 << (p % 64);
+        }
+    }
+
     /// Mark pages `[pi, pi+k)` dirty (`true`) or clean; returns how many changed.
     pub fn mark_dirty(&mut self, pi: usize, k: usize, dirty: bool) -> u32 {
         let mut changed = 0;
@@ -261,6 +327,8 @@ impl SegHdr {
             }
             crate::os::purge(seg.add(start * PAGE_SIZE), (p - start) * PAGE_SIZE);
             purged += (p - start) as u32;
+            // Purged pages read as zero until carved again.
+            self.set_zero(start, p - start);
         }
         self.dirty_map = [0; PAGES_PER_SEG / 64];
         purged
@@ -289,7 +357,7 @@ mod tests {
         assert!(!mem.is_null());
         // SAFETY: `mem` is a fresh read/write mapping of a whole segment.
         let h = unsafe { SegHdr::at(mem as usize) };
-        h.init_runs(3);
+        h.init_runs(3, true);
         assert_eq!(h.magic, SEG_MAGIC);
         assert_eq!(h.find_run(1), Some(HDR_PAGES));
         assert_eq!(h.find_run(USABLE_PAGES), Some(HDR_PAGES));
@@ -319,6 +387,16 @@ mod tests {
         h.mark(PAGES_PER_SEG - 5, 5, false);
         assert_eq!(h.find_run(5), Some(PAGES_PER_SEG - 5));
         assert_eq!(h.find_run(6), None);
+        // Aligned runs: only starts at multiples of the alignment count.
+        assert_eq!(h.find_run_aligned(4, 4), Some(PAGES_PER_SEG - 4));
+        assert_eq!(h.find_run_aligned(5, 4), None);
+        assert_eq!(h.find_run_aligned(2, 1), Some(PAGES_PER_SEG - 5));
+        h.mark(PAGES_PER_SEG - 5, 5, true);
+        h.mark(HDR_PAGES, 30, false);
+        assert_eq!(h.find_run_aligned(16, 16), Some(16));
+        assert_eq!(h.find_run_aligned(8, 8), Some(8));
+        assert_eq!(h.find_run_aligned(2, 2), Some(HDR_PAGES));
+        assert_eq!(h.find_run_aligned(17, 16), None);
         // SAFETY: the mapping was made above and is no longer used.
         unsafe { crate::os::unmap(mem, SEG_SIZE) };
     }

@@ -4,20 +4,24 @@
 //! only place that knows how many blocks of a run are out), carving new runs
 //! from the shard's segments, releasing empty runs and segments, and the
 //! lock-free per-(shard, bin) inbox that remote frees are published to.
+//! Runs carved from pages that read as zero are marked (`ZERO_RUN`) so zeroed
+//! allocations can take their untouched ends (`take_zero_tail`). Dirty free
+//! pages are purged once above a threshold for the purge delay.
 //! Must never: be entered on the hot path; every function here except the inbox
-//! push runs under the shard lock.
+//! push and take runs under the shard lock.
 //!
 //! Block accounting: a run's `used` counts blocks outside the central (in thread
 //! caches, inboxes, remote buffers, or live in the program). A run whose `used`
 //! drops to zero is released unless it is the bin's only partial run.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use crate::arena::SEG_SIZE;
+use crate::large::LARGE_CACHE_SLOTS;
 use crate::os::PAGE_SIZE;
-use crate::segment::{self, SegHdr, IN_PARTIAL, USABLE_PAGES};
-use crate::size_class::{BINS, NBINS};
+use crate::segment::{self, SegHdr, IN_PARTIAL, USABLE_PAGES, ZERO_RUN};
+use crate::size_class::{run_align, BINS, NBINS};
 use crate::sync::SpinLock;
 use crate::{tagmap, Config, State};
 
@@ -47,6 +51,7 @@ impl Chain {
             chain.tail = next_of::<C>(chain.tail);
             chain.n += 1;
         }
+        walks::add(chain.n as u64);
         chain
     }
 
@@ -64,6 +69,32 @@ impl Chain {
         }
         self.tail = b;
         self.n += 1;
+    }
+}
+
+/// Link-walk steps taken by this thread on the refill, flush and drain paths
+/// (tests only: they check that a block costs a bounded number of steps
+/// whatever the length of the chain it arrived in).
+pub mod walks {
+    #[cfg(test)]
+    extern crate std;
+    #[cfg(test)]
+    std::thread_local! {
+        static STEPS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+    }
+
+    /// Count `n` steps (compiled out outside tests).
+    #[inline(always)]
+    pub fn add(n: u64) {
+        #[cfg(test)]
+        STEPS.with(|c| c.set(c.get() + n));
+        let _ = n;
+    }
+
+    /// Steps counted on this thread so far.
+    #[cfg(test)]
+    pub fn get() -> u64 {
+        STEPS.with(|c| c.get())
     }
 }
 
@@ -109,10 +140,25 @@ struct Central {
     dirty: u32,
     /// Empty runs kept on each bin's partial list (`used == 0`).
     empty: [u16; NBINS],
+    /// When `dirty` was first seen above `PURGE_THRESHOLD_PAGES` (ms, never
+    /// 0), or 0.
+    dirty_since: u64,
 }
 
-/// A shard purges its dirty free pages once they exceed this many (4 MiB).
+/// A shard purges its dirty free pages once they have exceeded this many
+/// (4 MiB) for `arena::PURGE_DELAY_MS` (checked when runs are released and
+/// at the owner's heartbeat), or at once beyond `PURGE_CAP_PAGES`: a program
+/// that frees in bulk and allocates as much again reuses warm pages.
 pub const PURGE_THRESHOLD_PAGES: u32 = 1024;
+/// Dirty free pages a shard keeps at most (64 MiB).
+pub const PURGE_CAP_PAGES: u32 = 16384;
+/// Freed segments (with large blocks' slots) the arena keeps resident at
+/// most, each for `arena::PURGE_DELAY_MS` (192 MiB): a program that frees
+/// that much in bulk and allocates as much again within the delay (phases,
+/// bulk frees by another thread) reuses warm pages instead of faulting in
+/// new ones. It never raises the peak: the memory was in use just before.
+pub const SEG_DIRTY_CAP: usize = 192;
+const _: () = assert!(SEG_DIRTY_CAP < crate::arena::PURGE_QUEUE);
 
 /// One owner shard.
 #[repr(C, align(64))]
@@ -129,35 +175,79 @@ pub struct Shard {
 /// The inbox heads, on their own cache lines (written by other threads).
 #[repr(C, align(64))]
 pub struct Inbox {
-    heads: [AtomicPtr<u8>; NBINS],
+    bins: [InboxBin; NBINS],
+}
+
+/// One bin of an inbox: its head and, on the same cache line (which a
+/// publish already holds for its CAS), the count hint and long-since stamp.
+#[repr(C)]
+struct InboxBin {
+    head: AtomicPtr<u8>,
+    /// Blocks published since the bin was last taken (a hint: a publish
+    /// racing a take may be counted on either side of it).
+    count: AtomicU32,
+    /// When the bin was first seen holding more than
+    /// `remote::INBOX_LONG_BYTES` (ms, never 0), or 0.
+    since: AtomicU64,
 }
 
 impl Inbox {
     /// Publish `chain` (non-empty) for `bin`: one CAS splices the whole chain.
+    /// Returns the blocks now counted in the bin (a hint).
     ///
     /// # Safety
     /// The chain's blocks belong to this shard's runs of `bin` and to nobody else.
-    pub unsafe fn push<C: Config>(&self, bin: usize, chain: Chain) {
-        let head = &self.heads[bin];
+    pub unsafe fn push<C: Config>(&self, bin: usize, chain: Chain) -> u32 {
+        let head = &self.bins[bin].head;
         let mut old = head.load(Ordering::Relaxed);
         loop {
             set_next::<C>(chain.tail, old);
             // Release: the links written above are visible to the drainer.
             match head.compare_exchange_weak(old, chain.head, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
+                Ok(_) => break,
                 Err(cur) => old = cur,
             }
         }
+        // Relaxed: the count is only a hint for when to collect.
+        self.bins[bin].count.fetch_add(chain.n, Ordering::Relaxed).wrapping_add(chain.n)
     }
 
     /// Take everything published for `bin` (null when nothing).
     #[inline]
     pub fn take(&self, bin: usize) -> *mut u8 {
-        if self.heads[bin].load(Ordering::Relaxed).is_null() {
+        let b = &self.bins[bin];
+        if b.head.load(Ordering::Relaxed).is_null() {
             return core::ptr::null_mut();
         }
         // Acquire pairs with the publisher's release: the links are visible.
-        self.heads[bin].swap(core::ptr::null_mut(), Ordering::Acquire)
+        let head = b.head.swap(core::ptr::null_mut(), Ordering::Acquire);
+        b.count.store(0, Ordering::Relaxed);
+        if b.since.load(Ordering::Relaxed) != 0 {
+            b.since.store(0, Ordering::Relaxed);
+        }
+        head
+    }
+
+    /// Whether the bin holds anything (relaxed peek).
+    #[inline]
+    pub fn is_empty(&self, bin: usize) -> bool {
+        self.bins[bin].head.load(Ordering::Relaxed).is_null()
+    }
+
+    /// When the bin was first seen long (0: not long).
+    #[inline]
+    pub fn long_since(&self, bin: usize) -> u64 {
+        self.bins[bin].since.load(Ordering::Relaxed)
+    }
+
+    /// Record that the bin was seen long at `now` unless already recorded;
+    /// returns the recorded time.
+    pub fn mark_long(&self, bin: usize, now: u64) -> u64 {
+        let now = now.max(1);
+        match self.bins[bin].since.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => now,
+            Err(t) => t,
+        }
     }
 }
 
@@ -249,19 +339,106 @@ pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain
         set_next::<C>(b, if d.free_head == 0 { core::ptr::null_mut() } else { (seg + d.free_head as usize) as *mut u8 });
         d.free_head = (b as usize - seg) as u32;
         d.used -= 1;
-        let id = segment::page_id(base, seg, rs);
-        if d.flags & IN_PARTIAL == 0 {
-            link_partial(cen, base, bin, id);
-        }
-        if d.used == 0 {
-            if keep && cen.empty[bin] < BINS[bin].keep_empty {
-                cen.empty[bin] += 1;
-            } else {
-                release_run(st, cen, bin, seg, rs, keep);
-            }
-        }
+        run_gained(st, cen, base, bin, seg, rs, keep);
         b = next;
         left -= 1;
+    }
+}
+
+/// After blocks came back to the run at page `rs` of `seg`: put it on the
+/// partial list, and keep or release it when it became empty.
+unsafe fn run_gained<C: Config>(st: &State<C>, cen: &mut Central, base: usize, bin: usize, seg: usize, rs: usize, keep: bool) {
+    // SAFETY: `seg` is a committed runs segment of this shard and the caller
+    // holds its lock (the header is ours to read and write).
+    let (in_partial, empty) = unsafe {
+        let d = &SegHdr::at(seg).descs[rs];
+        (d.flags & IN_PARTIAL != 0, d.used == 0)
+    };
+    if !in_partial {
+        link_partial(cen, base, bin, segment::page_id(base, seg, rs));
+    }
+    if empty {
+        if keep && cen.empty[bin] < BINS[bin].keep_empty {
+            cen.empty[bin] += 1;
+        } else {
+            // SAFETY: the run is empty and on the partial list; lock held.
+            unsafe { release_run(st, cen, bin, seg, rs, keep) };
+        }
+    }
+}
+
+/// For a zeroed allocation: the untouched end of the first partial run of
+/// `bin` (carving one when there is none), taken whole — its first block and
+/// block count — when that run has no freed blocks and its pages read as
+/// zero; `None` otherwise (the caller takes an ordinary chain: freed blocks
+/// are reused first). The blocks are not written (no link): a zeroed
+/// allocation that takes them touches no page of theirs.
+///
+/// # Safety
+/// The caller holds shard `si`'s lock.
+pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, bin: usize) -> Option<(*mut u8, u32)> {
+    // SAFETY: the caller holds shard `si`'s lock.
+    let cen = unsafe { shard(st, si).central() };
+    let base = st.arena.base.load(Ordering::Relaxed);
+    let info = BINS[bin];
+    let mut id = cen.partial[bin];
+    if id == 0 {
+        // SAFETY: lock held.
+        id = unsafe { carve_run(st, si, cen, bin) }?;
+    }
+    let (seg, pi) = segment::from_page_id(base, id);
+    // SAFETY: partial-list ids name runs of committed segments of this
+    // shard, whose lock is held.
+    let d = unsafe { &mut SegHdr::at(seg).descs[pi] };
+    if d.free_head != 0 || d.flags & ZERO_RUN == 0 || d.bump >= info.blocks {
+        return None;
+    }
+    if d.used == 0 && d.bump != 0 {
+        // A kept empty run goes back into use.
+        cen.empty[bin] -= 1;
+    }
+    let n = info.blocks - d.bump;
+    let first = seg + pi * PAGE_SIZE + d.bump as usize * info.size as usize;
+    d.bump = info.blocks;
+    d.used += n;
+    if d.used == info.blocks {
+        unlink_partial(cen, base, bin, id);
+    }
+    Some((first as *mut u8, n as u32))
+}
+
+/// Give back the last `n` blocks of a run of `bin` taken by `take_zero_tail`
+/// and not handed out, starting at `first` (they become un-carved again).
+///
+/// # Safety
+/// The caller holds shard `si`'s lock; `first` and the `n - 1` blocks after it
+/// end the run and are not in use.
+pub unsafe fn give_tail<C: Config>(st: &State<C>, si: usize, bin: usize, first: *mut u8, n: u32) {
+    // SAFETY: the caller holds shard `si`'s lock.
+    let cen = unsafe { shard(st, si).central() };
+    let base = st.arena.base.load(Ordering::Relaxed);
+    let keep = shard(st, si).live.load(Ordering::Relaxed) > 0;
+    let seg = segment::seg_base(first as usize);
+    // SAFETY: `first` is in a run of a committed segment of this shard (lock held).
+    let (rs, fresh) = unsafe {
+        let hdr = SegHdr::at(seg);
+        let rs = hdr.descs[segment::page_index(first as usize)].run_start as usize;
+        let d = &mut hdr.descs[rs];
+        d.bump -= n as u16;
+        d.used -= n as u16;
+        (rs, d.used == 0 && d.bump == 0)
+    };
+    if fresh {
+        // As fresh as when carved: not a kept empty run (those have bump != 0).
+        // SAFETY: as above.
+        if unsafe { SegHdr::at(seg).descs[rs].flags } & IN_PARTIAL == 0 {
+            link_partial(cen, base, bin, segment::page_id(base, seg, rs));
+        }
+        // SAFETY: the run is empty and on the partial list; lock held.
+        unsafe { release_run(st, cen, bin, seg, rs, keep) };
+    } else {
+        // SAFETY: lock held; the run belongs to this shard.
+        unsafe { run_gained(st, cen, base, bin, seg, rs, keep) };
     }
 }
 
@@ -305,6 +482,9 @@ fn unlink_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
     }
 }
 
+/// Segments `carve_run` looks at before it takes a new one.
+const SEG_PROBES: u32 = 16;
+
 /// Carve a run for `bin` from the shard's segments (taking a new segment when
 /// none has room), set its descriptors, S110 meta and tags, and put it on the
 /// partial list. Returns its page id, or `None` when out of memory.
@@ -312,31 +492,41 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     let base = st.arena.base.load(Ordering::Relaxed);
     let info = BINS[bin];
     let k = info.run_pages as usize;
+    // Runs of whole-page classes start at their natural alignment, so
+    // aligned requests can use them (`size_class::bin_for`).
+    let a = run_align(bin) / PAGE_SIZE;
     let mut s = cen.segs;
     let mut found = None;
-    while s != 0 {
+    // Look at a bounded number of segments: a shard whose segments all have
+    // a few scattered free pages must not walk them all for each run (those
+    // pages still serve shorter runs; the walk starts at the newest segment).
+    let mut probes = 0;
+    while s != 0 && probes < SEG_PROBES {
         let seg = st.arena.slot_addr(s as usize - 1) as usize;
         let hdr = SegHdr::at(seg);
-        if let Some(pi) = hdr.find_run(k) {
+        if let Some(pi) = hdr.find_run_aligned(k, a) {
             found = Some((seg, pi));
             break;
         }
         s = hdr.next_seg;
+        probes += 1;
     }
     let (seg, pi) = match found {
         Some(f) => f,
         None => {
-            let (slot, _clean) = st.arena.alloc_slots(1)?;
+            let (slot, clean) = st.arena.alloc_slots(1, 0)?;
             let seg = st.arena.slot_addr(slot) as usize;
-            SegHdr::at(seg).init_runs(si);
+            let hdr = SegHdr::at(seg);
+            hdr.init_runs(si, clean);
             link_seg(st, cen, seg);
             cen.nsegs += 1;
-            (seg, segment::HDR_PAGES)
+            (seg, hdr.find_run_aligned(k, a)?)
         }
     };
     let hdr = SegHdr::at(seg);
     hdr.mark(pi, k, true);
     cen.dirty -= hdr.mark_dirty(pi, k, false);
+    let zero = hdr.take_zero(pi, k);
     if hdr.n_free == 0 {
         unlink_seg(st, cen, seg);
     }
@@ -348,6 +538,7 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     }
     {
         let d = &mut hdr.descs[pi];
+        d.flags = if zero { ZERO_RUN } else { 0 };
         d.used = 0;
         d.bump = 0;
         d.free_head = 0;
@@ -383,6 +574,8 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
     unlink_partial(cen, base, bin, segment::page_id(base, seg, pi));
     let hdr = SegHdr::at(seg);
     let k = BINS[bin].run_pages as usize;
+    // A run none of whose blocks was ever handed out still reads as zero.
+    let untouched = hdr.descs[pi].flags & ZERO_RUN != 0 && hdr.descs[pi].bump == 0;
     let first_page = segment::page_id(base, seg, 0) as usize;
     for p in pi..pi + k {
         if hdr.descs[p].bin_plus1 != 0 {
@@ -399,13 +592,15 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
     if hdr.listed == 0 {
         link_seg(st, cen, seg);
     }
-    if C::PURGE {
+    if untouched {
+        hdr.set_zero(pi, k);
+    } else if C::PURGE {
         cen.dirty += hdr.mark_dirty(pi, k, true);
     }
     if hdr.n_free as usize == USABLE_PAGES && (cen.nsegs > 1 || !keep) {
         return_segment(st, cen, seg);
     } else if C::PURGE && cen.dirty > PURGE_THRESHOLD_PAGES {
-        purge_all(st, cen);
+        purge_if_due(st, cen);
     }
 }
 
@@ -417,7 +612,45 @@ unsafe fn return_segment<C: Config>(st: &State<C>, cen: &mut Central, seg: usize
     cen.nsegs -= 1;
     cen.dirty -= hdr.mark_dirty(segment::HDR_PAGES, USABLE_PAGES, false);
     hdr.magic = 0;
-    st.arena.free_slots(segment::slot_index(base, seg), 1, if C::PURGE { 0 } else { usize::MAX });
+    let slot = segment::slot_index(base, seg);
+    if C::PURGE {
+        // Resident for the purge delay, like a freed large block: a program
+        // that frees its blocks in bulk and allocates as many again (bulk
+        // remote frees, phases) reuses warm pages instead of faulting in new
+        // ones; the dirty cap and the delay bound what stays resident.
+        st.arena.free_slots_delayed(slot, 1, LARGE_CACHE_SLOTS, SEG_DIRTY_CAP, crate::os::now_ms());
+    } else {
+        st.arena.free_slots(slot, 1, usize::MAX);
+    }
+}
+
+/// Purge the shard's dirty pages when they have been above the threshold
+/// for the purge delay, or are above the cap.
+unsafe fn purge_if_due<C: Config>(st: &State<C>, cen: &mut Central) {
+    let now = crate::os::now_ms().max(1);
+    if cen.dirty_since == 0 {
+        cen.dirty_since = now;
+    }
+    // 64-bit milliseconds never wrap; a stamp taken on another thread a
+    // moment later reads as no wait at all.
+    let waited = now.saturating_sub(cen.dirty_since);
+    if cen.dirty > PURGE_CAP_PAGES || waited >= crate::arena::PURGE_DELAY_MS {
+        // SAFETY: the caller holds the shard's lock (it passed its central).
+        unsafe { purge_all(st, cen) };
+    }
+}
+
+/// At the owner's heartbeat: purge shard `si`'s dirty pages if they are due.
+///
+/// # Safety
+/// The caller holds shard `si`'s lock.
+pub unsafe fn purge_tick<C: Config>(st: &State<C>, si: usize) {
+    // SAFETY: the caller holds shard `si`'s lock.
+    let cen = unsafe { shard(st, si).central() };
+    if C::PURGE && cen.dirty > PURGE_THRESHOLD_PAGES {
+        // SAFETY: lock held.
+        unsafe { purge_if_due(st, cen) };
+    }
 }
 
 /// Purge the dirty free pages of every segment of the shard.
@@ -428,6 +661,7 @@ unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
         cen.dirty -= hdr.purge_dirty();
         s = hdr.next_seg;
     }
+    cen.dirty_since = 0;
 }
 
 /// Return what an idle shard holds: release its empty runs, give back its

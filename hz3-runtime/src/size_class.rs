@@ -189,23 +189,56 @@ fn medium_bin(size: usize) -> usize {
     }
 }
 
+/// Largest alignment a run of whole pages is carved at (see [`run_align`]).
+pub const MAX_RUN_ALIGN: usize = 64 << 10;
+
+/// Alignment every run of `bin` starts at: for a class of whole pages, the
+/// largest power of two dividing its size, up to `MAX_RUN_ALIGN` (so its
+/// one block per run is aligned to it); a page otherwise.
+pub const fn run_align(bin: usize) -> usize {
+    let size = BINS[bin].size as usize;
+    if !size.is_multiple_of(PAGE_SIZE) {
+        return PAGE_SIZE;
+    }
+    let a = 1usize << size.trailing_zeros();
+    if a > MAX_RUN_ALIGN {
+        MAX_RUN_ALIGN
+    } else {
+        a
+    }
+}
+
 /// Bin that serves `size` bytes at alignment `align` (a power of two), or `None`
 /// when the request is large. Every block of the returned bin is `align`-aligned:
 /// runs are page-aligned and a small class whose size is a multiple of `align`
-/// keeps every block on it; above the small classes only whole-page bins are used.
+/// keeps every block on it; above a page, a whole-page class whose runs are
+/// carved at `align` or more (`run_align`) serves the request, so aligned
+/// blocks up to 64 KiB come from page runs instead of whole segments.
 #[inline]
 pub fn bin_for(size: usize, align: usize) -> Option<usize> {
     if align <= 16 {
         return if size <= MEDIUM_MAX { Some(bin_of(size)) } else { None };
     }
-    if align > PAGE_SIZE || size > MEDIUM_MAX {
+    bin_for_aligned(size, align)
+}
+
+/// [`bin_for`] for alignments above 16 (out of line: callers inline only
+/// the common case).
+#[inline(never)]
+fn bin_for_aligned(size: usize, align: usize) -> Option<usize> {
+    if align > MAX_RUN_ALIGN || size > MEDIUM_MAX {
         return None;
     }
     let rounded = (size.max(1) + align - 1) & !(align - 1);
     if rounded <= SMALL_MAX {
         Some(small_bin(rounded))
     } else if rounded <= MEDIUM_MAX {
-        Some(medium_bin(rounded))
+        let b = medium_bin(rounded);
+        if align <= PAGE_SIZE || ((BINS[b].size as usize).is_multiple_of(align) && run_align(b) >= align) {
+            Some(b)
+        } else {
+            None
+        }
     } else {
         None
     }
@@ -262,21 +295,32 @@ mod tests {
     #[test]
     fn aligned_bins_keep_every_block_aligned() {
         let mut align = 32;
-        while align <= PAGE_SIZE {
-            for size in [1, 8, align - 1, align, align + 1, 3 * align, 5000, 40000, 70000, 200000] {
+        while align <= 2 * MAX_RUN_ALIGN {
+            for size in [1, 8, align - 1, align, align + 1, 3 * align, 5000, 40000, 70000, 100_000, 150_000, 200000, 250_000] {
                 if let Some(b) = bin_for(size, align) {
                     let info = BINS[b];
                     assert!(info.size as usize >= size);
-                    for k in 0..info.blocks as usize {
-                        assert_eq!((k * info.size as usize) % align, 0, "bin {b} align {align}");
+                    // Runs start at a multiple of `run_align` (pages are aligned).
+                    assert_eq!(run_align(b).max(PAGE_SIZE) % align.min(PAGE_SIZE), 0);
+                    if align > PAGE_SIZE {
+                        assert_eq!(info.blocks, 1, "bin {b}");
+                        assert_eq!(run_align(b) % align, 0, "bin {b} align {align}");
                     }
-                } else {
-                    assert!(size > MEDIUM_MAX || size.max(1).div_ceil(align) * align > MEDIUM_MAX);
+                    for k in 0..info.blocks as usize {
+                        assert_eq!((k * info.size as usize) % align.min(PAGE_SIZE), 0, "bin {b} align {align}");
+                    }
+                } else if align <= MAX_RUN_ALIGN {
+                    let rounded = size.max(1).div_ceil(align) * align;
+                    // Only sizes whose rounded class is not a multiple of the alignment
+                    // are large; none of them at 8 or 16 KiB or when a page suffices.
+                    assert!(rounded > MEDIUM_MAX || align > 16 << 10, "size {size} align {align} is large");
                 }
             }
             align *= 2;
         }
-        assert_eq!(bin_for(100, 8192), None);
+        assert_eq!(bin_for(100, 8192).map(|b| BINS[b].size), Some(8192));
+        assert_eq!(bin_for(4096, 65536).map(|b| BINS[b].size), Some(65536));
+        assert_eq!(bin_for(100, 2 * MAX_RUN_ALIGN), None);
         assert_eq!(bin_for(MEDIUM_MAX + 1, 16), None);
     }
 }

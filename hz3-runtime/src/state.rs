@@ -7,7 +7,7 @@
 //! `thread`, where a re-entrant call is served without a cache).
 
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::arena::Arena;
 use crate::large::HugeRegistry;
@@ -53,6 +53,12 @@ pub struct State<C: Config> {
     pub shared_ctr: Counters,
     /// `harden`: the free-list link key (zero otherwise, and until init).
     pub link_key: crate::harden::LinkKey,
+    /// Shards (bit `i % 64`) with an inbox bin holding more than
+    /// `remote::INBOX_LONG_BYTES`: any thread's slow path gives such bins,
+    /// once old, to their central (`remote::collect_long`).
+    pub long_inboxes: AtomicU64,
+    /// When `collect_long` last ran (ms, `os::now_ms`).
+    pub last_collect: AtomicU64,
     _c: PhantomData<fn() -> C>,
 }
 
@@ -76,6 +82,8 @@ impl<C: Config> State<C> {
             huge: HugeRegistry::new(),
             shared_ctr: Counters::new(),
             link_key: crate::harden::LinkKey::new(),
+            long_inboxes: AtomicU64::new(0),
+            last_collect: AtomicU64::new(0),
             _c: PhantomData,
         }
     }

@@ -1,8 +1,12 @@
 //! The per-thread cache: two intrusive free lists per bin.
 //!
-//! Owns: the `ThreadCache` layout, the hot pop/push, and the batched refill and
-//! flush between a bin and its shard. Must never: take a lock on the hot path,
-//! or hold blocks of another shard (a remote block goes to `remote`).
+//! Owns: the `ThreadCache` layout, the hot pop/push, the batched refill and
+//! flush between a bin and its shard, the per-bin stash of inbox chains (so a
+//! remote-freed block costs a bounded number of link steps), the fresh runs
+//! zeroed allocations take without writing, and the heartbeat that gives
+//! back what unused classes hold. Must never: take a lock on the hot path,
+//! walk a list whose length the program controls except to hand each block
+//! on once, or hold blocks of another shard (a remote block goes to `remote`).
 
 use crate::remote::{self, RemoteSlot, RSLOTS};
 use crate::shard::{self, next_of, set_next, Chain};
@@ -87,6 +91,40 @@ pub struct ThreadCache {
     /// in the pool, or when it must never be reclaimed (inherited by a
     /// `fork()` child). Written under the pool lock.
     pub tid: i32,
+    /// Per one-block-run bin: the rest of the last chain taken from the
+    /// shard's inbox (null-terminated), which later refills pop from. Taking
+    /// a whole inbox chain here, instead of splitting it and pushing the rest
+    /// back, makes each block cost a bounded number of link steps however
+    /// long the chain is (a re-push needs the rest's tail: a walk per refill).
+    pub stash: [*mut u8; NBINS],
+    /// Per bin: the untouched end of a run whose pages read as zero, taken by
+    /// a zeroed allocation (`refill_zeroed`); its blocks are handed out in
+    /// address order without being written, so a zeroed allocation skips
+    /// the memset and touches none of their pages.
+    pub fresh: [FreshRun; NBINS],
+    /// Refills since the last heartbeat (see [`heartbeat`]).
+    pub beat: u32,
+    /// Bins refilled since the last heartbeat (bit per bin).
+    pub touched: [u64; NBINS.div_ceil(64)],
+}
+
+/// A thread's slow path runs a heartbeat every this many refills.
+pub const HEARTBEAT_REFILLS: u32 = 256;
+
+/// Blocks `next`, `next + size`, ... (`left` of them) at the end of a run,
+/// never handed out, reading as zero.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct FreshRun {
+    /// The next block (meaningless when `left == 0`).
+    pub next: *mut u8,
+    /// Blocks left.
+    pub left: u32,
+}
+
+impl FreshRun {
+    /// No blocks.
+    pub const EMPTY: FreshRun = FreshRun { next: core::ptr::null_mut(), left: 0 };
 }
 
 impl ThreadCache {
@@ -104,6 +142,10 @@ impl ThreadCache {
         for r in self.remote.iter_mut() {
             *r = RemoteSlot::EMPTY;
         }
+        self.stash = [core::ptr::null_mut(); NBINS];
+        self.fresh = [FreshRun::EMPTY; NBINS];
+        self.beat = 0;
+        self.touched = [0; NBINS.div_ceil(64)];
     }
 
     /// Count an event when stats are on.
@@ -200,6 +242,36 @@ pub unsafe fn push<C: Config>(tc: *mut ThreadCache, bin: usize, p: *mut u8) {
 #[cold]
 #[inline(never)]
 pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
+    refill_from::<C>(tc, bin, false).0
+}
+
+/// [`refill`] for a zeroed allocation: returns a block and whether it is
+/// known to read as zero (then the caller writes nothing). Such blocks come
+/// from the untouched end of a run whose pages were fresh or purged, kept in
+/// the thread's `fresh` run between calls.
+///
+/// # Safety
+/// As [`refill`].
+#[cold]
+#[inline(never)]
+pub unsafe fn refill_zeroed<C: Config>(tc: *mut ThreadCache, bin: usize) -> (*mut u8, bool) {
+    // SAFETY: `tc` is this thread's live cache (caller's contract).
+    let tcr = unsafe { &mut *tc };
+    let f = &mut tcr.fresh[bin];
+    if f.left != 0 {
+        let p = f.next;
+        // The fresh run's blocks are consecutive in one run (the pointer
+        // stays inside it, or one block past its last).
+        f.next = p.wrapping_add(BINS[bin].size as usize);
+        f.left -= 1;
+        tcr.count::<C>(Ctr::Allocs);
+        return (p, true);
+    }
+    // SAFETY: as above; the bin is empty.
+    unsafe { refill_from::<C>(tc, bin, true) }
+}
+
+unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool) -> (*mut u8, bool) {
     let st = C::state();
     let tcr = &mut *tc;
     tcr.count::<C>(Ctr::Refills);
@@ -207,13 +279,46 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     if tcr.remote_pending != 0 {
         remote::publish_all::<C>(st, tcr);
     }
+    remote::collect_long::<C>(st);
+    tcr.touched[bin / 64] |= 1 << (bin % 64);
+    tcr.beat += 1;
+    if tcr.beat >= HEARTBEAT_REFILLS {
+        heartbeat::<C>(st, tcr);
+    }
     let si = tcr.shard as usize;
     let sh = shard::shard(st, si);
-    let mut head = sh.inbox.take(bin);
-    let mut n;
+    let one_block_runs = BINS[bin].blocks == 1;
+    let want = (BINS[bin].batch as u32).max(tcr.bins[bin].max() / 2);
+    let mut head = core::ptr::null_mut();
+    if one_block_runs {
+        head = core::mem::replace(&mut tcr.stash[bin], core::ptr::null_mut());
+    }
     if head.is_null() {
+        head = sh.inbox.take(bin);
+    }
+    let mut n;
+    if head.is_null() && tcr.fresh[bin].left != 0 {
+        // A non-zeroed refill links the blocks of the fresh run into the bin.
+        let f = &mut tcr.fresh[bin];
+        let size = BINS[bin].size as usize;
+        let mut chain = Chain::EMPTY;
+        while chain.n < want && f.left != 0 {
+            chain.push_back::<C>(f.next);
+            f.next = f.next.add(size);
+            f.left -= 1;
+        }
+        head = chain.head;
+        n = chain.n;
+    } else if head.is_null() {
         sh.lock.lock();
-        let want = (BINS[bin].batch as u32).max(tcr.bins[bin].max() / 2);
+        if zeroed {
+            if let Some((first, k)) = shard::take_zero_tail(st, si, bin) {
+                sh.lock.unlock();
+                tcr.fresh[bin] = FreshRun { next: first.add(BINS[bin].size as usize), left: k - 1 };
+                tcr.count::<C>(Ctr::Allocs);
+                return (first, true);
+            }
+        }
         let chain = shard::take(st, si, bin, want);
         sh.lock.unlock();
         head = chain.head;
@@ -221,11 +326,12 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     } else {
         // Keep at most half a bin (plus the block returned), so the thread's
         // own frees do not overflow it at once (that would grow its
-        // threshold). The rest of a
-        // one-block-run bin (medium) stays in the inbox for the next refill:
-        // through the central its runs would be released, purged and faulted
-        // in again. The rest of a small bin goes to the central, where its
-        // pages can be released and reused by any class.
+        // threshold). The rest of a one-block-run bin (medium) goes to the
+        // stash for the next refills (through the central its runs would be
+        // released, purged and faulted in again); each of its blocks is
+        // walked once, when a refill takes it. The rest of a small bin goes
+        // to the central, where its pages can be released and reused by any
+        // class (one walk and one give per block).
         let keep = tcr.bins[bin].max() / 2 + 1;
         let mut last = head;
         n = 1;
@@ -233,19 +339,19 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
             last = next_of::<C>(last);
             n += 1;
         }
+        shard::walks::add(n as u64);
         let rest = next_of::<C>(last);
         if !rest.is_null() {
             set_next::<C>(last, core::ptr::null_mut());
-            let rest = Chain::of_list::<C>(rest);
-            if BINS[bin].blocks == 1 {
-                sh.inbox.push::<C>(bin, rest);
+            if one_block_runs {
+                tcr.stash[bin] = rest;
             } else {
-                give_chain::<C>(st, si, bin, rest);
+                give_chain::<C>(st, si, bin, Chain::of_list::<C>(rest));
             }
         }
     }
     if head.is_null() {
-        return head;
+        return (head, false);
     }
     // The returned block is an allocation that never enters the bin; the
     // rest is counted in (see `StatsSnapshot::allocs`).
@@ -255,7 +361,44 @@ pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
     bn.head = next_of::<C>(head);
     bn.set_cached(n - 1);
     crate::harden::admit_refill::<C>(tc, bin, head);
-    head
+    (head, false)
+}
+
+/// Every `HEARTBEAT_REFILLS` refills: give the blocks of bins this thread
+/// has not refilled since the last heartbeat — its stash, fresh run and the
+/// shard's inbox bin — to the central, where empty runs are released (and
+/// purged) for any class and thread. Bounded: one look per bin, and one walk
+/// and one give per block handed back. (A thread that stops allocating a
+/// class would otherwise keep what other threads freed for it.)
+#[cold]
+unsafe fn heartbeat<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
+    tcr.beat = 0;
+    let si = tcr.shard as usize;
+    let sh = shard::shard(st, si);
+    for bin in 0..NBINS {
+        if tcr.touched[bin / 64] & (1 << (bin % 64)) != 0 {
+            continue;
+        }
+        // SAFETY: `tcr` is this thread's cache; the stash, fresh run and
+        // inbox hold free blocks of `bin` owned by shard `si`.
+        unsafe {
+            give_stash::<C>(st, tcr, bin);
+            give_fresh::<C>(st, tcr, bin);
+            if !sh.inbox.is_empty(bin) {
+                let head = sh.inbox.take(bin);
+                if !head.is_null() {
+                    give_chain::<C>(st, si, bin, Chain::of_list::<C>(head));
+                }
+            }
+        }
+    }
+    tcr.touched = [0; NBINS.div_ceil(64)];
+    if C::PURGE {
+        sh.lock.lock();
+        // SAFETY: shard `si`'s lock is held.
+        unsafe { shard::purge_tick(st, si) };
+        sh.lock.unlock();
+    }
 }
 
 /// A bin over-filled by the thread's own frees: raise its threshold while
@@ -333,6 +476,8 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
     let tcr = &mut *tc;
     remote::publish_all::<C>(st, tcr);
     for bin in 0..NBINS {
+        give_stash::<C>(st, tcr, bin);
+        give_fresh::<C>(st, tcr, bin);
         let b = &mut tcr.bins[bin];
         let n = b.cached();
         if n > 0 {
@@ -340,6 +485,36 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
             tcr.add::<C>(Ctr::CacheOut, n as u64);
             give_chain::<C>(st, tcr.shard as usize, bin, chain);
         }
+    }
+}
+
+/// Give bin `bin`'s stash (if any) to the central: one walk and one give per block.
+///
+/// # Safety
+/// `tcr` is the calling thread's cache (or that of a thread that is gone).
+unsafe fn give_stash<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize) {
+    let head = core::mem::replace(&mut tcr.stash[bin], core::ptr::null_mut());
+    if !head.is_null() {
+        // SAFETY: the stash is a null-terminated list of free blocks of `bin`
+        // owned by the cache's shard, now detached.
+        unsafe { give_chain::<C>(st, tcr.shard as usize, bin, Chain::of_list::<C>(head)) };
+    }
+}
+
+/// Give bin `bin`'s fresh run (if any) back to the central, unwritten.
+///
+/// # Safety
+/// As [`give_stash`].
+unsafe fn give_fresh<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize) {
+    let f = core::mem::replace(&mut tcr.fresh[bin], FreshRun::EMPTY);
+    if f.left != 0 {
+        let si = tcr.shard as usize;
+        let sh = shard::shard(st, si);
+        sh.lock.lock();
+        // SAFETY: the lock is held; the fresh run is the untouched end of a
+        // run of `bin` of shard `si`, taken by `take_zero_tail`.
+        unsafe { shard::give_tail(st, si, bin, f.next, f.left) };
+        sh.lock.unlock();
     }
 }
 

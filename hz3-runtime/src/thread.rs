@@ -185,7 +185,8 @@ unsafe fn retire<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
 /// that saw the shard held. The shard's last thread may have left between
 /// that check and the push (its exit drains the inbox once): re-checked
 /// after the push, and a publisher that finds the shard unheld takes the bin
-/// back out and gives it to the central itself.
+/// back out and gives it to the central itself. Returns the blocks now counted
+/// in the inbox bin (a hint, 0 when the publisher drained it).
 ///
 /// Ordering: push (release CAS), SeqCst fence, load `live` — against the
 /// owner's `live` decrement, SeqCst fence, inbox drain (in `retire`). Of two
@@ -194,16 +195,18 @@ unsafe fn retire<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
 ///
 /// # Safety
 /// The chain holds free blocks of `bin` owned by shard `owner`.
-pub unsafe fn publish_to_inbox<C: Config>(st: &State<C>, owner: usize, bin: usize, chain: Chain) {
+pub unsafe fn publish_to_inbox<C: Config>(st: &State<C>, owner: usize, bin: usize, chain: Chain) -> u32 {
     let sh = shard::shard(st, owner);
-    sh.inbox.push::<C>(bin, chain);
+    let n = sh.inbox.push::<C>(bin, chain);
     fence(Ordering::SeqCst);
     if sh.live.load(Ordering::Relaxed) == 0 {
         let head = sh.inbox.take(bin);
         if !head.is_null() {
             tcache::give_chain::<C>(st, owner, bin, Chain::of_list::<C>(head));
         }
+        return 0;
     }
+    n
 }
 
 /// Creations between two sweeps for dead threads.

@@ -8,6 +8,7 @@
 //! the harness's global allocator (`System`) before any clock starts.
 
 mod block;
+pub mod cliffs;
 pub mod ring;
 pub mod rng;
 mod single;
@@ -80,6 +81,9 @@ pub enum Kind {
     /// `slots` buffers grown round-robin by `realloc` (×1.5 + 16) from 16 B up to the size cap,
     /// then freed and restarted.
     Realloc,
+    /// Allocator cliffs: zeroed big blocks, bulk remote frees, many aligned
+    /// blocks, big blocks resized (see `cliffs`).
+    Cliff(cliffs::Shape),
 }
 
 /// Parameters of one workload in one mode.
@@ -142,6 +146,13 @@ macro_rules! w {
         Workload {
             name: $name,
             kind: Kind::$kind,
+            base: $p,
+        }
+    };
+    ($name:literal, Cliff($shape:expr), $p:expr) => {
+        Workload {
+            name: $name,
+            kind: Kind::Cliff($shape),
             base: $p,
         }
     };
@@ -227,6 +238,10 @@ pub const ALL: &[Workload] = &[
         Realloc,
         p(1, 1_000_000, 16, SizeDist::Range(16, 8192), 0, 0)
     ),
+    w!("calloc_large", Cliff(cliffs::Shape::CallocLarge), p(1, 20_000, 64, SizeDist::Range(64 << 10, 1 << 20), 0, 0)),
+    w!("remote_bulk", Cliff(cliffs::Shape::RemoteBulk), p(1, 40, 50_000, SizeDist::Range(4 << 10, 256 << 10), 0, 128)),
+    w!("aligned_many", Cliff(cliffs::Shape::AlignedMany), p(1, 300_000, 30_000, SizeDist::Range(1024, 4096), 0, 0)),
+    w!("large_mixed", Cliff(cliffs::Shape::LargeMixed), p(2, 20_000, 16, SizeDist::Range(256 << 10, 8 << 20), 0, 0)),
 ];
 
 impl Workload {
@@ -298,6 +313,7 @@ impl Workload {
                 };
                 s += &format!(" live buffers={} growth: realloc to x1.5+16 from 16 B up to {cap} B, then free", p.slots)
             }
+            Kind::Cliff(shape) => s += &cliffs::describe(shape, &p),
         }
         s + &format!("; op = {}", self.op_unit())
     }
@@ -333,6 +349,7 @@ pub fn run_with<A: GlobalAlloc + Sync>(a: &A, kind: Kind, p: &Params) -> Outcome
         Kind::CacheScratch => threaded::cache_scratch(a, p),
         Kind::Larson => threaded::larson(a, p),
         Kind::ProdCons => threaded::prodcons(a, p),
+        Kind::Cliff(shape) => cliffs::run(a, shape, p),
     }
 }
 
