@@ -2,9 +2,10 @@
 //! allocators, the preloaded hz3 libraries, and the name → monomorphised workload dispatch
 //! used by the child process.
 //!
-//! None of these is the `#[global_allocator]`: the harness itself allocates from `System`
-//! (glibc), and each workload calls the allocator under test through `GlobalAlloc` directly.
-//! The `mimalloc` crate builds mimalloc without malloc override, `tikv-jemallocator` uses
+//! Each workload calls the allocator under test through `GlobalAlloc` directly. The
+//! process's `#[global_allocator]` ([`crate::global`]) forwards to one of these, chosen once
+//! per process: in a child, the allocator it measures (so `std` collections use it too); in
+//! the parent, glibc (`System`). The `mimalloc` crate builds mimalloc without malloc override, `tikv-jemallocator` uses
 //! prefixed jemalloc symbols and `snmalloc-rs` exports only `sn_rust_*` entry points, so none
 //! of them replaces glibc's `malloc` in the process.
 //!
@@ -274,6 +275,32 @@ static HZ3_PTAGOFF: Called<hz3_presets::PtagOff> = Called(hz3_presets::PtagOff::
 /// The hz3 scale preset inlined into the workloads (no call boundary), to show what
 /// inlining is worth; not in the default run.
 static HZ3_SCALE_INLINED: hz3_presets::Scale = hz3_presets::Scale::new();
+
+/// Every allocator a child can make its `#[global_allocator]` (see [`crate::global`]), by
+/// report name; glibc first (the choice for the parent, preloaded and unknown names).
+pub static GLOBAL_ALLOCATORS: [(&str, &(dyn GlobalAlloc + Sync)); 11] = [
+    ("glibc", &GLIBC),
+    ("mimalloc", &MIMALLOC),
+    ("jemalloc", &JEMALLOC),
+    ("snmalloc", &SNMALLOC),
+    ("mimalloc-crate", &MIMALLOC_CRATE),
+    ("hz3-scale-inlined", &HZ3_SCALE_INLINED),
+    ("hz3-scale", &HZ3_SCALE),
+    ("hz3-default", &HZ3_DEFAULT),
+    ("hz3-s110", &HZ3_S110),
+    ("hz3-ptagfirst", &HZ3_PTAGFIRST),
+    ("hz3-ptagoff", &HZ3_PTAGOFF),
+];
+
+/// The report name of the allocator that serves a child's `std` allocations when it measures
+/// `name`: the allocator itself, glibc for preloaded ones (its symbols are the library's).
+/// Never allocates (it runs inside the global allocator's first call).
+pub fn global_name(name: &str) -> &str {
+    if name.ends_with(PRELOAD_SUFFIX) {
+        return "glibc";
+    }
+    preset(name).map(|p| p.name).unwrap_or(name)
+}
 
 /// Run `w` in `mode` against the allocator called `name`; `None` if the name is unknown.
 /// Preloaded allocators (`…-preload`) run the workload on glibc's symbols, which

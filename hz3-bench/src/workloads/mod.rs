@@ -8,6 +8,7 @@
 //! the harness's global allocator (`System`) before any clock starts.
 
 mod block;
+pub mod programs;
 pub mod ring;
 pub mod rng;
 mod single;
@@ -80,6 +81,9 @@ pub enum Kind {
     /// `slots` buffers grown round-robin by `realloc` (×1.5 + 16) from 16 B up to the size cap,
     /// then freed and restarted.
     Realloc,
+    /// A workload that looks like a program (large live sets, Rust collections, thread
+    /// churn, cross-thread hand-off, large blocks): see [`programs`].
+    Program(programs::Shape),
 }
 
 /// Parameters of one workload in one mode.
@@ -146,6 +150,22 @@ macro_rules! w {
         }
     };
 }
+
+/// A program-like workload (see [`programs::Shape`]).
+macro_rules! prog {
+    ($name:literal, $shape:expr, $p:expr) => {
+        Workload {
+            name: $name,
+            kind: Kind::Program($shape),
+            base: $p,
+        }
+    };
+}
+
+/// Small blocks of the large live sets.
+const LIVE_SMALL: SizeDist = SizeDist::Range(16, 256);
+/// Blocks of 1–32 MiB.
+const BIG: SizeDist = SizeDist::Range(1 << 20, 32 << 20);
 
 /// Every workload, in report order.
 pub const ALL: &[Workload] = &[
@@ -227,6 +247,20 @@ pub const ALL: &[Workload] = &[
         Realloc,
         p(1, 1_000_000, 16, SizeDist::Range(16, 8192), 0, 0)
     ),
+    // Workloads that look like programs, in groups: live_, rust_, churn_, xthread_, big_.
+    w!("live_random_100k", Slots, p(1, 3_000_000, 100_000, LIVE_SMALL, 0, 0)),
+    w!("live_random_1m", Slots, p(1, 4_000_000, 1_000_000, LIVE_SMALL, 0, 0)),
+    prog!("live_build_free_fifo", programs::Shape::BuildFree { random: false }, p(1, 2_000_000, 1_000_000, SizeDist::Range(16, 128), 0, 0)),
+    prog!("live_build_free_random", programs::Shape::BuildFree { random: true }, p(1, 2_000_000, 1_000_000, SizeDist::Range(16, 128), 0, 0)),
+    prog!("rust_json", programs::Shape::Json, p(1, 1_500_000, 10_000, SMALL, 0, 0)),
+    prog!("rust_wordcount", programs::Shape::WordCount, p(1, 2_000_000, 50_000, SMALL, 0, 0)),
+    prog!("rust_btree", programs::Shape::BTreeChurn, p(1, 2_000_000, 100_000, SMALL, 0, 0)),
+    prog!("rust_box_tree", programs::Shape::BoxTree, p(1, 4_000_000, 131_071, SMALL, 0, 0)),
+    prog!("rust_vec_push", programs::Shape::VecPush, p(1, 60_000_000, 4096, SMALL, 0, 0)),
+    prog!("churn_thread_waves", programs::Shape::ThreadWaves, p(4, 300, 2000, SizeDist::Range(16, 1024), 0, 0)),
+    w!("xthread_prodcons_small", ProdCons, p(2, 2_000_000, 0, LIVE_SMALL, 100, 4096)),
+    prog!("xthread_handoff", programs::Shape::Handoff, p(4, 500_000, 8192, SizeDist::App, 0, 0)),
+    prog!("big_buffers", programs::Shape::BigBuffers, p(1, 60, 8, BIG, 0, 0)),
 ];
 
 impl Workload {
@@ -259,6 +293,7 @@ impl Workload {
             Kind::Slots | Kind::MtRemote => "one slot visit (a malloc or a free)",
             Kind::Larson => "one slot fill (malloc) or replacement (free + malloc)",
             Kind::Realloc => "one malloc, realloc or free call",
+            Kind::Program(s) => programs::op_unit(s),
             _ => "one malloc or one free",
         }
     }
@@ -298,6 +333,7 @@ impl Workload {
                 };
                 s += &format!(" live buffers={} growth: realloc to x1.5+16 from 16 B up to {cap} B, then free", p.slots)
             }
+            Kind::Program(shape) => s += &programs::describe(shape, &p),
         }
         s + &format!("; op = {}", self.op_unit())
     }
@@ -333,6 +369,7 @@ pub fn run_with<A: GlobalAlloc + Sync>(a: &A, kind: Kind, p: &Params) -> Outcome
         Kind::CacheScratch => threaded::cache_scratch(a, p),
         Kind::Larson => threaded::larson(a, p),
         Kind::ProdCons => threaded::prodcons(a, p),
+        Kind::Program(s) => programs::run(a, s, p),
     }
 }
 
