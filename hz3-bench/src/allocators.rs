@@ -378,6 +378,9 @@ mod tests {
                 let mut p = w.params(Mode::Quick);
                 p.iters = (p.iters / 500).max(100);
                 p.warm = 20;
+                if let workloads::Kind::Program(shape) = w.kind {
+                    workloads::programs::tiny(shape, &mut p);
+                }
                 let o = match name {
                     "glibc" => run_with(&GLIBC, w.kind, &p),
                     "mimalloc" => run_with(&MIMALLOC, w.kind, &p),
@@ -394,6 +397,48 @@ mod tests {
                 };
                 assert!(o.ops > 0, "{name}/{}", w.name);
             }
+        }
+    }
+
+    /// Runs in a test process started by [`every_allocator_as_global_allocator`] with an
+    /// allocator named in the environment (and, with glibc, in the ordinary test run): every
+    /// workload, the `rust_` ones included, with that allocator as the process's global one.
+    #[test]
+    fn workloads_on_the_global_allocator() {
+        let want = std::env::var(crate::global::ENV).unwrap_or_else(|_| "glibc".into());
+        assert_eq!(crate::global::current_name(), global_name(&want));
+        for w in ALL {
+            let mut p = w.params(Mode::Quick);
+            p.iters = (p.iters / 500).max(100);
+            p.warm = 20;
+            if let workloads::Kind::Program(shape) = w.kind {
+                workloads::programs::tiny(shape, &mut p);
+            }
+            let o = run_with(&crate::global::Dispatch, w.kind, &p);
+            assert!(o.ops > 0, "{want}/{}", w.name);
+        }
+    }
+
+    /// Every allocator serves as the whole process's `#[global_allocator]` (the test harness,
+    /// its threads and the `std` collections of the rust_ workloads): this test binary is
+    /// started once per allocator with [`crate::global::ENV`] set, running only
+    /// [`workloads_on_the_global_allocator`].
+    #[test]
+    fn every_allocator_as_global_allocator() {
+        let exe = std::env::current_exe().unwrap();
+        for (name, _) in &GLOBAL_ALLOCATORS {
+            let out = std::process::Command::new(&exe)
+                .args(["--exact", "allocators::tests::workloads_on_the_global_allocator", "--test-threads=1"])
+                .env(crate::global::ENV, name)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "{name}: {}\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

@@ -248,16 +248,16 @@ pub const ALL: &[Workload] = &[
         p(1, 1_000_000, 16, SizeDist::Range(16, 8192), 0, 0)
     ),
     // Workloads that look like programs, in groups: live_, rust_, churn_, xthread_, big_.
-    w!("live_random_100k", Slots, p(1, 3_000_000, 100_000, LIVE_SMALL, 0, 0)),
+    w!("live_random_100k", Slots, p(1, 8_000_000, 100_000, LIVE_SMALL, 0, 0)),
     w!("live_random_1m", Slots, p(1, 4_000_000, 1_000_000, LIVE_SMALL, 0, 0)),
     prog!("live_build_free_fifo", programs::Shape::BuildFree { random: false }, p(1, 2_000_000, 1_000_000, SizeDist::Range(16, 128), 0, 0)),
     prog!("live_build_free_random", programs::Shape::BuildFree { random: true }, p(1, 2_000_000, 1_000_000, SizeDist::Range(16, 128), 0, 0)),
     prog!("rust_json", programs::Shape::Json, p(1, 1_500_000, 10_000, SMALL, 0, 0)),
     prog!("rust_wordcount", programs::Shape::WordCount, p(1, 2_000_000, 50_000, SMALL, 0, 0)),
-    prog!("rust_btree", programs::Shape::BTreeChurn, p(1, 2_000_000, 100_000, SMALL, 0, 0)),
+    prog!("rust_btree", programs::Shape::BTreeChurn, p(1, 1_000_000, 100_000, SMALL, 0, 0)),
     prog!("rust_box_tree", programs::Shape::BoxTree, p(1, 4_000_000, 131_071, SMALL, 0, 0)),
-    prog!("rust_vec_push", programs::Shape::VecPush, p(1, 60_000_000, 4096, SMALL, 0, 0)),
-    prog!("churn_thread_waves", programs::Shape::ThreadWaves, p(4, 300, 2000, SizeDist::Range(16, 1024), 0, 0)),
+    prog!("rust_vec_push", programs::Shape::VecPush, p(1, 120_000_000, 4096, SMALL, 0, 0)),
+    prog!("churn_thread_waves", programs::Shape::ThreadWaves, p(4, 150, 2000, SizeDist::Range(16, 1024), 0, 0)),
     w!("xthread_prodcons_small", ProdCons, p(2, 2_000_000, 0, LIVE_SMALL, 100, 4096)),
     prog!("xthread_handoff", programs::Shape::Handoff, p(4, 500_000, 8192, SizeDist::App, 0, 0)),
     prog!("big_buffers", programs::Shape::BigBuffers, p(1, 60, 8, BIG, 0, 0)),
@@ -392,6 +392,9 @@ mod tests {
             let mut p = w.params(Mode::Quick);
             p.iters = (p.iters / 200).max(200);
             p.warm = 50;
+            if let Kind::Program(shape) = w.kind {
+                programs::tiny(shape, &mut p);
+            }
             let o = run_with(&System, w.kind, &p);
             assert!(o.ops > 0 && o.secs > 0.0, "{}: {o:?}", w.name);
             if w.kind == Kind::MtRemote && p.remote_pct == 0 {

@@ -38,7 +38,7 @@ pub enum Shape {
     /// `String`, parse it back, drop both.
     Json,
     /// Word count: `HashMap<String, Vec<u32>>` from words to their positions in a text of
-    /// [`TEXT_WORDS`] words over a vocabulary of `slots` words (one `String` per word read).
+    /// [`TEXT_WORDS`] (at most) words over a vocabulary of `slots` words (one `String` per word read).
     WordCount,
     /// `BTreeMap<u64, String>` churn: a random key is removed if present, else inserted with a
     /// 8–64 byte value; keys in `0..2 * slots`.
@@ -59,7 +59,8 @@ pub enum Shape {
     BigBuffers,
 }
 
-/// Words in the word-count text (the text is reused for as many rounds as `iters` asks for).
+/// Words in the word-count text (fewer if `iters` is smaller; the text is reused for as many
+/// rounds as `iters` asks for).
 pub const TEXT_WORDS: usize = 500_000;
 /// Vectors live at once in `VecPush`.
 const LIVE_VECS: usize = 64;
@@ -107,7 +108,7 @@ pub fn describe(shape: Shape, p: &Params) -> String {
             " records per document={} ({JSON_NODES} values each: object, numbers, strings, array, nested object); serde_json to_string + from_str",
             p.slots
         ),
-        Shape::WordCount => format!(" HashMap<String, Vec<u32>>; text={TEXT_WORDS} words, vocabulary={} (skewed), new map per text", p.slots),
+        Shape::WordCount => format!(" HashMap<String, Vec<u32>>; text={} words, vocabulary={} (skewed), new map per text", TEXT_WORDS.min(p.iters as usize), p.slots),
         Shape::BTreeChurn => format!(" BTreeMap<u64, String>; keys 0..{} (about {} live), values 8-64 B", 2 * p.slots, p.slots),
         Shape::BoxTree => format!(" nodes per tree={} (Box<Node> of 24 B, complete binary tree)", p.slots),
         Shape::VecPush => format!(" Vec<u64> lengths 1..={} log-uniform, {LIVE_VECS} live", p.slots),
@@ -120,6 +121,20 @@ pub fn describe(shape: Shape, p: &Params) -> String {
             " live buffers={} (filled before the clock) sizes={s}; step: free + malloc (2/3) or realloc (1/3), zero-filled by the program",
             p.slots
         ),
+    }
+}
+
+/// Shrink default parameters to a size tests run in milliseconds.
+pub fn tiny(shape: Shape, p: &mut Params) {
+    p.slots = p.slots.min(256);
+    p.iters = p.iters.min(match shape {
+        Shape::BigBuffers | Shape::ThreadWaves => 6,
+        _ => 3000,
+    });
+    p.warm = p.warm.min(p.iters / 2).max(1);
+    if shape == Shape::BigBuffers {
+        p.slots = 2;
+        p.sizes = SizeDist::Range(1 << 20, 2 << 20);
     }
 }
 
@@ -181,7 +196,7 @@ fn json_record(i: u64, rng: &mut Lcg) -> serde_json::Value {
         "id": i,
         "name": format!("user-{i}-{}", rng.next()),
         "tags": [format!("t{}", rng.below(100)), "common", format!("tag-{}", rng.below(10_000))],
-        "score": rng.next() as f64 / 7.0,
+        "score": rng.below(1 << 20) as f64 / 8.0, // exact in binary: parses back equal
         "nested": { "x": rng.below(1000), "y": [1, rng.below(50), 3] },
     })
 }
@@ -205,23 +220,23 @@ fn json_pass(p: &Params, iters: u64, seed: u64) -> (u64, f64) {
     (docs * per_doc, secs)
 }
 
-/// A text of [`TEXT_WORDS`] words over a vocabulary of `vocab` lowercase words of 3–12
+/// A text of `words` words over a vocabulary of `vocab` lowercase words of 3–12
 /// letters, low word numbers far more frequent (as in natural text).
-fn make_text(vocab: usize, seed: u64) -> String {
+fn make_text(vocab: usize, words: usize, seed: u64) -> String {
     let mut rng = Lcg::new(seed);
-    let words: Vec<String> = (0..vocab)
+    let dict: Vec<String> = (0..vocab)
         .map(|_| {
             let len = 3 + rng.below(10);
             (0..len).map(|_| (b'a' + rng.below(26) as u8) as char).collect()
         })
         .collect();
-    let mut text = String::with_capacity(TEXT_WORDS * 9);
-    for i in 0..TEXT_WORDS {
+    let mut text = String::with_capacity(words * 9);
+    for i in 0..words {
         if i > 0 {
             text.push(' ');
         }
         let r = rng.below(vocab as u32) + 1;
-        text.push_str(&words[rng.below(r) as usize]);
+        text.push_str(&dict[rng.below(r) as usize]);
     }
     text
 }
@@ -229,9 +244,10 @@ fn make_text(vocab: usize, seed: u64) -> String {
 /// Word count over the text (built before the clock), a new map per text, until `iters`
 /// words were counted.
 fn word_count(p: &Params) -> Outcome {
-    let text = make_text(p.slots, 5);
+    let words = TEXT_WORDS.min(p.iters as usize);
+    let text = make_text(p.slots, words, 5);
     warm_then_time(p, |_, iters, _| {
-        let rounds = iters.div_ceil(TEXT_WORDS as u64).max(1);
+        let rounds = iters.div_ceil(words as u64).max(1);
         let mut check = 0usize;
         let t0 = Instant::now();
         for _ in 0..rounds {
@@ -244,7 +260,7 @@ fn word_count(p: &Params) -> Outcome {
         }
         let secs = t0.elapsed().as_secs_f64();
         black_box(check);
-        (rounds * TEXT_WORDS as u64, secs)
+        (rounds * words as u64, secs)
     })
 }
 
