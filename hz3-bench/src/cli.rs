@@ -229,9 +229,10 @@ pub fn parse_side(s: &str) -> Result<Side, String> {
     })
 }
 
-/// `--workloads` entries: a workload name or a group prefix (`-` accepted for `_`).
+/// `--workloads` entries: a workload name or a group prefix (`-` accepted for `_`; a
+/// trailing `_`, as in `live_`, is the same group).
 pub fn parse_workload(s: &str) -> Result<String, String> {
-    let e = s.trim().replace('-', "_");
+    let e = s.trim().replace('-', "_").trim_end_matches('_').to_string();
     let hit = |w: &&crate::workloads::Workload| w.name == e || w.name.starts_with(&format!("{e}_"));
     if ALL.iter().any(|w| hit(&w)) {
         return Ok(e);
@@ -283,6 +284,8 @@ mod tests {
         assert_eq!(c.run.size.mode(), Mode::Quick);
         assert_eq!(c.run.size.runs, Some(3));
         assert_eq!(c.run.size.workloads.as_deref(), Some(&["pair".to_string(), "mt_remote".to_string()][..]));
+        let g = parse(&["--workloads", "live_,rust-"]).unwrap();
+        assert_eq!(g.run.size.workloads.as_deref(), Some(&["live".to_string(), "rust".to_string()][..]));
         assert!(c.run.check);
         assert!(parse(&["--quick", "--full"]).is_err());
         assert!(parse(&["--runs", "0"]).is_err());

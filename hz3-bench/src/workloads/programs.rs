@@ -125,6 +125,7 @@ pub fn describe(shape: Shape, p: &Params) -> String {
 }
 
 /// Shrink default parameters to a size tests run in milliseconds.
+#[cfg(test)]
 pub fn tiny(shape: Shape, p: &mut Params) {
     p.slots = p.slots.min(256);
     p.iters = p.iters.min(match shape {
