@@ -400,7 +400,7 @@ fn thread_waves<A: GlobalAlloc + Sync>(a: &A, p: &Params) -> Outcome {
                             while !mine.is_empty() {
                                 let i = rng.below(mine.len() as u32) as usize;
                                 let b = mine.swap_remove(i);
-                                if mine.len() % 2 == 0 {
+                                if mine.len().is_multiple_of(2) {
                                     // SAFETY: a live block of `a` this thread allocated,
                                     // removed from `mine`.
                                     unsafe { free_block(a, b) };
