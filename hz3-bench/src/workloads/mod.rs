@@ -5,7 +5,9 @@
 //! (`alloc`/`dealloc`/`realloc` with an 8-byte-aligned `Layout`), so all allocators are driven
 //! through the same calls with no dynamic dispatch. Each workload runs an untimed warm-up pass
 //! (a tenth of the iterations) and then the timed pass. Slot arrays, rings and threads come from
-//! the harness's global allocator (`System`) before any clock starts.
+//! the process's global allocator (in a child, the allocator under test: see
+//! `crate::global`) before any clock starts. The `rust_` workloads ([`programs`]) are the
+//! exception to direct calls: they use `std` collections, i.e. that global allocator.
 
 mod block;
 pub mod programs;
