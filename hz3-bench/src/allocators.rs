@@ -4,9 +4,9 @@
 //!
 //! Each workload calls the allocator under test through `GlobalAlloc` directly. The
 //! process's `#[global_allocator]` ([`crate::global`]) forwards to one of these, chosen once
-//! per process: in a child, the allocator it measures (so `std` collections use it too); in
-//! the parent, glibc (`System`). The `mimalloc` crate builds mimalloc without malloc override, `tikv-jemallocator` uses
-//! prefixed jemalloc symbols and `snmalloc-rs` exports only `sn_rust_*` entry points, so none
+//! per process: in the child of a program-like workload, the allocator it measures (so `std`
+//! collections use it too); elsewhere glibc (`System`). The `mimalloc` crate builds mimalloc
+//! without malloc override, `tikv-jemallocator` uses prefixed jemalloc symbols and `snmalloc-rs` exports only `sn_rust_*` entry points, so none
 //! of them replaces glibc's `malloc` in the process.
 //!
 //! One name per thing: a preset's command-line name is the `NAME` of its library
@@ -276,20 +276,52 @@ static HZ3_PTAGOFF: Called<hz3_presets::PtagOff> = Called(hz3_presets::PtagOff::
 /// inlining is worth; not in the default run.
 static HZ3_SCALE_INLINED: hz3_presets::Scale = hz3_presets::Scale::new();
 
+/// An allocator as the process's global allocator: the same out-of-line call as [`Called`],
+/// but its own type, so that reaching it through a vtable ([`GLOBAL_ALLOCATORS`]) does not
+/// change the code of the `Called` functions the workloads call directly (it did: an hz3
+/// `Called` referenced from the vtable came out one instruction longer per malloc/free pair).
+pub struct Global<A>(pub A);
+
+// SAFETY: every method forwards to `A`'s implementation with the same arguments.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Global<A> {
+    #[inline(never)]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { self.0.alloc(l) }
+    }
+    #[inline(never)]
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { self.0.alloc_zeroed(l) }
+    }
+    #[inline(never)]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: as above.
+        unsafe { self.0.dealloc(p, l) }
+    }
+    #[inline(never)]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { self.0.realloc(p, l, new) }
+    }
+}
+
 /// Every allocator a child can make its `#[global_allocator]` (see [`crate::global`]), by
-/// report name; glibc first (the choice for the parent, preloaded and unknown names).
+/// report name; glibc first (the choice for the parent, preloaded and unknown names). Each is
+/// behind one out-of-line call ([`Global`]); the hz3 presets' state is per type, so these
+/// statics share it with the ones the workloads call.
 pub static GLOBAL_ALLOCATORS: [(&str, &(dyn GlobalAlloc + Sync)); 11] = [
-    ("glibc", &GLIBC),
-    ("mimalloc", &MIMALLOC),
-    ("jemalloc", &JEMALLOC),
-    ("snmalloc", &SNMALLOC),
-    ("mimalloc-crate", &MIMALLOC_CRATE),
-    ("hz3-scale-inlined", &HZ3_SCALE_INLINED),
-    ("hz3-scale", &HZ3_SCALE),
-    ("hz3-default", &HZ3_DEFAULT),
-    ("hz3-s110", &HZ3_S110),
-    ("hz3-ptagfirst", &HZ3_PTAGFIRST),
-    ("hz3-ptagoff", &HZ3_PTAGOFF),
+    ("glibc", &Global(System)),
+    ("mimalloc", &Global(MiPlain)),
+    ("jemalloc", &Global(tikv_jemallocator::Jemalloc)),
+    ("snmalloc", &Global(snmalloc_rs::SnMalloc)),
+    ("mimalloc-crate", &Global(mimalloc::MiMalloc)),
+    ("hz3-scale-inlined", &Global(hz3_presets::Scale::new())),
+    ("hz3-scale", &Global(hz3_presets::Scale::new())),
+    ("hz3-default", &Global(hz3_presets::Hz3Default::new())),
+    ("hz3-s110", &Global(hz3_presets::S110Fast::new())),
+    ("hz3-ptagfirst", &Global(hz3_presets::PtagFirst::new())),
+    ("hz3-ptagoff", &Global(hz3_presets::PtagOff::new())),
 ];
 
 /// The report name of the allocator that serves a child's `std` allocations when it measures

@@ -79,7 +79,7 @@ pub fn main(args: &[String]) -> i32 {
     }
     // The std collections of the rust_ workloads (and the harness's own buffers) must come
     // from the allocator under test: the parent names it in the environment.
-    let global = allocators::global_name(alloc);
+    let global = if w.std_on_allocator_under_test() { allocators::global_name(alloc) } else { "glibc" };
     if crate::global::current_name() != global {
         eprintln!(
             "child: std allocations go to {}, not {global}: start children through hz3-bench (or set {}={alloc})",
@@ -188,7 +188,11 @@ pub fn spawn(
         Command::new(exe)
     };
     cmd.args(["child", alloc, workload, mode.name()]);
-    cmd.env(crate::global::ENV, alloc);
+    if Workload::by_name(workload).is_some_and(|w| w.std_on_allocator_under_test()) {
+        cmd.env(crate::global::ENV, alloc);
+    } else {
+        cmd.env_remove(crate::global::ENV);
+    }
     if let Some(lib) = preload {
         cmd.env("LD_PRELOAD", lib);
     }

@@ -2,16 +2,19 @@
 //! `String`, `HashMap`, `BTreeMap`, serde_json's values, thread spawns…) to one allocator
 //! under test, chosen once per process from the environment variable [`ENV`].
 //!
-//! The parent sets [`ENV`] to the allocator's name when it starts a child, so a child's
-//! `std` collections allocate from the allocator it measures (the `rust_` workloads need that;
-//! the harness's own buffers, made before the clock starts, come from it too). The parent
-//! itself, and any process without the variable, uses glibc (`System`).
+//! The parent sets [`ENV`] to the allocator's name when it starts the child of a
+//! program-like workload ([`Workload::std_on_allocator_under_test`](crate::workloads::Workload::std_on_allocator_under_test)),
+//! so that child's `std` collections allocate from the allocator it measures (the `rust_`
+//! workloads need that; the harness's own buffers, made before the clock starts, and the
+//! thread handles of `churn_` come from it too). The parent itself, the children of the
+//! classic workloads and any process without the variable use glibc (`System`), as before.
 //!
 //! The choice is made on the first allocation of the process, before anything else
 //! allocated, and never changes, so every block is freed by the allocator that made it. It
 //! reads the variable with `getenv`, which does not allocate. Every allocator is reached the
-//! same way: an index load and one indirect call into its [`Called`](crate::allocators::Called)
-//! wrapper (the out-of-line call every workload uses). This module must never allocate.
+//! same way: an index load and one indirect call into its
+//! [`Global`](crate::allocators::Global) wrapper (an out-of-line call, like the `Called`
+//! wrapper the workloads call). This module must never allocate.
 
 use crate::allocators::{self, GLOBAL_ALLOCATORS};
 use std::alloc::{GlobalAlloc, Layout};

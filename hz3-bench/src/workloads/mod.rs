@@ -279,6 +279,13 @@ impl Workload {
         p
     }
 
+    /// Whether the child's `std` allocations (the `rust_` workloads' collections, the
+    /// harness's buffers) come from the allocator under test: for the program-like workloads.
+    /// The others keep glibc there, as they always did, so their numbers stay comparable.
+    pub fn std_on_allocator_under_test(&self) -> bool {
+        matches!(self.kind, Kind::Program(_))
+    }
+
     /// Whether the report should also show ns per malloc/free pair.
     pub fn reports_ns_per_pair(&self) -> bool {
         matches!(self.kind, Kind::Pair | Kind::Batch)

@@ -68,6 +68,10 @@ const LIVE_VECS: usize = 64;
 const PAGE: usize = 4096;
 
 /// Run `shape` with parameters `p` (warm-up pass, then the timed pass).
+///
+/// Kept out of line so that these shapes do not change how the compiler lays out (and
+/// inlines into) the catalogue's `run_with`, which the other workloads' loops go through.
+#[inline(never)]
 pub fn run<A: GlobalAlloc + Sync>(a: &A, shape: Shape, p: &Params) -> Outcome {
     match shape {
         Shape::BuildFree { random } => build_free(a, p, random),
