@@ -260,6 +260,7 @@ pub const ALL: &[Workload] = &[
     prog!("rust_box_tree", programs::Shape::BoxTree, p(1, 4_000_000, 131_071, SMALL, 0, 0)),
     prog!("rust_vec_push", programs::Shape::VecPush, p(1, 120_000_000, 4096, SMALL, 0, 0)),
     prog!("churn_thread_waves", programs::Shape::ThreadWaves, p(4, 150, 2000, SizeDist::Range(16, 1024), 0, 0)),
+    prog!("churn_thread_calloc", programs::Shape::ThreadCalloc, p(10, 800, 128, SMALL, 0, 0)),
     w!("xthread_prodcons_small", ProdCons, p(2, 2_000_000, 0, LIVE_SMALL, 100, 4096)),
     prog!("xthread_handoff", programs::Shape::Handoff, p(4, 500_000, 8192, SizeDist::App, 0, 0)),
     prog!("big_buffers", programs::Shape::BigBuffers, p(1, 60, 8, BIG, 0, 0)),

@@ -51,6 +51,9 @@ pub enum Shape {
     /// Waves of `threads` short-lived threads: each frees its share of the blocks the previous
     /// wave handed over, allocates `slots` blocks, frees half, hands the other half on, exits.
     ThreadWaves,
+    /// Rounds of `threads` threads that each live for one `calloc` of `slots` bytes (touched,
+    /// then freed) and exit.
+    ThreadCalloc,
     /// `threads` threads swap fresh blocks into random entries of one shared array of `slots`
     /// and free what they took out, which another thread allocated most of the time.
     Handoff,
@@ -81,6 +84,7 @@ pub fn run<A: GlobalAlloc + Sync>(a: &A, shape: Shape, p: &Params) -> Outcome {
         Shape::BoxTree => warm_then_time(p, box_tree_pass),
         Shape::VecPush => warm_then_time(p, vec_push_pass),
         Shape::ThreadWaves => thread_waves(a, p),
+        Shape::ThreadCalloc => thread_calloc(a, p),
         Shape::Handoff => handoff(a, p),
         Shape::BigBuffers => big_buffers(a, p),
     }
@@ -90,6 +94,7 @@ pub fn run<A: GlobalAlloc + Sync>(a: &A, shape: Shape, p: &Params) -> Outcome {
 pub fn op_unit(shape: Shape) -> &'static str {
     match shape {
         Shape::BuildFree { .. } | Shape::ThreadWaves | Shape::Handoff => "one malloc or one free",
+        Shape::ThreadCalloc => "one calloc or one free (each by a thread started and joined for it)",
         Shape::Json => "one JSON value built, serialised and parsed back",
         Shape::WordCount => "one word counted (a String made, looked up, its position pushed)",
         Shape::BTreeChurn => "one insert or remove",
@@ -120,6 +125,10 @@ pub fn describe(shape: Shape, p: &Params) -> String {
             " threads per wave={} (iters = waves), blocks per thread={} sizes={s}; each thread frees its share of the previous wave's hand-over, frees half of its own, hands half on",
             p.threads, p.slots
         ),
+        Shape::ThreadCalloc => format!(
+            " threads per round={} (iters = rounds), each: calloc({}) + free, then exit",
+            p.threads, p.slots
+        ),
         Shape::Handoff => format!(" shared array={} entries (atomic swap), sizes={s}", p.slots),
         Shape::BigBuffers => format!(
             " live buffers={} (filled before the clock) sizes={s}; step: free + malloc (2/3) or realloc (1/3), zero-filled by the program",
@@ -133,7 +142,7 @@ pub fn describe(shape: Shape, p: &Params) -> String {
 pub fn tiny(shape: Shape, p: &mut Params) {
     p.slots = p.slots.min(256);
     p.iters = p.iters.min(match shape {
-        Shape::BigBuffers | Shape::ThreadWaves => 6,
+        Shape::BigBuffers | Shape::ThreadWaves | Shape::ThreadCalloc => 6,
         _ => 3000,
     });
     p.warm = p.warm.min(p.iters / 2).max(1);
@@ -429,6 +438,39 @@ fn thread_waves<A: GlobalAlloc + Sync>(a: &A, p: &Params) -> Outcome {
         // SAFETY: the last wave's hand-over: live blocks of `a` nobody else holds.
         unsafe { free_block(a, q as *mut u8) };
     }
+    Outcome { ops, secs, remote_frees: 0, frees: 0 }
+}
+
+/// See [`Shape::ThreadCalloc`]: `iters` rounds, threads spawned and joined on the clock.
+fn thread_calloc<A: GlobalAlloc + Sync>(a: &A, p: &Params) -> Outcome {
+    let size = p.slots.max(16);
+    let round = || {
+        std::thread::scope(|s| {
+            for _ in 0..p.threads {
+                s.spawn(|| {
+                    // SAFETY: non-zero size.
+                    let b = unsafe { a.alloc_zeroed(super::block::layout(size)) };
+                    assert!(!b.is_null(), "calloc({size}) failed");
+                    // SAFETY: `b` is a fresh zeroed block of `size` ≥ 16 bytes; it is read,
+                    // given its size header and freed by this thread only.
+                    unsafe {
+                        assert_eq!(ptr::read_volatile(b.add(size - 1)), 0, "calloc gave a non-zero byte");
+                        ptr::write_volatile(b as *mut u64, size as u64);
+                        free_block(a, b);
+                    }
+                });
+            }
+        })
+    };
+    let pass = |rounds: u64| {
+        let t0 = Instant::now();
+        for _ in 0..rounds {
+            round();
+        }
+        (2 * p.threads as u64 * rounds, t0.elapsed().as_secs_f64())
+    };
+    pass(p.warm);
+    let (ops, secs) = pass(p.iters);
     Outcome { ops, secs, remote_frees: 0, frees: 0 }
 }
 
