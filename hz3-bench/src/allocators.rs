@@ -2,10 +2,11 @@
 //! allocators, the preloaded hz3 libraries, and the name → monomorphised workload dispatch
 //! used by the child process.
 //!
-//! None of these is the `#[global_allocator]`: the harness itself allocates from `System`
-//! (glibc), and each workload calls the allocator under test through `GlobalAlloc` directly.
-//! The `mimalloc` crate builds mimalloc without malloc override, `tikv-jemallocator` uses
-//! prefixed jemalloc symbols and `snmalloc-rs` exports only `sn_rust_*` entry points, so none
+//! Each workload calls the allocator under test through `GlobalAlloc` directly. The
+//! process's `#[global_allocator]` ([`crate::global`]) forwards to one of these, chosen once
+//! per process: in the child of a program-like workload, the allocator it measures (so `std`
+//! collections use it too); elsewhere glibc (`System`). The `mimalloc` crate builds mimalloc
+//! without malloc override, `tikv-jemallocator` uses prefixed jemalloc symbols and `snmalloc-rs` exports only `sn_rust_*` entry points, so none
 //! of them replaces glibc's `malloc` in the process.
 //!
 //! One name per thing: a preset's command-line name is the `NAME` of its library
@@ -275,6 +276,64 @@ static HZ3_PTAGOFF: Called<hz3_presets::PtagOff> = Called(hz3_presets::PtagOff::
 /// inlining is worth; not in the default run.
 static HZ3_SCALE_INLINED: hz3_presets::Scale = hz3_presets::Scale::new();
 
+/// An allocator as the process's global allocator: the same out-of-line call as [`Called`],
+/// but its own type, so that reaching it through a vtable ([`GLOBAL_ALLOCATORS`]) does not
+/// change the code of the `Called` functions the workloads call directly (it did: an hz3
+/// `Called` referenced from the vtable came out one instruction longer per malloc/free pair).
+pub struct Global<A>(pub A);
+
+// SAFETY: every method forwards to `A`'s implementation with the same arguments.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Global<A> {
+    #[inline(never)]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { self.0.alloc(l) }
+    }
+    #[inline(never)]
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { self.0.alloc_zeroed(l) }
+    }
+    #[inline(never)]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: as above.
+        unsafe { self.0.dealloc(p, l) }
+    }
+    #[inline(never)]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { self.0.realloc(p, l, new) }
+    }
+}
+
+/// Every allocator a child can make its `#[global_allocator]` (see [`crate::global`]), by
+/// report name; glibc first (the choice for the parent, preloaded and unknown names). Each is
+/// behind one out-of-line call ([`Global`]); the hz3 presets' state is per type, so these
+/// statics share it with the ones the workloads call.
+pub static GLOBAL_ALLOCATORS: [(&str, &(dyn GlobalAlloc + Sync)); 11] = [
+    ("glibc", &Global(System)),
+    ("mimalloc", &Global(MiPlain)),
+    ("jemalloc", &Global(tikv_jemallocator::Jemalloc)),
+    ("snmalloc", &Global(snmalloc_rs::SnMalloc)),
+    ("mimalloc-crate", &Global(mimalloc::MiMalloc)),
+    ("hz3-scale-inlined", &Global(hz3_presets::Scale::new())),
+    ("hz3-scale", &Global(hz3_presets::Scale::new())),
+    ("hz3-default", &Global(hz3_presets::Hz3Default::new())),
+    ("hz3-s110", &Global(hz3_presets::S110Fast::new())),
+    ("hz3-ptagfirst", &Global(hz3_presets::PtagFirst::new())),
+    ("hz3-ptagoff", &Global(hz3_presets::PtagOff::new())),
+];
+
+/// The report name of the allocator that serves a child's `std` allocations when it measures
+/// `name`: the allocator itself, glibc for preloaded ones (its symbols are the library's).
+/// Never allocates (it runs inside the global allocator's first call).
+pub fn global_name(name: &str) -> &str {
+    if name.ends_with(PRELOAD_SUFFIX) {
+        return "glibc";
+    }
+    preset(name).map(|p| p.name).unwrap_or(name)
+}
+
 /// Run `w` in `mode` against the allocator called `name`; `None` if the name is unknown.
 /// Preloaded allocators (`…-preload`) run the workload on glibc's symbols, which
 /// `LD_PRELOAD` has replaced (the child checks that).
@@ -351,6 +410,9 @@ mod tests {
                 let mut p = w.params(Mode::Quick);
                 p.iters = (p.iters / 500).max(100);
                 p.warm = 20;
+                if let workloads::Kind::Program(shape) = w.kind {
+                    workloads::programs::tiny(shape, &mut p);
+                }
                 let o = match name {
                     "glibc" => run_with(&GLIBC, w.kind, &p),
                     "mimalloc" => run_with(&MIMALLOC, w.kind, &p),
@@ -367,6 +429,48 @@ mod tests {
                 };
                 assert!(o.ops > 0, "{name}/{}", w.name);
             }
+        }
+    }
+
+    /// Runs in a test process started by [`every_allocator_as_global_allocator`] with an
+    /// allocator named in the environment (and, with glibc, in the ordinary test run): every
+    /// workload, the `rust_` ones included, with that allocator as the process's global one.
+    #[test]
+    fn workloads_on_the_global_allocator() {
+        let want = std::env::var(crate::global::ENV).unwrap_or_else(|_| "glibc".into());
+        assert_eq!(crate::global::current_name(), global_name(&want));
+        for w in ALL {
+            let mut p = w.params(Mode::Quick);
+            p.iters = (p.iters / 500).max(100);
+            p.warm = 20;
+            if let workloads::Kind::Program(shape) = w.kind {
+                workloads::programs::tiny(shape, &mut p);
+            }
+            let o = run_with(&crate::global::Dispatch, w.kind, &p);
+            assert!(o.ops > 0, "{want}/{}", w.name);
+        }
+    }
+
+    /// Every allocator serves as the whole process's `#[global_allocator]` (the test harness,
+    /// its threads and the `std` collections of the rust_ workloads): this test binary is
+    /// started once per allocator with [`crate::global::ENV`] set, running only
+    /// [`workloads_on_the_global_allocator`].
+    #[test]
+    fn every_allocator_as_global_allocator() {
+        let exe = std::env::current_exe().unwrap();
+        for (name, _) in &GLOBAL_ALLOCATORS {
+            let out = std::process::Command::new(&exe)
+                .args(["--exact", "allocators::tests::workloads_on_the_global_allocator", "--test-threads=1"])
+                .env(crate::global::ENV, name)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "{name}: {}\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

@@ -77,6 +77,17 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     }
+    // The std collections of the rust_ workloads (and the harness's own buffers) must come
+    // from the allocator under test: the parent names it in the environment.
+    let global = if w.std_on_allocator_under_test() { allocators::global_name(alloc) } else { "glibc" };
+    if crate::global::current_name() != global {
+        eprintln!(
+            "child: std allocations go to {}, not {global}: start children through hz3-bench (or set {}={alloc})",
+            crate::global::current_name(),
+            crate::global::ENV
+        );
+        return 2;
+    }
     let Some(o) = allocators::run_named(alloc, w, mode) else {
         eprintln!("child: unknown allocator {alloc:?}");
         return 2;
@@ -177,6 +188,11 @@ pub fn spawn(
         Command::new(exe)
     };
     cmd.args(["child", alloc, workload, mode.name()]);
+    if Workload::by_name(workload).is_some_and(|w| w.std_on_allocator_under_test()) {
+        cmd.env(crate::global::ENV, alloc);
+    } else {
+        cmd.env_remove(crate::global::ENV);
+    }
     if let Some(lib) = preload {
         cmd.env("LD_PRELOAD", lib);
     }

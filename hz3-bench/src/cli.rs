@@ -62,7 +62,7 @@ pub struct SizeArgs {
     /// mt_remote_t2, cache, ...; `hz3-bench list` shows them all).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_workload)]
     pub workloads: Option<Vec<String>>,
-    /// Output directory [default: <workspace>/target/hz3-bench].
+    /// Output directory [default: target/hz3-bench in the workspace].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }
@@ -149,7 +149,7 @@ pub struct ExecArgs {
     /// Send the program's stdout and stderr to the terminal instead of discarding them.
     #[arg(long)]
     pub show_output: bool,
-    /// Output directory for exec.md and exec.csv [default: <workspace>/target/hz3-bench].
+    /// Output directory for exec.md and exec.csv [default: target/hz3-bench in the workspace].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// The program and its arguments (after `--`).
@@ -160,7 +160,7 @@ pub struct ExecArgs {
 /// Options of `check`.
 #[derive(Args, Debug, Clone)]
 pub struct CheckArgs {
-    /// Directory holding the outputs [default: <workspace>/target/hz3-bench].
+    /// Directory holding the outputs [default: target/hz3-bench in the workspace].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }
@@ -229,9 +229,10 @@ pub fn parse_side(s: &str) -> Result<Side, String> {
     })
 }
 
-/// `--workloads` entries: a workload name or a group prefix (`-` accepted for `_`).
+/// `--workloads` entries: a workload name or a group prefix (`-` accepted for `_`; a
+/// trailing `_`, as in `live_`, is the same group).
 pub fn parse_workload(s: &str) -> Result<String, String> {
-    let e = s.trim().replace('-', "_");
+    let e = s.trim().replace('-', "_").trim_end_matches('_').to_string();
     let hit = |w: &&crate::workloads::Workload| w.name == e || w.name.starts_with(&format!("{e}_"));
     if ALL.iter().any(|w| hit(&w)) {
         return Ok(e);
@@ -283,6 +284,8 @@ mod tests {
         assert_eq!(c.run.size.mode(), Mode::Quick);
         assert_eq!(c.run.size.runs, Some(3));
         assert_eq!(c.run.size.workloads.as_deref(), Some(&["pair".to_string(), "mt_remote".to_string()][..]));
+        let g = parse(&["--workloads", "live_,rust-"]).unwrap();
+        assert_eq!(g.run.size.workloads.as_deref(), Some(&["live".to_string(), "rust".to_string()][..]));
         assert!(c.run.check);
         assert!(parse(&["--quick", "--full"]).is_err());
         assert!(parse(&["--runs", "0"]).is_err());

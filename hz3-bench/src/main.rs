@@ -13,6 +13,7 @@ mod allocators;
 mod child;
 mod cli;
 mod exec;
+mod global;
 mod report;
 mod runner;
 mod stats;

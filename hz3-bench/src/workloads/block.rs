@@ -15,7 +15,7 @@ pub const ALIGN: usize = 8;
 /// The layout for a `size`-byte block.
 #[inline(always)]
 pub fn layout(size: usize) -> Layout {
-    // SAFETY: ALIGN is a power of two and every size used here (≤ 64 KiB) is far below
+    // SAFETY: ALIGN is a power of two and every size used here (≤ 32 MiB) is far below
     // isize::MAX when rounded up to ALIGN.
     unsafe { Layout::from_size_align_unchecked(size, ALIGN) }
 }

@@ -5,10 +5,13 @@
 //! (`alloc`/`dealloc`/`realloc` with an 8-byte-aligned `Layout`), so all allocators are driven
 //! through the same calls with no dynamic dispatch. Each workload runs an untimed warm-up pass
 //! (a tenth of the iterations) and then the timed pass. Slot arrays, rings and threads come from
-//! the harness's global allocator (`System`) before any clock starts.
+//! the process's global allocator (in a child, the allocator under test: see
+//! `crate::global`) before any clock starts. The `rust_` workloads ([`programs`]) are the
+//! exception to direct calls: they use `std` collections, i.e. that global allocator.
 
 mod block;
 pub mod cliffs;
+pub mod programs;
 pub mod ring;
 pub mod rng;
 mod single;
@@ -84,6 +87,9 @@ pub enum Kind {
     /// Allocator cliffs: zeroed big blocks, bulk remote frees, many aligned
     /// blocks, big blocks resized (see `cliffs`).
     Cliff(cliffs::Shape),
+    /// A workload that looks like a program (large live sets, Rust collections, thread
+    /// churn, cross-thread hand-off, large blocks): see [`programs`].
+    Program(programs::Shape),
 }
 
 /// Parameters of one workload in one mode.
@@ -157,6 +163,22 @@ macro_rules! w {
         }
     };
 }
+
+/// A program-like workload (see [`programs::Shape`]).
+macro_rules! prog {
+    ($name:literal, $shape:expr, $p:expr) => {
+        Workload {
+            name: $name,
+            kind: Kind::Program($shape),
+            base: $p,
+        }
+    };
+}
+
+/// Small blocks of the large live sets.
+const LIVE_SMALL: SizeDist = SizeDist::Range(16, 256);
+/// Blocks of 1–32 MiB.
+const BIG: SizeDist = SizeDist::Range(1 << 20, 32 << 20);
 
 /// Every workload, in report order.
 pub const ALL: &[Workload] = &[
@@ -242,6 +264,21 @@ pub const ALL: &[Workload] = &[
     w!("remote_bulk", Cliff(cliffs::Shape::RemoteBulk), p(1, 40, 50_000, SizeDist::Range(4 << 10, 256 << 10), 0, 128)),
     w!("aligned_many", Cliff(cliffs::Shape::AlignedMany), p(1, 300_000, 30_000, SizeDist::Range(1024, 4096), 0, 0)),
     w!("large_mixed", Cliff(cliffs::Shape::LargeMixed), p(2, 20_000, 16, SizeDist::Range(256 << 10, 8 << 20), 0, 0)),
+    // Workloads that look like programs, in groups: live_, rust_, churn_, xthread_, big_.
+    w!("live_random_100k", Slots, p(1, 8_000_000, 100_000, LIVE_SMALL, 0, 0)),
+    w!("live_random_1m", Slots, p(1, 4_000_000, 1_000_000, LIVE_SMALL, 0, 0)),
+    prog!("live_build_free_fifo", programs::Shape::BuildFree { random: false }, p(1, 2_000_000, 1_000_000, SizeDist::Range(16, 128), 0, 0)),
+    prog!("live_build_free_random", programs::Shape::BuildFree { random: true }, p(1, 2_000_000, 1_000_000, SizeDist::Range(16, 128), 0, 0)),
+    prog!("rust_json", programs::Shape::Json, p(1, 1_500_000, 10_000, SMALL, 0, 0)),
+    prog!("rust_wordcount", programs::Shape::WordCount, p(1, 2_000_000, 50_000, SMALL, 0, 0)),
+    prog!("rust_btree", programs::Shape::BTreeChurn, p(1, 1_000_000, 100_000, SMALL, 0, 0)),
+    prog!("rust_box_tree", programs::Shape::BoxTree, p(1, 4_000_000, 131_071, SMALL, 0, 0)),
+    prog!("rust_vec_push", programs::Shape::VecPush, p(1, 120_000_000, 4096, SMALL, 0, 0)),
+    prog!("churn_thread_waves", programs::Shape::ThreadWaves, p(4, 150, 2000, SizeDist::Range(16, 1024), 0, 0)),
+    prog!("churn_thread_calloc", programs::Shape::ThreadCalloc, p(10, 800, 128, SMALL, 0, 0)),
+    w!("xthread_prodcons_small", ProdCons, p(2, 2_000_000, 0, LIVE_SMALL, 100, 4096)),
+    prog!("xthread_handoff", programs::Shape::Handoff, p(4, 500_000, 8192, SizeDist::App, 0, 0)),
+    prog!("big_buffers", programs::Shape::BigBuffers, p(1, 60, 8, BIG, 0, 0)),
 ];
 
 impl Workload {
@@ -256,6 +293,13 @@ impl Workload {
         p.iters = mode.scale(p.iters).max(1);
         p.warm = (p.iters / 10).max(1);
         p
+    }
+
+    /// Whether the child's `std` allocations (the `rust_` workloads' collections, the
+    /// harness's buffers) come from the allocator under test: for the program-like workloads.
+    /// The others keep glibc there, as they always did, so their numbers stay comparable.
+    pub fn std_on_allocator_under_test(&self) -> bool {
+        matches!(self.kind, Kind::Program(_))
     }
 
     /// Whether the report should also show ns per malloc/free pair.
@@ -274,6 +318,7 @@ impl Workload {
             Kind::Slots | Kind::MtRemote => "one slot visit (a malloc or a free)",
             Kind::Larson => "one slot fill (malloc) or replacement (free + malloc)",
             Kind::Realloc => "one malloc, realloc or free call",
+            Kind::Program(s) => programs::op_unit(s),
             _ => "one malloc or one free",
         }
     }
@@ -314,6 +359,7 @@ impl Workload {
                 s += &format!(" live buffers={} growth: realloc to x1.5+16 from 16 B up to {cap} B, then free", p.slots)
             }
             Kind::Cliff(shape) => s += &cliffs::describe(shape, &p),
+            Kind::Program(shape) => s += &programs::describe(shape, &p),
         }
         s + &format!("; op = {}", self.op_unit())
     }
@@ -350,6 +396,7 @@ pub fn run_with<A: GlobalAlloc + Sync>(a: &A, kind: Kind, p: &Params) -> Outcome
         Kind::Larson => threaded::larson(a, p),
         Kind::ProdCons => threaded::prodcons(a, p),
         Kind::Cliff(shape) => cliffs::run(a, shape, p),
+        Kind::Program(s) => programs::run(a, s, p),
     }
 }
 
@@ -372,6 +419,9 @@ mod tests {
             let mut p = w.params(Mode::Quick);
             p.iters = (p.iters / 200).max(200);
             p.warm = 50;
+            if let Kind::Program(shape) = w.kind {
+                programs::tiny(shape, &mut p);
+            }
             let o = run_with(&System, w.kind, &p);
             assert!(o.ops > 0 && o.secs > 0.0, "{}: {o:?}", w.name);
             if w.kind == Kind::MtRemote && p.remote_pct == 0 {

@@ -1,6 +1,6 @@
 //! Running a workload on a team of threads in two phases: an untimed warm-up, then the timed pass.
 //!
-//! Threads are spawned (allocating from the harness's global allocator, `System`) before the
+//! Threads are spawned (allocating from the process's global allocator) before the
 //! warm-up and live through both phases, so the timed pass never spawns, joins or allocates on
 //! the harness side. The main thread starts the clock, releases the phase, and stops the clock
 //! when every worker has reported its work done; per-thread cleanup (freeing what is still
