@@ -81,6 +81,13 @@ pub const PRESETS: &[Preset] = &[
         flags: "s110_meta: true, free_fast: true, ptag: off, stats: true",
         lib: None,
     },
+    Preset {
+        key: "hardened",
+        name: "hz3-hardened",
+        aliases: &[],
+        flags: "s110_meta: true, free_fast: false, ptag: late, stats: true, harden: true",
+        lib: lib("hz3-hardened", "libhz3_hardened.so"),
+    },
 ];
 
 /// The preset called `s` (its key, its report name or an alias).
@@ -272,6 +279,7 @@ static HZ3_DEFAULT: Called<hz3_presets::Hz3Default> = Called(hz3_presets::Hz3Def
 static HZ3_S110: Called<hz3_presets::S110Fast> = Called(hz3_presets::S110Fast::new());
 static HZ3_PTAGFIRST: Called<hz3_presets::PtagFirst> = Called(hz3_presets::PtagFirst::new());
 static HZ3_PTAGOFF: Called<hz3_presets::PtagOff> = Called(hz3_presets::PtagOff::new());
+static HZ3_HARDENED: Called<hz3_presets::Hardened> = Called(hz3_presets::Hardened::new());
 /// The hz3 scale preset inlined into the workloads (no call boundary), to show what
 /// inlining is worth; not in the default run.
 static HZ3_SCALE_INLINED: hz3_presets::Scale = hz3_presets::Scale::new();
@@ -310,7 +318,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Global<A> {
 /// report name; glibc first (the choice for the parent, preloaded and unknown names). Each is
 /// behind one out-of-line call ([`Global`]); the hz3 presets' state is per type, so these
 /// statics share it with the ones the workloads call.
-pub static GLOBAL_ALLOCATORS: [(&str, &(dyn GlobalAlloc + Sync)); 11] = [
+pub static GLOBAL_ALLOCATORS: [(&str, &(dyn GlobalAlloc + Sync)); 12] = [
     ("glibc", &Global(System)),
     ("mimalloc", &Global(MiPlain)),
     ("jemalloc", &Global(tikv_jemallocator::Jemalloc)),
@@ -322,6 +330,7 @@ pub static GLOBAL_ALLOCATORS: [(&str, &(dyn GlobalAlloc + Sync)); 11] = [
     ("hz3-s110", &Global(hz3_presets::S110Fast::new())),
     ("hz3-ptagfirst", &Global(hz3_presets::PtagFirst::new())),
     ("hz3-ptagoff", &Global(hz3_presets::PtagOff::new())),
+    ("hz3-hardened", &Global(hz3_presets::Hardened::new())),
 ];
 
 /// The report name of the allocator that serves a child's `std` allocations when it measures
@@ -353,6 +362,7 @@ pub fn run_named(name: &str, w: &Workload, mode: Mode) -> Option<Outcome> {
         "hz3-s110" => run_called(&HZ3_S110, w, mode),
         "hz3-ptagfirst" => run_called(&HZ3_PTAGFIRST, w, mode),
         "hz3-ptagoff" => run_called(&HZ3_PTAGOFF, w, mode),
+        "hz3-hardened" => run_called(&HZ3_HARDENED, w, mode),
         _ => return None,
     })
 }
@@ -370,6 +380,7 @@ pub fn hz3_stats(name: &str) -> Option<hz3_runtime::StatsSnapshot> {
         "hz3-s110" => hz3_presets::S110Fast::stats(),
         "hz3-ptagfirst" => hz3_presets::PtagFirst::stats(),
         "hz3-ptagoff" => hz3_presets::PtagOff::stats(),
+        "hz3-hardened" => hz3_presets::Hardened::stats(),
         _ => return None,
     })
 }
@@ -425,6 +436,7 @@ mod tests {
                     "hz3-s110" => run_with(&HZ3_S110, w.kind, &p),
                     "hz3-ptagfirst" => run_with(&HZ3_PTAGFIRST, w.kind, &p),
                     "hz3-ptagoff" => run_with(&HZ3_PTAGOFF, w.kind, &p),
+                    "hz3-hardened" => run_with(&HZ3_HARDENED, w.kind, &p),
                     _ => unreachable!("{name}"),
                 };
                 assert!(o.ops > 0, "{name}/{}", w.name);

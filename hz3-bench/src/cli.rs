@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn errors_list_the_valid_values() {
         let e = parse(&["ab", "--base", "scale", "--treat", "s111"]).unwrap_err().to_string();
-        assert!(e.contains("s111") && e.contains("scale, default, s110, ptagfirst, ptagoff"), "{e}");
+        assert!(e.contains("s111") && e.contains("scale, default, s110, ptagfirst, ptagoff, hardened"), "{e}");
         let e = parse(&["--hz3", "nope"]).unwrap_err().to_string();
         assert!(e.contains("s110") && e.contains("ptagoff"), "{e}");
         let e = parse(&["--workloads", "nope"]).unwrap_err().to_string();

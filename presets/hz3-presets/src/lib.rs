@@ -20,6 +20,7 @@
 //! | [`S110Fast`] | `true` | `true` | `late` | `true` |
 //! | [`PtagFirst`] | `true` | `false` | `first` | `true` |
 //! | [`PtagOff`] | `true` | `true` | `off` | `true` |
+//! | [`Hardened`] | `true` | `false` | `late` | `true` (and `harden: true`) |
 //!
 //! All other flags keep their defaults (`failfast: false`, `shards: 64`,
 //! `arena_gib: 64`, `purge: true`). None of them exports the C symbols: the
@@ -49,4 +50,9 @@ hz3_runtime::hz3_allocator! {
     /// No page-tag map: frees route by the S110 page meta, then the segment and page
     /// headers; stats on.
     pub struct PtagOff<s110_meta: true, free_fast: true, ptag: off, stats: true>;
+
+    /// The scale preset with `harden: true`: free-list links encoded with a
+    /// per-process key and checked, a freed-block mark, the exact block-start test on
+    /// every free (the flags of `libhz3_hardened.so`).
+    pub struct Hardened<s110_meta: true, free_fast: false, ptag: late, stats: true, harden: true>;
 }
