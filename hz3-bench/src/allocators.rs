@@ -188,30 +188,38 @@ pub fn malloc_comes_from(lib: &str) -> bool {
 /// sizes, while mimalloc, jemalloc, snmalloc and glibc, compiled C, are always called.
 pub struct Called<A>(pub A);
 
-// SAFETY: every method forwards to `A`'s implementation with the same arguments, so `A`'s
-// guarantees hold unchanged.
-unsafe impl<A: GlobalAlloc> GlobalAlloc for Called<A> {
-    #[inline(never)]
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: forwarded; the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { self.0.alloc(l) }
-    }
-    #[inline(never)]
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        // SAFETY: as above.
-        unsafe { self.0.alloc_zeroed(l) }
-    }
-    #[inline(never)]
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: as above.
-        unsafe { self.0.dealloc(p, l) }
-    }
-    #[inline(never)]
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        // SAFETY: as above.
-        unsafe { self.0.realloc(p, l, new) }
-    }
+/// `GlobalAlloc` for a one-field wrapper that forwards every call to its field behind one
+/// out-of-line call (`#[inline(never)]`).
+macro_rules! forward_out_of_line {
+    ($wrapper:ident) => {
+        // SAFETY: every method forwards to `A`'s implementation with the same arguments, so
+        // `A`'s guarantees hold unchanged.
+        unsafe impl<A: GlobalAlloc> GlobalAlloc for $wrapper<A> {
+            #[inline(never)]
+            unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+                // SAFETY: forwarded; the caller upholds `GlobalAlloc::alloc`'s contract.
+                unsafe { self.0.alloc(l) }
+            }
+            #[inline(never)]
+            unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+                // SAFETY: as above.
+                unsafe { self.0.alloc_zeroed(l) }
+            }
+            #[inline(never)]
+            unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+                // SAFETY: as above.
+                unsafe { self.0.dealloc(p, l) }
+            }
+            #[inline(never)]
+            unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+                // SAFETY: as above.
+                unsafe { self.0.realloc(p, l, new) }
+            }
+        }
+    };
 }
+
+forward_out_of_line!(Called);
 
 /// mimalloc through the entry points its C users call: `mi_malloc` / `mi_free` /
 /// `mi_realloc` when the alignment is one `mi_malloc` always gives (≤ 16 and ≤ the size), the
@@ -290,29 +298,7 @@ static HZ3_SCALE_INLINED: hz3_presets::Scale = hz3_presets::Scale::new();
 /// `Called` referenced from the vtable came out one instruction longer per malloc/free pair).
 pub struct Global<A>(pub A);
 
-// SAFETY: every method forwards to `A`'s implementation with the same arguments.
-unsafe impl<A: GlobalAlloc> GlobalAlloc for Global<A> {
-    #[inline(never)]
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: forwarded; the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { self.0.alloc(l) }
-    }
-    #[inline(never)]
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        // SAFETY: as above.
-        unsafe { self.0.alloc_zeroed(l) }
-    }
-    #[inline(never)]
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: as above.
-        unsafe { self.0.dealloc(p, l) }
-    }
-    #[inline(never)]
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        // SAFETY: as above.
-        unsafe { self.0.realloc(p, l, new) }
-    }
-}
+forward_out_of_line!(Global);
 
 /// Every allocator a child can make its `#[global_allocator]` (see [`crate::global`]), by
 /// report name; glibc first (the choice for the parent, preloaded and unknown names). Each is

@@ -164,6 +164,69 @@ pub struct Meta {
     pub machine: String,
 }
 
+/// One table of the report: a value per (workload, allocator) with its ratio to mimalloc in
+/// parentheses, the best of the row in bold, one `x` column per hz3 allocator, and a
+/// geomean row.
+struct Table {
+    /// Header of the per-hz3 column (`× best`).
+    x_name: &'static str,
+    /// The cell's value.
+    value: fn(&Row) -> f64,
+    /// Decimals of the value.
+    prec: usize,
+    /// Whether higher values are better (bold marks the highest, else the lowest).
+    high: bool,
+    /// The ratio to mimalloc in parentheses.
+    ratio: fn(&Row) -> Option<f64>,
+    /// The per-hz3 column.
+    x: fn(&Row) -> Option<f64>,
+}
+
+fn table(o: &mut String, s: &Summary, hz3: &[&String], have_others: bool, t: &Table) {
+    let _ = write!(o, "| workload |");
+    for a in &s.allocs {
+        let _ = write!(o, " {a} |");
+    }
+    if have_others {
+        for a in hz3 {
+            let _ = write!(o, " {a} {} |", t.x_name);
+        }
+    }
+    let ncols = s.allocs.len() + if have_others { hz3.len() } else { 0 };
+    let _ = write!(o, "\n|---|{}\n", "---:|".repeat(ncols));
+    for w in &s.workloads {
+        let best = s.best(w.name, t.value, t.high);
+        let _ = write!(o, "| {} |", w.name);
+        for a in &s.allocs {
+            let r = s.get(w.name, a).expect("row");
+            if r.runs_ok == 0 {
+                let _ = write!(o, " FAILED |");
+                continue;
+            }
+            let v = format!("{:.prec$}", (t.value)(r), prec = t.prec);
+            let v = if Some(v.as_str()) == best.as_deref() { format!("**{v}**") } else { v };
+            let _ = write!(o, " {v} ({}) |", opt((t.ratio)(r), 2));
+        }
+        if have_others {
+            for a in hz3 {
+                let r = s.get(w.name, a).expect("row");
+                let _ = write!(o, " {} |", opt((t.x)(r), 2));
+            }
+        }
+        o.push('\n');
+    }
+    let _ = write!(o, "| geomean |");
+    for a in &s.allocs {
+        let _ = write!(o, " ({}) |", opt(s.geomean(a, t.ratio), 2));
+    }
+    if have_others {
+        for a in hz3 {
+            let _ = write!(o, " {} |", opt(s.geomean(a, t.x), 2));
+        }
+    }
+    o.push('\n');
+}
+
 /// The markdown report.
 pub fn markdown(s: &Summary, m: &Meta) -> String {
     let mut o = String::new();
@@ -185,48 +248,15 @@ pub fn markdown(s: &Summary, m: &Meta) -> String {
          (> 1 = hz3 is ahead of every other allocator). geomean = geometric mean over the workloads of the ratios.\n"
     );
     // Throughput table.
-    let _ = write!(o, "| workload |");
-    for a in &s.allocs {
-        let _ = write!(o, " {a} |");
-    }
-    if have_others {
-        for a in &hz3 {
-            let _ = write!(o, " {a} × best |");
-        }
-    }
-    let ncols = s.allocs.len() + if have_others { hz3.len() } else { 0 };
-    let _ = write!(o, "\n|---|{}\n", "---:|".repeat(ncols));
-    for w in &s.workloads {
-        let best = s.best(w.name, |r| r.ops_per_sec / 1e6, true);
-        let _ = write!(o, "| {} |", w.name);
-        for a in &s.allocs {
-            let r = s.get(w.name, a).expect("row");
-            if r.runs_ok == 0 {
-                let _ = write!(o, " FAILED |");
-                continue;
-            }
-            let v = format!("{:.2}", r.ops_per_sec / 1e6);
-            let v = if Some(v.as_str()) == best.as_deref() { format!("**{v}**") } else { v };
-            let _ = write!(o, " {v} ({}) |", opt(r.ratio, 2));
-        }
-        if have_others {
-            for a in &hz3 {
-                let r = s.get(w.name, a).expect("row");
-                let _ = write!(o, " {} |", opt(r.x_best, 2));
-            }
-        }
-        o.push('\n');
-    }
-    let _ = write!(o, "| geomean |");
-    for a in &s.allocs {
-        let _ = write!(o, " ({}) |", opt(s.geomean(a, |r| r.ratio), 2));
-    }
-    if have_others {
-        for a in &hz3 {
-            let _ = write!(o, " {} |", opt(s.geomean(a, |r| r.x_best), 2));
-        }
-    }
-    o.push('\n');
+    let throughput = Table {
+        x_name: "× best",
+        value: |r| r.ops_per_sec / 1e6,
+        prec: 2,
+        high: true,
+        ratio: |r| r.ratio,
+        x: |r| r.x_best,
+    };
+    table(&mut o, s, &hz3, have_others, &throughput);
     // Peak RSS table.
     let _ = writeln!(
         o,
@@ -234,47 +264,15 @@ pub fn markdown(s: &Summary, m: &Meta) -> String {
          the process's own ~2–4 MiB floor), and in parentheses its ratio to mimalloc's (< 1 = less memory). \
          **Bold**: the lowest of the row. ÷ lowest = the hz3 allocator's peak RSS ÷ the lowest non-hz3 allocator's.\n"
     );
-    let _ = write!(o, "| workload |");
-    for a in &s.allocs {
-        let _ = write!(o, " {a} |");
-    }
-    if have_others {
-        for a in &hz3 {
-            let _ = write!(o, " {a} ÷ lowest |");
-        }
-    }
-    let _ = write!(o, "\n|---|{}\n", "---:|".repeat(ncols));
-    for w in &s.workloads {
-        let best = s.best(w.name, |r| r.rss_kib / 1024.0, false);
-        let _ = write!(o, "| {} |", w.name);
-        for a in &s.allocs {
-            let r = s.get(w.name, a).expect("row");
-            if r.runs_ok == 0 {
-                let _ = write!(o, " FAILED |");
-                continue;
-            }
-            let v = format!("{:.1}", r.rss_kib / 1024.0);
-            let v = if Some(v.as_str()) == best.as_deref() { format!("**{v}**") } else { v };
-            let _ = write!(o, " {v} ({}) |", opt(r.rss_ratio, 2));
-        }
-        if have_others {
-            for a in &hz3 {
-                let r = s.get(w.name, a).expect("row");
-                let _ = write!(o, " {} |", opt(r.rss_x_lowest, 2));
-            }
-        }
-        o.push('\n');
-    }
-    let _ = write!(o, "| geomean |");
-    for a in &s.allocs {
-        let _ = write!(o, " ({}) |", opt(s.geomean(a, |r| r.rss_ratio), 2));
-    }
-    if have_others {
-        for a in &hz3 {
-            let _ = write!(o, " {} |", opt(s.geomean(a, |r| r.rss_x_lowest), 2));
-        }
-    }
-    o.push('\n');
+    let rss = Table {
+        x_name: "÷ lowest",
+        value: |r| r.rss_kib / 1024.0,
+        prec: 1,
+        high: false,
+        ratio: |r| r.rss_ratio,
+        x: |r| r.rss_x_lowest,
+    };
+    table(&mut o, s, &hz3, have_others, &rss);
     // Remote share.
     let remote: Vec<_> = s
         .workloads
