@@ -61,6 +61,8 @@ pub enum Verdict {
     Neutral,
     /// The intervals do not clear the thresholds: more runs needed.
     Inconclusive,
+    /// The run lacks the workloads the rule reads (a `--workloads` selection without them).
+    NotJudged,
 }
 
 impl Verdict {
@@ -71,6 +73,7 @@ impl Verdict {
             Verdict::NoGo => "NO-GO",
             Verdict::Neutral => "NEUTRAL",
             Verdict::Inconclusive => "INCONCLUSIVE",
+            Verdict::NotJudged => "NOT JUDGED",
         }
     }
 }
@@ -128,7 +131,13 @@ pub fn verdict(rows: &[(&str, Option<Estimate>, usize)]) -> (Verdict, String, Op
         return (Verdict::NoGo, format!("regressed beyond 1%: {}", worse.join(", ")), None);
     }
     if !rows.iter().any(|(w, e, _)| is_r50(w) && e.is_some()) {
-        return (Verdict::Neutral, "no mt_remote R=50 result: GO cannot be judged".into(), None);
+        return (
+            Verdict::NotJudged,
+            "the run has no mt_remote R=50 workload, which the rule needs to give GO or NEUTRAL \
+             (run all workloads, or add mt_remote to --workloads); read the deltas above"
+                .into(),
+            None,
+        );
     }
     // Workloads that could still regress beyond −1%: each must be decided (max of their needs).
     let maybe_worse: Vec<_> = rows
@@ -360,7 +369,9 @@ mod tests {
             v(&[("mt_remote_t2_r50", e(0.2, 0.2)), ("mt_remote_t2_r0", e(2.0, 0.5)), ("pair", e(-30.0, 1.0))]).0,
             Verdict::Go
         );
-        assert_eq!(v(&[("mt_remote_t2_r90", e(9.0, 1.0))]).0, Verdict::Neutral);
+        // Without an R=50 workload the rule cannot give GO or NEUTRAL.
+        assert_eq!(v(&[("mt_remote_t2_r90", e(9.0, 1.0))]).0, Verdict::NotJudged);
+        assert_eq!(v(&[("pair", e(-19.8, 0.1))]).0, Verdict::NotJudged);
     }
 
     #[test]

@@ -40,8 +40,8 @@ Options:
   -h, --help         this text
 
 Example:
-  cargo run -p hz3-presets -- new mylane \"s110_meta: true, ptag: first, stats: false\"
-  LD_PRELOAD=target/release/libhz3_mylane.so python3 -c 'print(sum(range(10)))'
+  cargo run -p hz3-presets -- new mypreset \"s110_meta: true, ptag: first, stats: false\"
+  LD_PRELOAD=target/release/libhz3_mypreset.so python3 -c 'print(sum(range(10)))'
 ";
 
 /// The libraries the repository builds itself (`presets/*`, and the proc-macro's
@@ -112,7 +112,7 @@ fn check_name(name: &str) -> Result<(), String> {
     if !first_ok || !rest_ok {
         return Err(format!(
             "invalid NAME `{name}`: use lower-case letters, digits and `_`, starting with a \
-             letter (for example `mylane` or `ptag_first`)"
+             letter (for example `mypreset` or `ptag_first`)"
         ));
     }
     if RESERVED.contains(&name) {
@@ -375,11 +375,11 @@ mod tests {
 
     #[test]
     fn parses_new() {
-        let r = parse_args(&args(&["new", "mylane", "s110_meta: true, ptag: first,"]));
+        let r = parse_args(&args(&["new", "mypreset", "s110_meta: true, ptag: first,"]));
         assert_eq!(
             r,
             Ok(Request::New {
-                name: "mylane".into(),
+                name: "mypreset".into(),
                 flags: "s110_meta: true, ptag: first".into(),
                 target_dir: None,
             })
@@ -414,7 +414,7 @@ mod tests {
 
     #[test]
     fn names() {
-        for good in ["mylane", "a", "ptag_first", "x86_64", "lane2"] {
+        for good in ["mypreset", "a", "ptag_first", "x86_64", "lane2"] {
             assert_eq!(check_name(good), Ok(()), "{good}");
         }
         for bad in [
@@ -456,7 +456,7 @@ mod tests {
 
     #[test]
     fn type_names() {
-        assert_eq!(type_name("mylane"), "Mylane");
+        assert_eq!(type_name("mypreset"), "Mylane");
         assert_eq!(type_name("ptag_first"), "PtagFirst");
         assert_eq!(type_name("a__b_"), "AB");
         assert_eq!(type_name("x86_64"), "X8664");
