@@ -78,11 +78,17 @@ impl<'a> Tally<'a> {
     }
 }
 
-/// Whether this configuration is the scale lane: the S110 step only observes
-/// (stats on, no `free_fast`) and the tag map routes after it (`ptag: late`).
+/// Whether the S110 step routes frees (`free_fast`).
 #[inline(always)]
-fn scale_lane<C: Config>() -> bool {
-    C::PTAG == Ptag::Late && C::S110_META && C::STATS && !C::FREE_FAST
+fn meta_routes<C: Config>() -> bool {
+    C::S110_META && C::FREE_FAST
+}
+
+/// Whether the S110 step only observes frees (counts, never routes): stats on,
+/// `free_fast` off.
+#[inline(always)]
+fn meta_observes<C: Config>() -> bool {
+    C::S110_META && C::STATS && !C::FREE_FAST
 }
 
 /// The hot route for a thread with a cache: `(tag, events)` of a block that
@@ -93,6 +99,14 @@ fn scale_lane<C: Config>() -> bool {
 /// Counts nothing: on `None` the caller's slow path runs [`route`], which takes
 /// every configured step again and counts them; on a hit the caller counts
 /// `events` with the free's own (one bump per free).
+///
+/// The first routing step in the flags' order ([`steps`]): `ptag: first`, the
+/// S110 step when it routes, `ptag: late`, the header route. An S110 step that
+/// only observes does not change the route, so when a tag route follows it
+/// (`ptag: late`) the tag is read first and the observation follows: a
+/// non-zero tag proves the segment live, so the observation needs no slot
+/// check. Before `ptag: first` it is never reached on a hit; before the header
+/// route it keeps its place.
 ///
 /// # Safety
 /// The state is initialised or `p` is outside its (empty) arena.
@@ -105,32 +119,15 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(u32, Events)> 
     }
     let mut ev = Events::NONE;
     let off = in_arena::<C>(st, p, &mut ev)?;
-    let r = if scale_lane::<C>() {
-        // The route does not depend on the order of the two loads, so read the
-        // tag first: a non-zero tag proves the segment live, and the
-        // observation then needs no slot check. Counted as in `steps`
-        // (observation, then a tag hit as a fallback); the unexpected side of
-        // the observation (a tagged page without meta) is left to the slow
-        // route, which counts it, so the hot side's counter is a constant.
-        let page = off >> crate::os::PAGE_SHIFT;
-        let tag = tagmap::load(st.arena.tag_array(), page);
-        if tag == 0 || !meta_is_set(p, page) {
-            return None;
-        }
-        if C::HARDEN {
-            check_start::<C>(p, tag);
-        }
-        return Some((tag, ev.with(Ctr::MetaHit).with(Ctr::PtagHit)));
-    } else if C::PTAG == Ptag::First {
-        by_tag::<C>(st, off, &mut ev, None)?
-    } else if C::S110_META && C::FREE_FAST {
+    if C::PTAG == Ptag::First || (C::PTAG == Ptag::Late && !meta_routes::<C>()) {
+        return fast_tag::<C>(st, p, off, ev, C::PTAG == Ptag::Late && meta_observes::<C>());
+    }
+    let r = if meta_routes::<C>() {
         by_meta::<C>(st, p, &mut ev)?
-    } else if C::PTAG == Ptag::Late {
-        by_tag::<C>(st, off, &mut ev, None)?
     } else {
         // `ptag: off` without `free_fast`: the header route is the only route
         // (after the S110 observation when stats are on).
-        if C::S110_META && C::STATS {
+        if meta_observes::<C>() {
             by_meta::<C>(st, p, &mut ev);
         }
         by_header::<C>(st, p)
@@ -144,6 +141,37 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(u32, Events)> 
         }
         _ => None,
     }
+}
+
+/// The tag route on the hot path: the page's tag as it is (small/medium or
+/// large), after the S110 observation when `observe` (the observation then
+/// follows the tag load, see [`fast`]). `None` on a zero tag, on a tag a
+/// failfast build cannot decode, and on an observation whose unexpected side
+/// (a tagged page without meta) the slow route counts; so the hot side's
+/// counters are constants, counted as in [`steps`] (observation, then a tag
+/// hit).
+#[inline(always)]
+unsafe fn fast_tag<C: Config>(st: &State<C>, p: usize, off: usize, ev: Events, observe: bool) -> Option<(u32, Events)> {
+    let page = off >> crate::os::PAGE_SHIFT;
+    let tag = tagmap::load(st.arena.tag_array(), page);
+    if tag == 0 {
+        return None;
+    }
+    if C::FAILFAST && tagmap::decode(tag, C::SHARDS).is_none() {
+        return None;
+    }
+    let mut ev = ev;
+    if observe {
+        if !meta_is_set(p, page) {
+            return None;
+        }
+        note::<C>(&mut ev, Ctr::MetaHit);
+    }
+    if C::HARDEN {
+        check_start::<C>(p, tag);
+    }
+    note::<C>(&mut ev, Ctr::PtagHit);
+    Some((tag, ev))
 }
 
 /// `harden`: abort unless `p`, routed to the small/medium block tag `tag`, is
