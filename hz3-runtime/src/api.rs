@@ -240,7 +240,7 @@ unsafe fn free_foreign<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u
         failfast::check_free::<C>(st, "free", p as usize, bin);
     }
     (*tc).count_events::<C>(ev.with(Ctr::Remote));
-    remote::free::<C>(tc, p, bin, owner);
+    remote::free::<C>(&mut (*tc).remote, &(*tc).ctr, p, bin, owner);
 }
 
 /// Free with the allocation's size and alignment known. On the header route

@@ -128,10 +128,14 @@ impl Arena {
     }
 
     /// Reserve the arena (at most `want` bytes; halved until the OS agrees, down to
-    /// 64 MiB). Returns false when no arena could be had (everything then goes to
-    /// direct mappings). Called at initialisation, before any other thread can
+    /// 64 MiB). Returns false when no arena could be had, or when the OS pages
+    /// are not [`os::PAGE_SIZE`] bytes (everything then goes to direct
+    /// mappings). Called at initialisation, before any other thread can
     /// see the arena, or later (`State::retry_arena`) under the arena lock.
     pub fn init(&self, want: usize) -> bool {
+        if !os::page_size_is_ours() {
+            return false;
+        }
         let mut len = want.max(MIN_ARENA) & !(SEG_SIZE - 1);
         while len >= MIN_ARENA {
             if self.try_init(len) {

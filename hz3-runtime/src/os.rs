@@ -6,10 +6,26 @@
 
 use core::ptr::null_mut;
 
-/// The page size the engine is built around (checked against the OS at init).
+/// The page size the engine is built around (checked against the OS when the
+/// arena is reserved: see [`page_size_is_ours`]).
 pub const PAGE_SHIFT: usize = 12;
 /// 4 KiB.
 pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+
+/// Whether the OS pages are [`PAGE_SIZE`] bytes. The arena is laid out in such
+/// pages (commit, purge and tags per page), so on another page size it is never
+/// reserved: every block then goes to a direct mapping, the engine's fallback
+/// when no arena could be had, which works with any page size.
+pub fn page_size_is_ours() -> bool {
+    // SAFETY: sysconf has no preconditions; _SC_PAGESIZE is read from what the
+    // loader recorded at start-up (no allocation, usable during early init).
+    page_size_fits(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+}
+
+/// Whether `os_page` (a `sysconf` answer, -1 on error) is [`PAGE_SIZE`].
+fn page_size_fits(os_page: libc::c_long) -> bool {
+    os_page == PAGE_SIZE as libc::c_long
+}
 
 /// Reserve `len` bytes of address space with no access (`PROT_NONE`, not committed).
 /// Returns null on failure.
@@ -94,5 +110,20 @@ pub fn yield_now() {
     // SAFETY: sched_yield has no preconditions.
     unsafe {
         libc::sched_yield();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_size_check_accepts_only_the_engines_page_size() {
+        assert!(page_size_fits(PAGE_SIZE as libc::c_long));
+        assert!(!page_size_fits(16384), "a 16 KiB page kernel");
+        assert!(!page_size_fits(65536), "a 64 KiB page kernel");
+        assert!(!page_size_fits(-1), "sysconf failed");
+        // The machine running the tests has 4 KiB pages (x86-64 Linux).
+        assert_eq!(page_size_is_ours(), unsafe { libc::sysconf(libc::_SC_PAGESIZE) } == 4096);
     }
 }

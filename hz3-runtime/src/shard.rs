@@ -345,6 +345,20 @@ pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain
     }
 }
 
+/// Give a chain of blocks of shard `si` back to its central (takes the lock).
+///
+/// # Safety
+/// The blocks are free blocks of `bin` owned by shard `si`.
+pub unsafe fn give_chain<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain) {
+    if chain.n == 0 {
+        return;
+    }
+    let sh = shard(st, si);
+    sh.lock.lock();
+    give(st, si, bin, chain);
+    sh.lock.unlock();
+}
+
 /// After blocks came back to the run at page `rs` of `seg`: put it on the
 /// partial list, and keep or release it when it became empty.
 unsafe fn run_gained<C: Config>(st: &State<C>, cen: &mut Central, base: usize, bin: usize, seg: usize, rs: usize, keep: bool) {

@@ -202,7 +202,7 @@ pub unsafe fn publish_to_inbox<C: Config>(st: &State<C>, owner: usize, bin: usiz
     if sh.live.load(Ordering::Relaxed) == 0 {
         let head = sh.inbox.take(bin);
         if !head.is_null() {
-            tcache::give_chain::<C>(st, owner, bin, Chain::of_list::<C>(head));
+            shard::give_chain::<C>(st, owner, bin, Chain::of_list::<C>(head));
         }
         return 0;
     }
@@ -312,7 +312,7 @@ pub fn direct_alloc<C: Config>(st: &State<C>, bin: usize) -> *mut u8 {
 pub unsafe fn direct_free<C: Config>(st: &State<C>, p: *mut u8, bin: usize, owner: usize) {
     let mut c = Chain::EMPTY;
     c.push_back::<C>(p);
-    tcache::give_chain::<C>(st, owner, bin, c);
+    shard::give_chain::<C>(st, owner, bin, c);
 }
 
 extern "C" fn fork_prepare<C: Config>() {
