@@ -275,6 +275,9 @@ pub unsafe fn dealloc<C: Config>(p: *mut u8, size: usize, align: usize) {
 /// route did not resolve (large blocks, direct mappings, foreign and invalid
 /// pointers, a miss of the first route step). Routes again with every
 /// configured step, counting them (the fast route counts nothing).
+///
+/// # Safety
+/// As [`free`].
 #[cold]
 #[inline(never)]
 pub unsafe fn free_slow<C: Config>(p: *mut u8) -> bool {

@@ -128,6 +128,15 @@ pub fn slot_index(arena_base: usize, seg: usize) -> usize {
 }
 
 impl SegHdr {
+    /// The header of the segment at `seg`, as a raw pointer: the reader of a
+    /// header other threads write (other pages' descriptors, counters) reads
+    /// the fields it needs in place, through no reference to the whole header.
+    /// Dereferencing needs `seg` to be the base of a committed slot.
+    #[inline(always)]
+    pub const fn ptr(seg: usize) -> *mut SegHdr {
+        seg as *mut SegHdr
+    }
+
     /// View the header of the segment at `seg`.
     ///
     /// # Safety
