@@ -10,6 +10,9 @@
 //! allocator activity), or look at memory it does not own to decide whether a
 //! pointer is ours.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::arena::{SEG_SHIFT, SEG_SIZE, SLOT_HEAD};
@@ -57,7 +60,9 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
             let n = (off + size + SEG_SIZE - 1) >> SEG_SHIFT;
             if let Some((slot, clean)) = st.arena.alloc_slots(n, st.arena.runs_reserve()) {
                 let seg = st.arena.slot_addr(slot) as usize;
-                let hdr = SegHdr::at(seg);
+                // SAFETY: the slots were just claimed (committed, ours alone
+                // until the magic below is published).
+                let hdr = unsafe { SegHdr::at(seg) };
                 hdr.kind = KIND_LARGE;
                 hdr.owner = 0;
                 hdr.large_slots = n as u32;
@@ -72,10 +77,15 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
                 }
                 if C::PTAG != Ptag::Off {
                     let base = st.arena.base.load(Ordering::Relaxed);
-                    tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, tagmap::LARGE);
+                    // SAFETY: the page id of a page of an arena slot is below
+                    // the tag array's page count.
+                    unsafe { tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, tagmap::LARGE) };
                 }
                 // Release: a reader that sees the magic sees the fields above.
-                (*(&hdr.magic as *const u64 as *const core::sync::atomic::AtomicU64)).store(SEG_MAGIC, Ordering::Release);
+                // SAFETY: `magic` is an aligned u64 of the header, which
+                // readers on other threads load; storing through an atomic
+                // view makes the publication a release store.
+                unsafe { (*(&hdr.magic as *const u64 as *const core::sync::atomic::AtomicU64)).store(SEG_MAGIC, Ordering::Release) };
                 let p = (seg + off) as *mut u8;
                 if zero && !clean {
                     // Give the old pages back instead of clearing them: the
@@ -90,7 +100,8 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
             }
         }
     }
-    huge_alloc(st, size, align)
+    // SAFETY: `align` is a power of two (contract).
+    unsafe { huge_alloc(st, size, align) }
 }
 
 /// Usable bytes of the live large block at `p`.
@@ -98,8 +109,11 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
 /// # Safety
 /// `p` is a live large block of this arena.
 pub unsafe fn usable(p: usize) -> usize {
-    let hdr = SegHdr::at(segment::seg_base(p));
-    ((hdr.large_slots as usize) << SEG_SHIFT) - hdr.large_off as usize
+    let hdr = SegHdr::ptr(segment::seg_base(p));
+    // SAFETY: a live large block's header is committed; its slot count and
+    // offset change only through the block's holder (the caller).
+    let (slots, off) = unsafe { ((*hdr).large_slots as usize, (*hdr).large_off as usize) };
+    (slots << SEG_SHIFT) - off
 }
 
 /// Whether `p` is the data pointer of a live large block (failfast check).
@@ -111,8 +125,10 @@ pub unsafe fn is_live_block<C: Config>(st: &State<C>, p: usize) -> bool {
     if st.arena.slot_state(st.arena.slot_of(seg)) != SLOT_HEAD {
         return false;
     }
-    let hdr = SegHdr::at(seg);
-    hdr.magic == SEG_MAGIC && hdr.kind == KIND_LARGE && seg + hdr.large_off as usize == p
+    let hdr = SegHdr::ptr(seg);
+    // SAFETY: a slot in state HEAD is committed, so its header is readable;
+    // read field by field in place (no reference to a header others write).
+    unsafe { (*hdr).magic == SEG_MAGIC && (*hdr).kind == KIND_LARGE && seg + (*hdr).large_off as usize == p }
 }
 
 /// Free the large block at `p`. Returns false (and does nothing) when `p` is
@@ -125,7 +141,9 @@ pub unsafe fn is_live_block<C: Config>(st: &State<C>, p: usize) -> bool {
 /// found a large header there).
 pub unsafe fn free<C: Config>(st: &State<C>, p: usize) -> bool {
     let seg = segment::seg_base(p);
-    let hdr = SegHdr::at(seg);
+    // SAFETY: the first slot of a large block is committed (contract); the
+    // live flag swap below makes this free the header's only writer.
+    let hdr = unsafe { SegHdr::at(seg) };
     if seg + hdr.large_off as usize != p || hdr.large_live.swap(0, Ordering::AcqRel) == 0 {
         return false;
     }
@@ -135,15 +153,20 @@ pub unsafe fn free<C: Config>(st: &State<C>, p: usize) -> bool {
     }
     let base = st.arena.base.load(Ordering::Relaxed);
     if C::PTAG != Ptag::Off {
-        tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, 0);
+        // SAFETY: the page id of a page of an arena slot is below the tag
+        // array's page count.
+        unsafe { tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, 0) };
     }
     let n = hdr.large_slots as usize;
     hdr.magic = 0;
     let first = segment::slot_index(base, seg);
     if C::PURGE {
-        st.arena.free_slots_delayed(first, n, LARGE_CACHE_SLOTS, LARGE_DIRTY_CAP, os::now_ms());
+        // SAFETY: slots `first..first + n` are this block's, now free (the
+        // live flag was ours to clear).
+        unsafe { st.arena.free_slots_delayed(first, n, LARGE_CACHE_SLOTS, LARGE_DIRTY_CAP, os::now_ms()) };
     } else {
-        st.arena.free_slots(first, n, usize::MAX);
+        // SAFETY: as above.
+        unsafe { st.arena.free_slots(first, n, usize::MAX) };
     }
     true
 }
@@ -175,25 +198,35 @@ pub fn purge_at_exit<C: Config>(st: &State<C>) {
 /// `p` is a live large block of this arena.
 pub unsafe fn resize_in_place<C: Config>(st: &State<C>, p: usize, new_size: usize) -> bool {
     let seg = segment::seg_base(p);
-    let hdr = SegHdr::at(seg);
-    let n = hdr.large_slots as usize;
-    let need = (hdr.large_off as usize + new_size + SEG_SIZE - 1) >> SEG_SHIFT;
+    let hdr = SegHdr::ptr(seg);
+    // SAFETY: a live large block's header is committed; its slot count and
+    // offset change only through the block's holder (the caller).
+    let (n, off) = unsafe { ((*hdr).large_slots as usize, (*hdr).large_off as usize) };
+    let need = (off + new_size + SEG_SIZE - 1) >> SEG_SHIFT;
     if need <= n {
         // Shrinking far below the run would strand memory: only keep it when at
         // least half of the run stays used.
         return need * 2 > n || n == 1;
     }
-    grow_in_place(st, seg, n, need)
+    // SAFETY: `seg` is the first slot of the caller's live large block of
+    // `n` slots.
+    unsafe { grow_in_place(st, seg, n, need) }
 }
 
 /// Grow the large block whose first slot is at `seg` from `n` to `need`
 /// slots when the following slots are free (leaving the segments' reserve).
+///
+/// # Safety
+/// `seg` is the first slot of a live large block of `n` slots, held by the
+/// caller.
 #[cold]
 #[inline(never)]
 unsafe fn grow_in_place<C: Config>(st: &State<C>, seg: usize, n: usize, need: usize) -> bool {
     let base = st.arena.base.load(Ordering::Relaxed);
     if st.arena.extend_slots(segment::slot_index(base, seg), n, need, st.arena.runs_reserve()).is_some() {
-        SegHdr::at(seg).large_slots = need as u32;
+        // SAFETY: the header is committed and its slot count is written only
+        // by the block's holder, the caller.
+        unsafe { (*SegHdr::ptr(seg)).large_slots = need as u32 };
         return true;
     }
     false
@@ -322,7 +355,8 @@ pub unsafe fn huge_alloc<C: Config>(st: &State<C>, size: usize, align: usize) ->
     let ok = st.huge.insert(HugeEntry { user, map: map as usize, len });
     st.huge.lock.unlock();
     if !ok {
-        os::unmap(map, len);
+        // SAFETY: the mapping was made above, of `len` bytes, and is unused.
+        unsafe { os::unmap(map, len) };
         return core::ptr::null_mut();
     }
     user as *mut u8

@@ -7,6 +7,9 @@
 //! never: write another shard's central without its lock, or publish a chain
 //! to the wrong (owner, bin) inbox.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use crate::shard::{self, set_next, Chain};
 use crate::size_class::BINS;
 use crate::stats::{Counters, Ctr};
@@ -73,7 +76,9 @@ pub unsafe fn free<C: Config>(buf: &mut RemoteBuffer, ctr: &Counters, p: *mut u8
     let slot = &mut buf.slots[idx];
     if slot.key != k {
         if slot.n != 0 {
-            publish_slot::<C>(C::state(), buf, ctr, idx);
+            // SAFETY: slot `idx` is non-empty; `buf` and `ctr` are this
+            // thread's (contract).
+            unsafe { publish_slot::<C>(C::state(), buf, ctr, idx) };
         } else {
             buf.pending += 1;
         }
@@ -82,20 +87,27 @@ pub unsafe fn free<C: Config>(buf: &mut RemoteBuffer, ctr: &Counters, p: *mut u8
         slot.n = 1;
         slot.head = p;
         slot.tail = p;
-        set_next::<C>(p, core::ptr::null_mut());
+        // SAFETY: `p` is a block being freed by its holder (contract): free,
+        // and ours to link.
+        unsafe { set_next::<C>(p, core::ptr::null_mut()) };
         return;
     }
-    set_next::<C>(p, slot.head);
+    // SAFETY: as above.
+    unsafe { set_next::<C>(p, slot.head) };
     slot.head = p;
     slot.n += 1;
     if slot.n >= BINS[bin].remote_batch as u32 {
-        publish_slot::<C>(C::state(), buf, ctr, idx);
+        // SAFETY: the slot holds `p`; `buf` and `ctr` are this thread's.
+        unsafe { publish_slot::<C>(C::state(), buf, ctr, idx) };
         buf.pending -= 1;
     }
 }
 
 /// Publish slot `idx` (non-empty) and mark it empty; the pending count is the
 /// caller's to adjust.
+///
+/// # Safety
+/// `buf` and `ctr` are this thread's cache's; slot `idx` is non-empty.
 #[cold]
 unsafe fn publish_slot<C: Config>(st: &State<C>, buf: &mut RemoteBuffer, ctr: &Counters, idx: usize) {
     let slot = buf.slots[idx];
@@ -105,7 +117,9 @@ unsafe fn publish_slot<C: Config>(st: &State<C>, buf: &mut RemoteBuffer, ctr: &C
     if C::STATS {
         ctr.bump_owned(Ctr::RemoteBatches);
     }
-    publish::<C>(st, owner, bin, Chain { head: slot.head, tail: slot.tail, n: slot.n });
+    // SAFETY: a slot keyed (owner, bin) holds a chain of free blocks of `bin`
+    // owned by `owner` (only `free` fills it, under that key).
+    unsafe { publish::<C>(st, owner, bin, Chain { head: slot.head, tail: slot.tail, n: slot.n }) };
 }
 
 /// An inbox bin holding more than this many bytes is "long": once it has
@@ -134,10 +148,12 @@ fn elapsed(now: u64, at: u64) -> u64 {
 pub unsafe fn publish<C: Config>(st: &State<C>, owner: usize, bin: usize, chain: Chain) {
     let sh = shard::shard(st, owner);
     if sh.live.load(Ordering::Acquire) == 0 {
-        shard::give_chain::<C>(st, owner, bin, chain);
+        // SAFETY: the chain holds free blocks of `bin` owned by `owner` (contract).
+        unsafe { shard::give_chain::<C>(st, owner, bin, chain) };
         return;
     }
-    let n = crate::thread::publish_to_inbox::<C>(st, owner, bin, chain);
+    // SAFETY: as above.
+    let n = unsafe { crate::thread::publish_to_inbox::<C>(st, owner, bin, chain) };
     if n as usize * BINS[bin].size as usize >= INBOX_LONG_BYTES {
         let now = crate::os::now_ms();
         let since = sh.inbox.mark_long(bin, now);
@@ -155,6 +171,9 @@ pub unsafe fn publish<C: Config>(st: &State<C>, owner: usize, bin: usize, chain:
 
 /// Give everything in shard `si`'s inbox bin `bin` to its central: one walk
 /// and one give per block.
+///
+/// # Safety
+/// The state is initialised and `si` is one of its shards.
 unsafe fn collect_bin<C: Config>(st: &State<C>, si: usize, bin: usize) {
     let head = shard::shard(st, si).inbox.take(bin);
     if !head.is_null() {
@@ -226,7 +245,9 @@ fn collect_long_slow<C: Config>(st: &State<C>) {
 pub unsafe fn publish_all<C: Config>(st: &State<C>, buf: &mut RemoteBuffer, ctr: &Counters) {
     for idx in 0..RSLOTS {
         if buf.slots[idx].n != 0 {
-            publish_slot::<C>(st, buf, ctr, idx);
+            // SAFETY: slot `idx` is non-empty; `buf` and `ctr` are this
+            // thread's (contract).
+            unsafe { publish_slot::<C>(st, buf, ctr, idx) };
         }
     }
     buf.pending = 0;
