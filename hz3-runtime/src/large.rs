@@ -13,13 +13,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
 
 use crate::arena::{SEG_SHIFT, SEG_SIZE, SLOT_HEAD};
 use crate::os::{self, PAGE_SHIFT, PAGE_SIZE};
 use crate::segment::{self, SegHdr, KIND_LARGE, SEG_MAGIC};
 use crate::size_class::LARGE_BIN;
-use crate::sync::SpinLock;
+use crate::sync::{SpinGuard, SpinLock, SpinMutex};
 use crate::{tagmap, Config, Ptag, State};
 
 /// Freed large slots kept resident for reuse (8 MiB) however long they stay free.
@@ -243,33 +243,55 @@ struct HugeEntry {
     len: usize,
 }
 
-/// Open-addressing table of direct mappings, itself in a direct mapping.
+/// The registry of direct mappings: its table is reachable only through the
+/// guard of the lock that protects it.
 pub struct HugeRegistry {
-    /// Guards the table.
-    pub lock: SpinLock,
-    table: AtomicUsize,
-    cap: AtomicUsize,
-    used: AtomicUsize,
+    table: SpinMutex<HugeTable>,
 }
 
 impl HugeRegistry {
     /// Empty registry.
     pub const fn new() -> Self {
-        HugeRegistry { lock: SpinLock::new(), table: AtomicUsize::new(0), cap: AtomicUsize::new(0), used: AtomicUsize::new(0) }
+        HugeRegistry { table: SpinMutex::new(HugeTable { ptr: core::ptr::null_mut(), cap: 0, used: 0 }) }
     }
 
-    // Called only with `lock` held, which makes the returned slice exclusive.
-    #[allow(clippy::mut_from_ref)]
-    fn slots(&self) -> &mut [HugeEntry] {
-        let cap = self.cap.load(Ordering::Relaxed);
-        if cap == 0 {
+    /// Take the lock; the table is reachable through the guard.
+    #[inline]
+    fn lock(&self) -> SpinGuard<'_, HugeTable> {
+        self.table.lock()
+    }
+
+    /// The bare lock, for the `fork()` handlers only (see [`SpinMutex::raw_lock`]).
+    pub fn raw_lock(&self) -> &SpinLock {
+        self.table.raw_lock()
+    }
+}
+
+/// Open-addressing table of direct mappings, itself in a direct mapping.
+pub struct HugeTable {
+    /// `cap` entries (null when `cap` is 0).
+    ptr: *mut HugeEntry,
+    /// Entries (0 or a power of two).
+    cap: usize,
+    /// Entries not empty (live or deleted).
+    used: usize,
+}
+
+// SAFETY: the table's memory is a private mapping it owns alone, not tied to
+// the thread that made it.
+unsafe impl Send for HugeTable {}
+
+impl HugeTable {
+    fn slots(&mut self) -> &mut [HugeEntry] {
+        if self.cap == 0 {
             return &mut [];
         }
-        // SAFETY: `table` maps `cap` entries; called with the lock held.
-        unsafe { core::slice::from_raw_parts_mut(self.table.load(Ordering::Relaxed) as *mut HugeEntry, cap) }
+        // SAFETY: `ptr` maps `cap` entries, owned by the table, which `&mut
+        // self` borrows alone.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr, self.cap) }
     }
 
-    fn find(&self, user: usize) -> Option<usize> {
+    fn find(&mut self, user: usize) -> Option<usize> {
         let t = self.slots();
         if t.is_empty() {
             return None;
@@ -286,8 +308,8 @@ impl HugeRegistry {
     }
 
     /// Insert, growing the table first when it is half full. False on no memory.
-    fn insert(&self, e: HugeEntry) -> bool {
-        if (self.used.load(Ordering::Relaxed) + 1) * 2 > self.cap.load(Ordering::Relaxed) && !self.grow() {
+    fn insert(&mut self, e: HugeEntry) -> bool {
+        if (self.used + 1) * 2 > self.cap && !self.grow() {
             return false;
         }
         let t = self.slots();
@@ -296,15 +318,16 @@ impl HugeRegistry {
         while t[i].user > 1 {
             i = (i + 1) & mask;
         }
-        if t[i].user == 0 {
-            self.used.fetch_add(1, Ordering::Relaxed);
-        }
+        let fresh = t[i].user == 0;
         t[i] = e;
+        if fresh {
+            self.used += 1;
+        }
         true
     }
 
-    fn grow(&self) -> bool {
-        let old_cap = self.cap.load(Ordering::Relaxed);
+    fn grow(&mut self) -> bool {
+        let old_cap = self.cap;
         // Capacity stays a power of two: probing masks with `cap - 1`.
         let new_cap = (old_cap * 2).max(128);
         let bytes = new_cap * core::mem::size_of::<HugeEntry>();
@@ -312,16 +335,17 @@ impl HugeRegistry {
         if t.is_null() {
             return false;
         }
-        let old_table = self.table.load(Ordering::Relaxed);
+        let old_table = self.ptr;
         let old: &[HugeEntry] = if old_cap == 0 {
             &[]
         } else {
-            // SAFETY: the old table maps `old_cap` entries (lock held).
+            // SAFETY: the old table maps `old_cap` entries; it is ours alone
+            // (`&mut self`) until it is unmapped below.
             unsafe { core::slice::from_raw_parts(old_table as *const HugeEntry, old_cap) }
         };
-        self.table.store(t as usize, Ordering::Relaxed);
-        self.cap.store(new_cap, Ordering::Relaxed);
-        self.used.store(0, Ordering::Relaxed);
+        self.ptr = t as *mut HugeEntry;
+        self.cap = new_cap;
+        self.used = 0;
         for e in old.iter().filter(|e| e.user > 1) {
             self.insert(*e);
         }
@@ -351,9 +375,7 @@ pub unsafe fn huge_alloc<C: Config>(st: &State<C>, size: usize, align: usize) ->
         return map;
     }
     let user = (map as usize + align - 1) & !(align - 1);
-    st.huge.lock.lock();
-    let ok = st.huge.insert(HugeEntry { user, map: map as usize, len });
-    st.huge.lock.unlock();
+    let ok = st.huge.lock().insert(HugeEntry { user, map: map as usize, len });
     if !ok {
         // SAFETY: the mapping was made above, of `len` bytes, and is unused.
         unsafe { os::unmap(map, len) };
@@ -364,25 +386,24 @@ pub unsafe fn huge_alloc<C: Config>(st: &State<C>, size: usize, align: usize) ->
 
 /// Usable size of a direct-mapped block, or `None` when `p` is not one.
 pub fn huge_usable<C: Config>(st: &State<C>, p: usize) -> Option<usize> {
-    st.huge.lock.lock();
-    let r = st.huge.find(p).map(|i| {
-        let e = st.huge.slots()[i];
+    let mut t = st.huge.lock();
+    t.find(p).map(|i| {
+        let e = t.slots()[i];
         e.map + e.len - e.user
-    });
-    st.huge.lock.unlock();
-    r
+    })
 }
 
 /// Unmap a direct-mapped block; false when `p` is not one.
 pub fn huge_free<C: Config>(st: &State<C>, p: usize) -> bool {
-    st.huge.lock.lock();
-    let e = st.huge.find(p).map(|i| {
-        let t = st.huge.slots();
-        let e = t[i];
-        t[i].user = 1;
-        e
-    });
-    st.huge.lock.unlock();
+    let e = {
+        let mut t = st.huge.lock();
+        t.find(p).map(|i| {
+            let s = t.slots();
+            let e = s[i];
+            s[i].user = 1;
+            e
+        })
+    };
     match e {
         Some(e) => {
             // SAFETY: the entry described a mapping of ours that is now unused.

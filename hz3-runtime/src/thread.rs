@@ -325,7 +325,7 @@ extern "C" fn fork_prepare<C: Config>() {
         shard::shard(st, i).lock.lock();
     }
     st.arena.lock.lock();
-    st.huge.lock.lock();
+    st.huge.raw_lock().lock();
 }
 
 extern "C" fn fork_parent<C: Config>() {
@@ -333,7 +333,7 @@ extern "C" fn fork_parent<C: Config>() {
     if !st.ready() {
         return;
     }
-    st.huge.lock.unlock();
+    st.huge.raw_lock().unlock();
     st.arena.lock.unlock();
     for i in (0..C::SHARDS).rev() {
         shard::shard(st, i).lock.unlock();
