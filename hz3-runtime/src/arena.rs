@@ -220,10 +220,16 @@ impl Arena {
     }
 
     /// State byte of slot `i` (relaxed read; exact only under the lock).
+    ///
+    /// Contract: `i < slot_count()` on an initialised arena. Every caller
+    /// derives `i` from an address it checked is in the arena, or from a
+    /// range it checked against `slot_count()`; debug builds check it here
+    /// (release builds do not, the free route calls this per free).
     #[inline]
     pub fn slot_state(&self, i: usize) -> u8 {
-        // SAFETY: `i < slot_count()` (callers derive it from an in-arena address);
-        // the table has one byte per slot.
+        debug_assert!(i < self.slot_count(), "slot index beyond the arena");
+        // SAFETY: `i < slot_count()` (contract above); the table has one byte
+        // per slot.
         unsafe { (*(self.slots.load(Ordering::Relaxed) as *const AtomicU8).add(i)).load(Ordering::Acquire) }
     }
 
