@@ -10,6 +10,9 @@
 //! it from the arena base alone). Must never: hand out a slot twice, or touch
 //! slot memory outside the arena lock except through the segment that owns it.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::os::{self, PAGE_SHIFT};
@@ -431,7 +434,8 @@ impl Arena {
         self.lock.lock();
         let purge = self.dirty.load(Ordering::Relaxed) + n > dirty_limit;
         if purge {
-            os::purge(self.slot_addr(first), n << SEG_SHIFT);
+            // SAFETY: the slots are a run of ours holding no live data (contract).
+            unsafe { os::purge(self.slot_addr(first), n << SEG_SHIFT) };
         } else {
             self.dirty.fetch_add(n, Ordering::Relaxed);
         }
@@ -463,7 +467,7 @@ impl Arena {
         }
         if n + floor > cap || self.dirty.load(Ordering::Relaxed) + n > cap {
             // SAFETY: the caller hands over a run of ours with no live data.
-            os::purge(self.slot_addr(first), n << SEG_SHIFT);
+            unsafe { os::purge(self.slot_addr(first), n << SEG_SHIFT) };
             for j in first..first + n {
                 self.set_state(j, SLOT_CLEAN);
             }

@@ -4,6 +4,9 @@
 //! line to a descriptor; aborting. Must never: allocate, format, or panic. Callers
 //! treat a failed call as "no memory" and return null.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use core::ptr::null_mut;
 
 /// The page size the engine is built around (checked against the OS when the
@@ -57,7 +60,9 @@ fn map(len: usize, prot: i32) -> *mut u8 {
 /// # Safety
 /// The range must lie inside a reservation made by [`reserve`].
 pub unsafe fn commit(p: *mut u8, len: usize) -> bool {
-    libc::mprotect(p as *mut _, len, libc::PROT_READ | libc::PROT_WRITE) == 0
+    // SAFETY: the range is inside one of our reservations (contract), which
+    // holds nothing anyone else relies on being inaccessible.
+    unsafe { libc::mprotect(p as *mut _, len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
 }
 
 /// Give the physical pages of `[p, p+len)` back to the OS; the range stays mapped
@@ -66,7 +71,8 @@ pub unsafe fn commit(p: *mut u8, len: usize) -> bool {
 /// # Safety
 /// The range must be committed memory of ours that holds no live data.
 pub unsafe fn purge(p: *mut u8, len: usize) {
-    libc::madvise(p as *mut _, len, libc::MADV_DONTNEED);
+    // SAFETY: committed memory of ours holding no live data (contract).
+    unsafe { libc::madvise(p as *mut _, len, libc::MADV_DONTNEED) };
 }
 
 /// Unmap `[p, p+len)`.
@@ -74,7 +80,8 @@ pub unsafe fn purge(p: *mut u8, len: usize) {
 /// # Safety
 /// The range must be a mapping (or part of one) of ours holding no live data.
 pub unsafe fn unmap(p: *mut u8, len: usize) {
-    libc::munmap(p as *mut _, len);
+    // SAFETY: a mapping of ours holding no live data (contract).
+    unsafe { libc::munmap(p as *mut _, len) };
 }
 
 /// Write `bytes` to stderr with one `write` call (see [`write_once`]).
@@ -124,6 +131,8 @@ mod tests {
         assert!(!page_size_fits(65536), "a 64 KiB page kernel");
         assert!(!page_size_fits(-1), "sysconf failed");
         // The machine running the tests has 4 KiB pages (x86-64 Linux).
-        assert_eq!(page_size_is_ours(), unsafe { libc::sysconf(libc::_SC_PAGESIZE) } == 4096);
+        // SAFETY: sysconf has no preconditions.
+        let os_page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        assert_eq!(page_size_is_ours(), os_page == 4096);
     }
 }
