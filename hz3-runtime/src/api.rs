@@ -240,7 +240,7 @@ unsafe fn free_foreign<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u
         failfast::check_free::<C>(st, "free", p as usize, bin);
     }
     (*tc).count_events::<C>(ev.with(Ctr::Remote));
-    remote::free::<C>(tc, p, bin, owner);
+    remote::free::<C>(&mut (*tc).remote, &(*tc).ctr, p, bin, owner);
 }
 
 /// Free with the allocation's size and alignment known. On the header route
@@ -275,6 +275,9 @@ pub unsafe fn dealloc<C: Config>(p: *mut u8, size: usize, align: usize) {
 /// route did not resolve (large blocks, direct mappings, foreign and invalid
 /// pointers, a miss of the first route step). Routes again with every
 /// configured step, counting them (the fast route counts nothing).
+///
+/// # Safety
+/// As [`free`].
 #[cold]
 #[inline(never)]
 pub unsafe fn free_slow<C: Config>(p: *mut u8) -> bool {

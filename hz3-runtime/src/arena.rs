@@ -10,6 +10,9 @@
 //! it from the arena base alone). Must never: hand out a slot twice, or touch
 //! slot memory outside the arena lock except through the segment that owns it.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::os::{self, PAGE_SHIFT};
@@ -128,10 +131,14 @@ impl Arena {
     }
 
     /// Reserve the arena (at most `want` bytes; halved until the OS agrees, down to
-    /// 64 MiB). Returns false when no arena could be had (everything then goes to
-    /// direct mappings). Called at initialisation, before any other thread can
+    /// 64 MiB). Returns false when no arena could be had, or when the OS pages
+    /// are not [`os::PAGE_SIZE`] bytes (everything then goes to direct
+    /// mappings). Called at initialisation, before any other thread can
     /// see the arena, or later (`State::retry_arena`) under the arena lock.
     pub fn init(&self, want: usize) -> bool {
+        if !os::page_size_is_ours() {
+            return false;
+        }
         let mut len = want.max(MIN_ARENA) & !(SEG_SIZE - 1);
         while len >= MIN_ARENA {
             if self.try_init(len) {
@@ -216,10 +223,16 @@ impl Arena {
     }
 
     /// State byte of slot `i` (relaxed read; exact only under the lock).
+    ///
+    /// Contract: `i < slot_count()` on an initialised arena. Every caller
+    /// derives `i` from an address it checked is in the arena, or from a
+    /// range it checked against `slot_count()`; debug builds check it here
+    /// (release builds do not, the free route calls this per free).
     #[inline]
     pub fn slot_state(&self, i: usize) -> u8 {
-        // SAFETY: `i < slot_count()` (callers derive it from an in-arena address);
-        // the table has one byte per slot.
+        debug_assert!(i < self.slot_count(), "slot index beyond the arena");
+        // SAFETY: `i < slot_count()` (contract above); the table has one byte
+        // per slot.
         unsafe { (*(self.slots.load(Ordering::Relaxed) as *const AtomicU8).add(i)).load(Ordering::Acquire) }
     }
 
@@ -421,7 +434,8 @@ impl Arena {
         self.lock.lock();
         let purge = self.dirty.load(Ordering::Relaxed) + n > dirty_limit;
         if purge {
-            os::purge(self.slot_addr(first), n << SEG_SHIFT);
+            // SAFETY: the slots are a run of ours holding no live data (contract).
+            unsafe { os::purge(self.slot_addr(first), n << SEG_SHIFT) };
         } else {
             self.dirty.fetch_add(n, Ordering::Relaxed);
         }
@@ -453,7 +467,7 @@ impl Arena {
         }
         if n + floor > cap || self.dirty.load(Ordering::Relaxed) + n > cap {
             // SAFETY: the caller hands over a run of ours with no live data.
-            os::purge(self.slot_addr(first), n << SEG_SHIFT);
+            unsafe { os::purge(self.slot_addr(first), n << SEG_SHIFT) };
             for j in first..first + n {
                 self.set_state(j, SLOT_CLEAN);
             }

@@ -270,7 +270,7 @@ mod tests {
                 (5000, 4096),
             ] {
                 let p = new_aligned_try::<C>(size, align) as *mut u8;
-                assert!(!p.is_null() && p as usize % align == 0, "{size}/{align}");
+                assert!(!p.is_null() && (p as usize).is_multiple_of(align), "{size}/{align}");
                 p.write_bytes(0x77, size);
                 delete_sized::<C>(p.cast(), size, align);
                 // The bin hands out its refilled blocks first, then the freed ones.
@@ -279,7 +279,7 @@ mod tests {
                 while !back && got.len() < 4096 {
                     let q = new_aligned_try::<C>(size, align);
                     assert!(!q.is_null());
-                    back = q as usize == p as usize;
+                    back = core::ptr::eq(q as *const u8, p);
                     got.push(q);
                 }
                 assert!(back, "{}: block of {size}/{align} not back in its bin", C::NAME);

@@ -507,7 +507,7 @@ mod remote_return {
         .unwrap();
         let held = held_slots::<cret::T>();
         assert!(held >= 2000 * 200 / 1024, "held {held}");
-        std::thread::sleep(std::time::Duration::from_millis(INBOX_AGE_MS as u64 * 2 + 20));
+        std::thread::sleep(std::time::Duration::from_millis(INBOX_AGE_MS * 2 + 20));
         std::thread::spawn(|| {
             for _ in 0..10 {
                 let ps: Vec<usize> = (0..1000)
@@ -643,7 +643,7 @@ mod zeroed {
             // After the purge delay, more traffic in the class makes the
             // cache flush and a run be released, which purges the shard's
             // dirty pages (they then read as zero).
-            std::thread::sleep(std::time::Duration::from_millis(PURGE_DELAY_MS as u64 * 2 + 20));
+            std::thread::sleep(std::time::Duration::from_millis(PURGE_DELAY_MS * 2 + 20));
             let churn: Vec<usize> = (0..64).map(|_| unsafe { alloc::<czero::T>(size, 16) } as usize).collect();
             for p in churn {
                 // SAFETY: p is live.

@@ -5,6 +5,9 @@
 //! compiled into a type without `failfast: true` or `harden: true` (every
 //! caller tests `C::FAILFAST` or `C::HARDEN`), or allocate while reporting.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::segment::{self, SegHdr};
@@ -47,12 +50,17 @@ pub unsafe fn check_free<C: Config>(st: &State<C>, op: &str, p: usize, bin: usiz
         fail::<C>(op, p, "misaligned pointer (not a block start)");
     }
     let seg = segment::seg_base(p);
-    let hdr = SegHdr::at(seg);
-    let rs = hdr.descs[segment::page_index(p)].run_start as usize;
-    if hdr.descs[rs].bin_plus1 as usize != bin + 1 {
+    let hdr = SegHdr::ptr(seg);
+    // SAFETY: `p`'s segment is a committed runs segment (contract); its
+    // descriptors are read in place (written at run life-cycle events).
+    let rs = unsafe { (*hdr).descs[segment::page_index(p)].run_start } as usize;
+    // SAFETY: as above; `run_start` is a page index of the same segment.
+    if unsafe { (*hdr).descs[rs].bin_plus1 } as usize != bin + 1 {
         fail::<C>(op, p, "route and page descriptor disagree (tag/meta mismatch)");
     }
-    if !crate::harden::is_block_start(p, bin) {
+    // SAFETY: `p`'s page is in a live run of `bin` (just checked against its
+    // descriptor) of a committed runs segment.
+    if unsafe { !crate::harden::is_block_start(p, bin) } {
         fail::<C>(op, p, "interior pointer (not a block start)");
     }
     if st.live_bits.load(Ordering::Relaxed) != 0 {

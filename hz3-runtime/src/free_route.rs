@@ -8,6 +8,9 @@
 //! read a header of a slot it has not checked is live unless the pointer came
 //! through a route that proves it (a tag or meta hit).
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arena::{PAGES_PER_SEG, SLOT_HEAD};
@@ -78,11 +81,17 @@ impl<'a> Tally<'a> {
     }
 }
 
-/// Whether this configuration is the scale lane: the S110 step only observes
-/// (stats on, no `free_fast`) and the tag map routes after it (`ptag: late`).
+/// Whether the S110 step routes frees (`free_fast`).
 #[inline(always)]
-fn scale_lane<C: Config>() -> bool {
-    C::PTAG == Ptag::Late && C::S110_META && C::STATS && !C::FREE_FAST
+fn meta_routes<C: Config>() -> bool {
+    C::S110_META && C::FREE_FAST
+}
+
+/// Whether the S110 step only observes frees (counts, never routes): stats on,
+/// `free_fast` off.
+#[inline(always)]
+fn meta_observes<C: Config>() -> bool {
+    C::S110_META && C::STATS && !C::FREE_FAST
 }
 
 /// The hot route for a thread with a cache: `(tag, events)` of a block that
@@ -93,6 +102,14 @@ fn scale_lane<C: Config>() -> bool {
 /// Counts nothing: on `None` the caller's slow path runs [`route`], which takes
 /// every configured step again and counts them; on a hit the caller counts
 /// `events` with the free's own (one bump per free).
+///
+/// The first routing step in the flags' order ([`steps`]): `ptag: first`, the
+/// S110 step when it routes, `ptag: late`, the header route. An S110 step that
+/// only observes does not change the route, so when a tag route follows it
+/// (`ptag: late`) the tag is read first and the observation follows: a
+/// non-zero tag proves the segment live, so the observation needs no slot
+/// check. Before `ptag: first` it is never reached on a hit; before the header
+/// route it keeps its place.
 ///
 /// # Safety
 /// The state is initialised or `p` is outside its (empty) arena.
@@ -105,40 +122,28 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(u32, Events)> 
     }
     let mut ev = Events::NONE;
     let off = in_arena::<C>(st, p, &mut ev)?;
-    let r = if scale_lane::<C>() {
-        // The route does not depend on the order of the two loads, so read the
-        // tag first: a non-zero tag proves the segment live, and the
-        // observation then needs no slot check. Counted as in `steps`
-        // (observation, then a tag hit as a fallback); the unexpected side of
-        // the observation (a tagged page without meta) is left to the slow
-        // route, which counts it, so the hot side's counter is a constant.
-        let page = off >> crate::os::PAGE_SHIFT;
-        let tag = tagmap::load(st.arena.tag_array(), page);
-        if tag == 0 || !meta_is_set(p, page) {
-            return None;
-        }
-        if C::HARDEN {
-            check_start::<C>(p, tag);
-        }
-        return Some((tag, ev.with(Ctr::MetaHit).with(Ctr::PtagHit)));
-    } else if C::PTAG == Ptag::First {
-        by_tag::<C>(st, off, &mut ev, None)?
-    } else if C::S110_META && C::FREE_FAST {
-        by_meta::<C>(st, p, &mut ev)?
-    } else if C::PTAG == Ptag::Late {
-        by_tag::<C>(st, off, &mut ev, None)?
+    if C::PTAG == Ptag::First || (C::PTAG == Ptag::Late && !meta_routes::<C>()) {
+        // SAFETY: `off` is `p`'s offset in the initialised arena (in_arena).
+        return unsafe { fast_tag::<C>(st, p, off, ev, C::PTAG == Ptag::Late && meta_observes::<C>()) };
+    }
+    let r = if meta_routes::<C>() {
+        // SAFETY: `p` is in the initialised arena (in_arena).
+        unsafe { by_meta::<C>(st, p, &mut ev)? }
     } else {
         // `ptag: off` without `free_fast`: the header route is the only route
         // (after the S110 observation when stats are on).
-        if C::S110_META && C::STATS {
-            by_meta::<C>(st, p, &mut ev);
+        if meta_observes::<C>() {
+            // SAFETY: `p` is in the initialised arena (in_arena).
+            unsafe { by_meta::<C>(st, p, &mut ev) };
         }
-        by_header::<C>(st, p)
+        // SAFETY: `p` is in the initialised arena (in_arena).
+        unsafe { by_header::<C>(st, p) }
     };
     match r {
         Route::Block { bin, owner } => {
             if C::HARDEN {
-                check_start::<C>(p, tagmap::encode(bin, owner));
+                // SAFETY: the header route found `p`'s page in a live run of `bin`.
+                unsafe { check_start::<C>(p, tagmap::encode(bin, owner)) };
             }
             Some((tagmap::encode(bin, owner), ev))
         }
@@ -146,12 +151,54 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(u32, Events)> 
     }
 }
 
+/// The tag route on the hot path: the page's tag as it is (small/medium or
+/// large), after the S110 observation when `observe` (the observation then
+/// follows the tag load, see [`fast`]). `None` on a zero tag, on a tag a
+/// failfast build cannot decode, and on an observation whose unexpected side
+/// (a tagged page without meta) the slow route counts; so the hot side's
+/// counters are constants, counted as in [`steps`] (observation, then a tag
+/// hit).
+#[inline(always)]
+unsafe fn fast_tag<C: Config>(st: &State<C>, p: usize, off: usize, ev: Events, observe: bool) -> Option<(u32, Events)> {
+    let page = off >> crate::os::PAGE_SHIFT;
+    // SAFETY: `off` is an arena offset (caller), so `page` is below the page
+    // count of the initialised arena's tag array.
+    let tag = unsafe { tagmap::load(st.arena.tag_array(), page) };
+    if tag == 0 {
+        return None;
+    }
+    if C::FAILFAST && tagmap::decode(tag, C::SHARDS).is_none() {
+        return None;
+    }
+    let mut ev = ev;
+    if observe {
+        // SAFETY: a non-zero tag is written only on the pages of a live run
+        // or large block, so `p`'s segment is committed and live.
+        if unsafe { !meta_is_set(p, page) } {
+            return None;
+        }
+        note::<C>(&mut ev, Ctr::MetaHit);
+    }
+    if C::HARDEN {
+        // SAFETY: a non-zero tag other than LARGE marks a page of a live run
+        // of its bin (check_start leaves LARGE alone).
+        unsafe { check_start::<C>(p, tag) };
+    }
+    note::<C>(&mut ev, Ctr::PtagHit);
+    Some((tag, ev))
+}
+
 /// `harden`: abort unless `p`, routed to the small/medium block tag `tag`, is
 /// a block start (a large tag is left to the slow route, which tests the
 /// large block's exact start).
+///
+/// # Safety
+/// Unless `tag` is [`tagmap::LARGE`], `p` lies on a page of a live run of the
+/// tag's bin.
 #[inline(always)]
 unsafe fn check_start<C: Config>(p: usize, tag: u32) {
-    if tag != tagmap::LARGE && !crate::harden::is_block_start(p, tagmap::decode_trusted(tag).0) {
+    // SAFETY: a small/medium tag's page is in a live run of its bin (contract).
+    if tag != tagmap::LARGE && unsafe { !crate::harden::is_block_start(p, tagmap::decode_trusted(tag).0) } {
         failfast::fail::<C>("free", p, "interior pointer (not a block start)");
     }
 }
@@ -166,9 +213,11 @@ pub unsafe fn route<C: Config>(st: &State<C>, p: usize, t: Tally) -> Route {
     let mut ev = Events::NONE;
     let r = match in_arena::<C>(st, p, &mut ev) {
         Some(off) if off & 15 != 0 => Route::Invalid("misaligned pointer (not a block start)"),
-        Some(off) => match steps::<C>(st, p, off, &mut ev, t) {
+        // SAFETY: `off` is `p`'s offset in the initialised arena.
+        Some(off) => match unsafe { steps::<C>(st, p, off, &mut ev, t) } {
             Some(r) => r,
-            None => by_header::<C>(st, p),
+            // SAFETY: `p` is in the initialised arena.
+            None => unsafe { by_header::<C>(st, p) },
         },
         None => Route::Outside,
     };
@@ -178,8 +227,12 @@ pub unsafe fn route<C: Config>(st: &State<C>, p: usize, t: Tally) -> Route {
     if C::HARDEN {
         // A hardened type aborts on every bad free it can tell.
         match r {
-            Route::Block { bin, owner } => check_start::<C>(p, tagmap::encode(bin, owner)),
-            Route::Large if !crate::large::is_live_block(st, p) => {
+            // SAFETY: every route returns `Block` only for a page of a live
+            // run of `bin`.
+            Route::Block { bin, owner } => unsafe { check_start::<C>(p, tagmap::encode(bin, owner)) },
+            // SAFETY: `Large` is returned only for a page of a live large
+            // block, which lies in a committed slot.
+            Route::Large if unsafe { !crate::large::is_live_block(st, p) } => {
                 failfast::fail::<C>("free", p, "not the start of a live large block")
             }
             Route::Invalid(why) => failfast::fail::<C>("free", p, why),
@@ -213,39 +266,55 @@ fn note<C: Config>(ev: &mut Events, k: Ctr) {
 
 /// The configured route steps in the flags' order (`ptag: first`, the S110
 /// step, `ptag: late`); `None` when none of them routes `p`.
+///
+/// # Safety
+/// `off` is `p`'s offset in the initialised arena.
 #[inline(always)]
 unsafe fn steps<C: Config>(st: &State<C>, p: usize, off: usize, ev: &mut Events, t: Tally) -> Option<Route> {
     if C::PTAG == Ptag::First {
-        if let Some(r) = by_tag::<C>(st, off, ev, Some(t)) {
+        // SAFETY: `off` is an arena offset (contract).
+        if let Some(r) = unsafe { by_tag::<C>(st, off, ev, Some(t)) } {
             return Some(r);
         }
     }
     if C::S110_META && (C::FREE_FAST || C::STATS) {
-        if let Some(r) = by_meta::<C>(st, p, ev) {
+        // SAFETY: `p` is in the initialised arena (contract).
+        if let Some(r) = unsafe { by_meta::<C>(st, p, ev) } {
             return Some(r);
         }
     }
     if C::PTAG == Ptag::Late {
-        return by_tag::<C>(st, off, ev, Some(t));
+        // SAFETY: `off` is an arena offset (contract).
+        return unsafe { by_tag::<C>(st, off, ev, Some(t)) };
     }
     None
 }
 
 /// The S110 observation of a pointer whose segment is known live (its page
 /// has a tag): is the page meta set?
+///
+/// # Safety
+/// `p`'s segment is a live segment of the arena and `arena_page` is `p`'s
+/// arena page index.
 #[inline(always)]
 unsafe fn meta_is_set(p: usize, arena_page: usize) -> bool {
-    let hdr = SegHdr::at(segment::seg_base(p));
+    let hdr = SegHdr::ptr(segment::seg_base(p));
     // The arena is segment-aligned, so the page's index in its segment is the
     // low bits of its arena page index (already computed for the tag), and
-    // below `PAGES_PER_SEG`, so the unchecked index is in bounds.
+    // below `PAGES_PER_SEG`.
     let page = arena_page & (PAGES_PER_SEG - 1);
-    // Acquire pairs with the release store at run carve time.
-    hdr.meta.get_unchecked(page).load(Ordering::Acquire) != 0
+    // SAFETY: the header of a live segment is committed and initialised;
+    // `meta` is atomic (others may write other pages' entries meanwhile) and
+    // `page < PAGES_PER_SEG`, its length. Acquire pairs with the release store
+    // at run carve time.
+    unsafe { (*hdr).meta.get_unchecked(page).load(Ordering::Acquire) != 0 }
 }
 
 /// The S110 step: segment header, then `bin_plus1` of the page. Routes only
 /// with `free_fast`; otherwise it observes (counts) and returns `None`.
+///
+/// # Safety
+/// `p` is in the initialised arena.
 #[inline(always)]
 unsafe fn by_meta<C: Config>(st: &State<C>, p: usize, ev: &mut Events) -> Option<Route> {
     let seg = segment::seg_base(p);
@@ -255,20 +324,25 @@ unsafe fn by_meta<C: Config>(st: &State<C>, p: usize, ev: &mut Events) -> Option
         note::<C>(ev, Ctr::SegMiss);
         return None;
     }
-    let hdr = SegHdr::at(seg);
-    if hdr.magic != SEG_MAGIC {
+    let hdr = SegHdr::ptr(seg);
+    // SAFETY: a slot in state HEAD is committed, so its header is readable;
+    // the magic is written once when the segment is set up.
+    if unsafe { (*hdr).magic } != SEG_MAGIC {
         note::<C>(ev, Ctr::SegMiss);
         return None;
     }
+    // SAFETY: as above; `meta` is atomic and `page_index` is below its length.
     // Acquire pairs with the release store at run carve time.
-    let m = hdr.meta[segment::page_index(p)].load(Ordering::Acquire) as usize;
+    let m = unsafe { (*hdr).meta[segment::page_index(p)].load(Ordering::Acquire) } as usize;
     if m == 0 {
         note::<C>(ev, Ctr::MetaZero);
         return None;
     }
     note::<C>(ev, Ctr::MetaHit);
     if C::FREE_FAST {
-        Some(decode_bin(m - 1, hdr.owner as usize))
+        // SAFETY: the owner is written when the segment is set up, before any
+        // of its pages has meta (the acquire above orders it).
+        Some(decode_bin(m - 1, unsafe { (*hdr).owner } as usize))
     } else {
         None
     }
@@ -285,9 +359,14 @@ fn decode_bin(bin: usize, owner: usize) -> Route {
 
 /// The tag-map route: `None` on a zero (or undecodable) tag. A tag that does
 /// not decode is counted (and fails) only on the slow route (`slow` given).
+///
+/// # Safety
+/// `off` is an offset in the initialised arena.
 #[inline(always)]
 unsafe fn by_tag<C: Config>(st: &State<C>, off: usize, ev: &mut Events, slow: Option<Tally>) -> Option<Route> {
-    let tag = tagmap::load(st.arena.tag_array(), off >> crate::os::PAGE_SHIFT);
+    // SAFETY: `off` is an arena offset, so its page is below the tag array's
+    // page count.
+    let tag = unsafe { tagmap::load(st.arena.tag_array(), off >> crate::os::PAGE_SHIFT) };
     if tag == 0 {
         note::<C>(ev, Ctr::PtagMiss);
         return None;
@@ -315,24 +394,36 @@ unsafe fn by_tag<C: Config>(st: &State<C>, off: usize, ev: &mut Events, slow: Op
 }
 
 /// The header route: slot state, segment magic and kind, page descriptor.
+///
+/// # Safety
+/// `p` is in the initialised arena.
 #[inline]
 pub unsafe fn by_header<C: Config>(st: &State<C>, p: usize) -> Route {
     let seg = segment::seg_base(p);
     if st.arena.slot_state(st.arena.slot_of(seg)) != SLOT_HEAD {
         return Route::Invalid("not in a live segment");
     }
-    let hdr = SegHdr::at(seg);
-    if hdr.magic != SEG_MAGIC {
+    let hdr = SegHdr::ptr(seg);
+    // SAFETY: a slot in state HEAD is committed, so its header is readable;
+    // magic, kind and owner are written when the segment is set up, before any
+    // of its blocks is handed out.
+    let (magic, kind) = unsafe { ((*hdr).magic, (*hdr).kind) };
+    if magic != SEG_MAGIC {
         return Route::Invalid("not in a live segment");
     }
-    match hdr.kind {
+    match kind {
         KIND_LARGE => Route::Large,
         KIND_RUNS => {
-            let b = hdr.descs[segment::page_index(p)].bin_plus1 as usize;
+            // SAFETY: as above; a page's descriptor is written at its run's
+            // life-cycle events (carve, release), before the run's blocks are
+            // handed out. Read in place: no reference to the descriptors
+            // other threads write.
+            let b = unsafe { (*hdr).descs[segment::page_index(p)].bin_plus1 } as usize;
             if b == 0 {
                 Route::Invalid("not a block of a live run")
             } else {
-                Route::Block { bin: b - 1, owner: hdr.owner as usize }
+                // SAFETY: as above.
+                Route::Block { bin: b - 1, owner: unsafe { (*hdr).owner } as usize }
             }
         }
         _ => Route::Invalid("unknown segment kind"),
@@ -346,5 +437,7 @@ pub unsafe fn by_header<C: Config>(st: &State<C>, p: usize) -> Route {
 /// `p` is a live small/medium block of this arena.
 #[inline(always)]
 pub unsafe fn owner_of(p: usize) -> usize {
-    SegHdr::at(segment::seg_base(p)).owner as usize
+    // SAFETY: a live block's segment header is committed; the owner is
+    // written when the segment is set up, before the block was handed out.
+    unsafe { (*SegHdr::ptr(segment::seg_base(p))).owner as usize }
 }

@@ -10,13 +10,16 @@
 //! allocator activity), or look at memory it does not own to decide whether a
 //! pointer is ours.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use core::sync::atomic::Ordering;
 
 use crate::arena::{SEG_SHIFT, SEG_SIZE, SLOT_HEAD};
 use crate::os::{self, PAGE_SHIFT, PAGE_SIZE};
 use crate::segment::{self, SegHdr, KIND_LARGE, SEG_MAGIC};
 use crate::size_class::LARGE_BIN;
-use crate::sync::SpinLock;
+use crate::sync::{SpinGuard, SpinLock, SpinMutex};
 use crate::{tagmap, Config, Ptag, State};
 
 /// Freed large slots kept resident for reuse (8 MiB) however long they stay free.
@@ -57,7 +60,9 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
             let n = (off + size + SEG_SIZE - 1) >> SEG_SHIFT;
             if let Some((slot, clean)) = st.arena.alloc_slots(n, st.arena.runs_reserve()) {
                 let seg = st.arena.slot_addr(slot) as usize;
-                let hdr = SegHdr::at(seg);
+                // SAFETY: the slots were just claimed (committed, ours alone
+                // until the magic below is published).
+                let hdr = unsafe { SegHdr::at(seg) };
                 hdr.kind = KIND_LARGE;
                 hdr.owner = 0;
                 hdr.large_slots = n as u32;
@@ -72,10 +77,15 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
                 }
                 if C::PTAG != Ptag::Off {
                     let base = st.arena.base.load(Ordering::Relaxed);
-                    tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, tagmap::LARGE);
+                    // SAFETY: the page id of a page of an arena slot is below
+                    // the tag array's page count.
+                    unsafe { tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, tagmap::LARGE) };
                 }
                 // Release: a reader that sees the magic sees the fields above.
-                (*(&hdr.magic as *const u64 as *const core::sync::atomic::AtomicU64)).store(SEG_MAGIC, Ordering::Release);
+                // SAFETY: `magic` is an aligned u64 of the header, which
+                // readers on other threads load; storing through an atomic
+                // view makes the publication a release store.
+                unsafe { (*(&hdr.magic as *const u64 as *const core::sync::atomic::AtomicU64)).store(SEG_MAGIC, Ordering::Release) };
                 let p = (seg + off) as *mut u8;
                 if zero && !clean {
                     // Give the old pages back instead of clearing them: the
@@ -90,7 +100,8 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
             }
         }
     }
-    huge_alloc(st, size, align)
+    // SAFETY: `align` is a power of two (contract).
+    unsafe { huge_alloc(st, size, align) }
 }
 
 /// Usable bytes of the live large block at `p`.
@@ -98,8 +109,11 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
 /// # Safety
 /// `p` is a live large block of this arena.
 pub unsafe fn usable(p: usize) -> usize {
-    let hdr = SegHdr::at(segment::seg_base(p));
-    ((hdr.large_slots as usize) << SEG_SHIFT) - hdr.large_off as usize
+    let hdr = SegHdr::ptr(segment::seg_base(p));
+    // SAFETY: a live large block's header is committed; its slot count and
+    // offset change only through the block's holder (the caller).
+    let (slots, off) = unsafe { ((*hdr).large_slots as usize, (*hdr).large_off as usize) };
+    (slots << SEG_SHIFT) - off
 }
 
 /// Whether `p` is the data pointer of a live large block (failfast check).
@@ -111,8 +125,10 @@ pub unsafe fn is_live_block<C: Config>(st: &State<C>, p: usize) -> bool {
     if st.arena.slot_state(st.arena.slot_of(seg)) != SLOT_HEAD {
         return false;
     }
-    let hdr = SegHdr::at(seg);
-    hdr.magic == SEG_MAGIC && hdr.kind == KIND_LARGE && seg + hdr.large_off as usize == p
+    let hdr = SegHdr::ptr(seg);
+    // SAFETY: a slot in state HEAD is committed, so its header is readable;
+    // read field by field in place (no reference to a header others write).
+    unsafe { (*hdr).magic == SEG_MAGIC && (*hdr).kind == KIND_LARGE && seg + (*hdr).large_off as usize == p }
 }
 
 /// Free the large block at `p`. Returns false (and does nothing) when `p` is
@@ -125,7 +141,9 @@ pub unsafe fn is_live_block<C: Config>(st: &State<C>, p: usize) -> bool {
 /// found a large header there).
 pub unsafe fn free<C: Config>(st: &State<C>, p: usize) -> bool {
     let seg = segment::seg_base(p);
-    let hdr = SegHdr::at(seg);
+    // SAFETY: the first slot of a large block is committed (contract); the
+    // live flag swap below makes this free the header's only writer.
+    let hdr = unsafe { SegHdr::at(seg) };
     if seg + hdr.large_off as usize != p || hdr.large_live.swap(0, Ordering::AcqRel) == 0 {
         return false;
     }
@@ -135,15 +153,20 @@ pub unsafe fn free<C: Config>(st: &State<C>, p: usize) -> bool {
     }
     let base = st.arena.base.load(Ordering::Relaxed);
     if C::PTAG != Ptag::Off {
-        tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, 0);
+        // SAFETY: the page id of a page of an arena slot is below the tag
+        // array's page count.
+        unsafe { tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, 0) };
     }
     let n = hdr.large_slots as usize;
     hdr.magic = 0;
     let first = segment::slot_index(base, seg);
     if C::PURGE {
-        st.arena.free_slots_delayed(first, n, LARGE_CACHE_SLOTS, LARGE_DIRTY_CAP, os::now_ms());
+        // SAFETY: slots `first..first + n` are this block's, now free (the
+        // live flag was ours to clear).
+        unsafe { st.arena.free_slots_delayed(first, n, LARGE_CACHE_SLOTS, LARGE_DIRTY_CAP, os::now_ms()) };
     } else {
-        st.arena.free_slots(first, n, usize::MAX);
+        // SAFETY: as above.
+        unsafe { st.arena.free_slots(first, n, usize::MAX) };
     }
     true
 }
@@ -175,25 +198,35 @@ pub fn purge_at_exit<C: Config>(st: &State<C>) {
 /// `p` is a live large block of this arena.
 pub unsafe fn resize_in_place<C: Config>(st: &State<C>, p: usize, new_size: usize) -> bool {
     let seg = segment::seg_base(p);
-    let hdr = SegHdr::at(seg);
-    let n = hdr.large_slots as usize;
-    let need = (hdr.large_off as usize + new_size + SEG_SIZE - 1) >> SEG_SHIFT;
+    let hdr = SegHdr::ptr(seg);
+    // SAFETY: a live large block's header is committed; its slot count and
+    // offset change only through the block's holder (the caller).
+    let (n, off) = unsafe { ((*hdr).large_slots as usize, (*hdr).large_off as usize) };
+    let need = (off + new_size + SEG_SIZE - 1) >> SEG_SHIFT;
     if need <= n {
         // Shrinking far below the run would strand memory: only keep it when at
         // least half of the run stays used.
         return need * 2 > n || n == 1;
     }
-    grow_in_place(st, seg, n, need)
+    // SAFETY: `seg` is the first slot of the caller's live large block of
+    // `n` slots.
+    unsafe { grow_in_place(st, seg, n, need) }
 }
 
 /// Grow the large block whose first slot is at `seg` from `n` to `need`
 /// slots when the following slots are free (leaving the segments' reserve).
+///
+/// # Safety
+/// `seg` is the first slot of a live large block of `n` slots, held by the
+/// caller.
 #[cold]
 #[inline(never)]
 unsafe fn grow_in_place<C: Config>(st: &State<C>, seg: usize, n: usize, need: usize) -> bool {
     let base = st.arena.base.load(Ordering::Relaxed);
     if st.arena.extend_slots(segment::slot_index(base, seg), n, need, st.arena.runs_reserve()).is_some() {
-        SegHdr::at(seg).large_slots = need as u32;
+        // SAFETY: the header is committed and its slot count is written only
+        // by the block's holder, the caller.
+        unsafe { (*SegHdr::ptr(seg)).large_slots = need as u32 };
         return true;
     }
     false
@@ -210,33 +243,55 @@ struct HugeEntry {
     len: usize,
 }
 
-/// Open-addressing table of direct mappings, itself in a direct mapping.
+/// The registry of direct mappings: its table is reachable only through the
+/// guard of the lock that protects it.
 pub struct HugeRegistry {
-    /// Guards the table.
-    pub lock: SpinLock,
-    table: AtomicUsize,
-    cap: AtomicUsize,
-    used: AtomicUsize,
+    table: SpinMutex<HugeTable>,
 }
 
 impl HugeRegistry {
     /// Empty registry.
     pub const fn new() -> Self {
-        HugeRegistry { lock: SpinLock::new(), table: AtomicUsize::new(0), cap: AtomicUsize::new(0), used: AtomicUsize::new(0) }
+        HugeRegistry { table: SpinMutex::new(HugeTable { ptr: core::ptr::null_mut(), cap: 0, used: 0 }) }
     }
 
-    // Called only with `lock` held, which makes the returned slice exclusive.
-    #[allow(clippy::mut_from_ref)]
-    fn slots(&self) -> &mut [HugeEntry] {
-        let cap = self.cap.load(Ordering::Relaxed);
-        if cap == 0 {
+    /// Take the lock; the table is reachable through the guard.
+    #[inline]
+    fn lock(&self) -> SpinGuard<'_, HugeTable> {
+        self.table.lock()
+    }
+
+    /// The bare lock, for the `fork()` handlers only (see [`SpinMutex::raw_lock`]).
+    pub fn raw_lock(&self) -> &SpinLock {
+        self.table.raw_lock()
+    }
+}
+
+/// Open-addressing table of direct mappings, itself in a direct mapping.
+pub struct HugeTable {
+    /// `cap` entries (null when `cap` is 0).
+    ptr: *mut HugeEntry,
+    /// Entries (0 or a power of two).
+    cap: usize,
+    /// Entries not empty (live or deleted).
+    used: usize,
+}
+
+// SAFETY: the table's memory is a private mapping it owns alone, not tied to
+// the thread that made it.
+unsafe impl Send for HugeTable {}
+
+impl HugeTable {
+    fn slots(&mut self) -> &mut [HugeEntry] {
+        if self.cap == 0 {
             return &mut [];
         }
-        // SAFETY: `table` maps `cap` entries; called with the lock held.
-        unsafe { core::slice::from_raw_parts_mut(self.table.load(Ordering::Relaxed) as *mut HugeEntry, cap) }
+        // SAFETY: `ptr` maps `cap` entries, owned by the table, which `&mut
+        // self` borrows alone.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr, self.cap) }
     }
 
-    fn find(&self, user: usize) -> Option<usize> {
+    fn find(&mut self, user: usize) -> Option<usize> {
         let t = self.slots();
         if t.is_empty() {
             return None;
@@ -253,8 +308,8 @@ impl HugeRegistry {
     }
 
     /// Insert, growing the table first when it is half full. False on no memory.
-    fn insert(&self, e: HugeEntry) -> bool {
-        if (self.used.load(Ordering::Relaxed) + 1) * 2 > self.cap.load(Ordering::Relaxed) && !self.grow() {
+    fn insert(&mut self, e: HugeEntry) -> bool {
+        if (self.used + 1) * 2 > self.cap && !self.grow() {
             return false;
         }
         let t = self.slots();
@@ -263,15 +318,16 @@ impl HugeRegistry {
         while t[i].user > 1 {
             i = (i + 1) & mask;
         }
-        if t[i].user == 0 {
-            self.used.fetch_add(1, Ordering::Relaxed);
-        }
+        let fresh = t[i].user == 0;
         t[i] = e;
+        if fresh {
+            self.used += 1;
+        }
         true
     }
 
-    fn grow(&self) -> bool {
-        let old_cap = self.cap.load(Ordering::Relaxed);
+    fn grow(&mut self) -> bool {
+        let old_cap = self.cap;
         // Capacity stays a power of two: probing masks with `cap - 1`.
         let new_cap = (old_cap * 2).max(128);
         let bytes = new_cap * core::mem::size_of::<HugeEntry>();
@@ -279,16 +335,17 @@ impl HugeRegistry {
         if t.is_null() {
             return false;
         }
-        let old_table = self.table.load(Ordering::Relaxed);
+        let old_table = self.ptr;
         let old: &[HugeEntry] = if old_cap == 0 {
             &[]
         } else {
-            // SAFETY: the old table maps `old_cap` entries (lock held).
+            // SAFETY: the old table maps `old_cap` entries; it is ours alone
+            // (`&mut self`) until it is unmapped below.
             unsafe { core::slice::from_raw_parts(old_table as *const HugeEntry, old_cap) }
         };
-        self.table.store(t as usize, Ordering::Relaxed);
-        self.cap.store(new_cap, Ordering::Relaxed);
-        self.used.store(0, Ordering::Relaxed);
+        self.ptr = t as *mut HugeEntry;
+        self.cap = new_cap;
+        self.used = 0;
         for e in old.iter().filter(|e| e.user > 1) {
             self.insert(*e);
         }
@@ -318,11 +375,10 @@ pub unsafe fn huge_alloc<C: Config>(st: &State<C>, size: usize, align: usize) ->
         return map;
     }
     let user = (map as usize + align - 1) & !(align - 1);
-    st.huge.lock.lock();
-    let ok = st.huge.insert(HugeEntry { user, map: map as usize, len });
-    st.huge.lock.unlock();
+    let ok = st.huge.lock().insert(HugeEntry { user, map: map as usize, len });
     if !ok {
-        os::unmap(map, len);
+        // SAFETY: the mapping was made above, of `len` bytes, and is unused.
+        unsafe { os::unmap(map, len) };
         return core::ptr::null_mut();
     }
     user as *mut u8
@@ -330,25 +386,24 @@ pub unsafe fn huge_alloc<C: Config>(st: &State<C>, size: usize, align: usize) ->
 
 /// Usable size of a direct-mapped block, or `None` when `p` is not one.
 pub fn huge_usable<C: Config>(st: &State<C>, p: usize) -> Option<usize> {
-    st.huge.lock.lock();
-    let r = st.huge.find(p).map(|i| {
-        let e = st.huge.slots()[i];
+    let mut t = st.huge.lock();
+    t.find(p).map(|i| {
+        let e = t.slots()[i];
         e.map + e.len - e.user
-    });
-    st.huge.lock.unlock();
-    r
+    })
 }
 
 /// Unmap a direct-mapped block; false when `p` is not one.
 pub fn huge_free<C: Config>(st: &State<C>, p: usize) -> bool {
-    st.huge.lock.lock();
-    let e = st.huge.find(p).map(|i| {
-        let t = st.huge.slots();
-        let e = t[i];
-        t[i].user = 1;
-        e
-    });
-    st.huge.lock.unlock();
+    let e = {
+        let mut t = st.huge.lock();
+        t.find(p).map(|i| {
+            let s = t.slots();
+            let e = s[i];
+            s[i].user = 1;
+            e
+        })
+    };
     match e {
         Some(e) => {
             // SAFETY: the entry described a mapping of ours that is now unused.

@@ -17,6 +17,9 @@
 //! `environ`; the environment is then read from `/proc/self/environ` through
 //! a fixed stack buffer.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use core::cell::UnsafeCell;
 use core::ffi::c_char;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -416,6 +419,7 @@ pub fn append_prog(l: &mut Line) {
         if fd >= 0 {
             // SAFETY: `name` is writable for its length; `fd` is closed once.
             let n = unsafe { libc::read(fd, name.as_mut_ptr() as *mut _, name.len()) };
+            // SAFETY: `fd` was opened above and is closed only here.
             unsafe { libc::close(fd) };
             len = if n > 0 { n as usize } else { 0 };
             while len > 0 && name[len - 1] == b'\n' {

@@ -4,12 +4,31 @@
 //! line to a descriptor; aborting. Must never: allocate, format, or panic. Callers
 //! treat a failed call as "no memory" and return null.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use core::ptr::null_mut;
 
-/// The page size the engine is built around (checked against the OS at init).
+/// The page size the engine is built around (checked against the OS when the
+/// arena is reserved: see [`page_size_is_ours`]).
 pub const PAGE_SHIFT: usize = 12;
 /// 4 KiB.
 pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+
+/// Whether the OS pages are [`PAGE_SIZE`] bytes. The arena is laid out in such
+/// pages (commit, purge and tags per page), so on another page size it is never
+/// reserved: every block then goes to a direct mapping, the engine's fallback
+/// when no arena could be had, which works with any page size.
+pub fn page_size_is_ours() -> bool {
+    // SAFETY: sysconf has no preconditions; _SC_PAGESIZE is read from what the
+    // loader recorded at start-up (no allocation, usable during early init).
+    page_size_fits(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+}
+
+/// Whether `os_page` (a `sysconf` answer, -1 on error) is [`PAGE_SIZE`].
+fn page_size_fits(os_page: libc::c_long) -> bool {
+    os_page == PAGE_SIZE as libc::c_long
+}
 
 /// Reserve `len` bytes of address space with no access (`PROT_NONE`, not committed).
 /// Returns null on failure.
@@ -41,7 +60,9 @@ fn map(len: usize, prot: i32) -> *mut u8 {
 /// # Safety
 /// The range must lie inside a reservation made by [`reserve`].
 pub unsafe fn commit(p: *mut u8, len: usize) -> bool {
-    libc::mprotect(p as *mut _, len, libc::PROT_READ | libc::PROT_WRITE) == 0
+    // SAFETY: the range is inside one of our reservations (contract), which
+    // holds nothing anyone else relies on being inaccessible.
+    unsafe { libc::mprotect(p as *mut _, len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
 }
 
 /// Give the physical pages of `[p, p+len)` back to the OS; the range stays mapped
@@ -50,7 +71,8 @@ pub unsafe fn commit(p: *mut u8, len: usize) -> bool {
 /// # Safety
 /// The range must be committed memory of ours that holds no live data.
 pub unsafe fn purge(p: *mut u8, len: usize) {
-    libc::madvise(p as *mut _, len, libc::MADV_DONTNEED);
+    // SAFETY: committed memory of ours holding no live data (contract).
+    unsafe { libc::madvise(p as *mut _, len, libc::MADV_DONTNEED) };
 }
 
 /// Unmap `[p, p+len)`.
@@ -58,7 +80,8 @@ pub unsafe fn purge(p: *mut u8, len: usize) {
 /// # Safety
 /// The range must be a mapping (or part of one) of ours holding no live data.
 pub unsafe fn unmap(p: *mut u8, len: usize) {
-    libc::munmap(p as *mut _, len);
+    // SAFETY: a mapping of ours holding no live data (contract).
+    unsafe { libc::munmap(p as *mut _, len) };
 }
 
 /// Write `bytes` to stderr with one `write` call (see [`write_once`]).
@@ -94,5 +117,22 @@ pub fn yield_now() {
     // SAFETY: sched_yield has no preconditions.
     unsafe {
         libc::sched_yield();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_size_check_accepts_only_the_engines_page_size() {
+        assert!(page_size_fits(PAGE_SIZE as libc::c_long));
+        assert!(!page_size_fits(16384), "a 16 KiB page kernel");
+        assert!(!page_size_fits(65536), "a 64 KiB page kernel");
+        assert!(!page_size_fits(-1), "sysconf failed");
+        // The machine running the tests has 4 KiB pages (x86-64 Linux).
+        // SAFETY: sysconf has no preconditions.
+        let os_page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        assert_eq!(page_size_is_ours(), os_page == 4096);
     }
 }

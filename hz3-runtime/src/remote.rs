@@ -7,10 +7,12 @@
 //! never: write another shard's central without its lock, or publish a chain
 //! to the wrong (owner, bin) inbox.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use crate::shard::{self, set_next, Chain};
 use crate::size_class::BINS;
-use crate::stats::Ctr;
-use crate::tcache::{self, ThreadCache};
+use crate::stats::{Counters, Ctr};
 use crate::{Config, State};
 use core::sync::atomic::Ordering;
 
@@ -36,6 +38,25 @@ impl RemoteSlot {
     pub const EMPTY: RemoteSlot = RemoteSlot { key: 0, n: 0, head: core::ptr::null_mut(), tail: core::ptr::null_mut() };
 }
 
+/// A thread's buffer of pending remote frees (a part of its cache).
+#[repr(C)]
+pub struct RemoteBuffer {
+    /// Slots holding blocks.
+    pub pending: u32,
+    /// Buffered remote frees, by (owner, bin).
+    pub slots: [RemoteSlot; RSLOTS],
+}
+
+impl RemoteBuffer {
+    /// Empty every slot (the blocks they held are someone else's now).
+    pub fn reset(&mut self) {
+        self.pending = 0;
+        for r in self.slots.iter_mut() {
+            *r = RemoteSlot::EMPTY;
+        }
+    }
+}
+
 #[inline(always)]
 fn key(owner: usize, bin: usize) -> u32 {
     ((owner as u32) << 8 | bin as u32) + 1
@@ -46,46 +67,59 @@ fn key(owner: usize, bin: usize) -> u32 {
 /// another (owner, bin).
 ///
 /// # Safety
-/// `tc` is this thread's live cache; `p` is a live block of `bin` owned by `owner`.
+/// `buf` and `ctr` are this thread's live cache's; `p` is a live block of
+/// `bin` owned by `owner`.
 #[inline(never)]
-pub unsafe fn free<C: Config>(tc: *mut ThreadCache, p: *mut u8, bin: usize, owner: usize) {
-    let tcr = &mut *tc;
+pub unsafe fn free<C: Config>(buf: &mut RemoteBuffer, ctr: &Counters, p: *mut u8, bin: usize, owner: usize) {
     let k = key(owner, bin);
     let idx = (owner.wrapping_mul(0x9e37) ^ bin) & (RSLOTS - 1);
-    let slot = &mut tcr.remote[idx];
+    let slot = &mut buf.slots[idx];
     if slot.key != k {
         if slot.n != 0 {
-            publish_slot::<C>(C::state(), tcr, idx);
+            // SAFETY: slot `idx` is non-empty; `buf` and `ctr` are this
+            // thread's (contract).
+            unsafe { publish_slot::<C>(C::state(), buf, ctr, idx) };
         } else {
-            tcr.remote_pending += 1;
+            buf.pending += 1;
         }
-        let slot = &mut tcr.remote[idx];
+        let slot = &mut buf.slots[idx];
         slot.key = k;
         slot.n = 1;
         slot.head = p;
         slot.tail = p;
-        set_next::<C>(p, core::ptr::null_mut());
+        // SAFETY: `p` is a block being freed by its holder (contract): free,
+        // and ours to link.
+        unsafe { set_next::<C>(p, core::ptr::null_mut()) };
         return;
     }
-    set_next::<C>(p, slot.head);
+    // SAFETY: as above.
+    unsafe { set_next::<C>(p, slot.head) };
     slot.head = p;
     slot.n += 1;
     if slot.n >= BINS[bin].remote_batch as u32 {
-        publish_slot::<C>(C::state(), tcr, idx);
-        tcr.remote_pending -= 1;
+        // SAFETY: the slot holds `p`; `buf` and `ctr` are this thread's.
+        unsafe { publish_slot::<C>(C::state(), buf, ctr, idx) };
+        buf.pending -= 1;
     }
 }
 
 /// Publish slot `idx` (non-empty) and mark it empty; the pending count is the
 /// caller's to adjust.
+///
+/// # Safety
+/// `buf` and `ctr` are this thread's cache's; slot `idx` is non-empty.
 #[cold]
-unsafe fn publish_slot<C: Config>(st: &State<C>, tcr: &mut ThreadCache, idx: usize) {
-    let slot = tcr.remote[idx];
-    tcr.remote[idx] = RemoteSlot::EMPTY;
+unsafe fn publish_slot<C: Config>(st: &State<C>, buf: &mut RemoteBuffer, ctr: &Counters, idx: usize) {
+    let slot = buf.slots[idx];
+    buf.slots[idx] = RemoteSlot::EMPTY;
     let owner = ((slot.key - 1) >> 8) as usize;
     let bin = ((slot.key - 1) & 0xff) as usize;
-    tcr.count::<C>(Ctr::RemoteBatches);
-    publish::<C>(st, owner, bin, Chain { head: slot.head, tail: slot.tail, n: slot.n });
+    if C::STATS {
+        ctr.bump_owned(Ctr::RemoteBatches);
+    }
+    // SAFETY: a slot keyed (owner, bin) holds a chain of free blocks of `bin`
+    // owned by `owner` (only `free` fills it, under that key).
+    unsafe { publish::<C>(st, owner, bin, Chain { head: slot.head, tail: slot.tail, n: slot.n }) };
 }
 
 /// An inbox bin holding more than this many bytes is "long": once it has
@@ -114,10 +148,12 @@ fn elapsed(now: u64, at: u64) -> u64 {
 pub unsafe fn publish<C: Config>(st: &State<C>, owner: usize, bin: usize, chain: Chain) {
     let sh = shard::shard(st, owner);
     if sh.live.load(Ordering::Acquire) == 0 {
-        tcache::give_chain::<C>(st, owner, bin, chain);
+        // SAFETY: the chain holds free blocks of `bin` owned by `owner` (contract).
+        unsafe { shard::give_chain::<C>(st, owner, bin, chain) };
         return;
     }
-    let n = crate::thread::publish_to_inbox::<C>(st, owner, bin, chain);
+    // SAFETY: as above.
+    let n = unsafe { crate::thread::publish_to_inbox::<C>(st, owner, bin, chain) };
     if n as usize * BINS[bin].size as usize >= INBOX_LONG_BYTES {
         let now = crate::os::now_ms();
         let since = sh.inbox.mark_long(bin, now);
@@ -135,12 +171,15 @@ pub unsafe fn publish<C: Config>(st: &State<C>, owner: usize, bin: usize, chain:
 
 /// Give everything in shard `si`'s inbox bin `bin` to its central: one walk
 /// and one give per block.
+///
+/// # Safety
+/// The state is initialised and `si` is one of its shards.
 unsafe fn collect_bin<C: Config>(st: &State<C>, si: usize, bin: usize) {
     let head = shard::shard(st, si).inbox.take(bin);
     if !head.is_null() {
         // SAFETY: the taken chain is null-terminated and holds free blocks
         // of `bin` owned by shard `si`, now ours alone.
-        unsafe { tcache::give_chain::<C>(st, si, bin, Chain::of_list::<C>(head)) };
+        unsafe { shard::give_chain::<C>(st, si, bin, Chain::of_list::<C>(head)) };
     }
 }
 
@@ -202,12 +241,14 @@ fn collect_long_slow<C: Config>(st: &State<C>) {
 /// Publish every buffered remote free.
 ///
 /// # Safety
-/// `tcr` is this thread's cache.
-pub unsafe fn publish_all<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
+/// `buf` and `ctr` are this thread's cache's.
+pub unsafe fn publish_all<C: Config>(st: &State<C>, buf: &mut RemoteBuffer, ctr: &Counters) {
     for idx in 0..RSLOTS {
-        if tcr.remote[idx].n != 0 {
-            publish_slot::<C>(st, tcr, idx);
+        if buf.slots[idx].n != 0 {
+            // SAFETY: slot `idx` is non-empty; `buf` and `ctr` are this
+            // thread's (contract).
+            unsafe { publish_slot::<C>(st, buf, ctr, idx) };
         }
     }
-    tcr.remote_pending = 0;
+    buf.pending = 0;
 }

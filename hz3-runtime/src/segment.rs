@@ -11,6 +11,9 @@
 //! first segment uses only page 0 for its header; its data starts at page 1 or
 //! later, over the unused descriptor area.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use core::sync::atomic::{AtomicU16, Ordering};
 
 use crate::arena::{PAGES_PER_SEG, SEG_SHIFT, SEG_SIZE};
@@ -128,13 +131,24 @@ pub fn slot_index(arena_base: usize, seg: usize) -> usize {
 }
 
 impl SegHdr {
+    /// The header of the segment at `seg`, as a raw pointer: the reader of a
+    /// header other threads write (other pages' descriptors, counters) reads
+    /// the fields it needs in place, through no reference to the whole header.
+    /// Dereferencing needs `seg` to be the base of a committed slot.
+    #[inline(always)]
+    pub const fn ptr(seg: usize) -> *mut SegHdr {
+        seg as *mut SegHdr
+    }
+
     /// View the header of the segment at `seg`.
     ///
     /// # Safety
     /// `seg` is the base of a committed slot of the arena.
     #[inline(always)]
     pub unsafe fn at<'a>(seg: usize) -> &'a mut SegHdr {
-        &mut *(seg as *mut SegHdr)
+        // SAFETY: `seg` is the base of a committed slot (contract), which
+        // starts with its header.
+        unsafe { &mut *(seg as *mut SegHdr) }
     }
 
     /// Initialise a fresh runs segment owned by `owner` (all usable pages
@@ -325,7 +339,9 @@ impl SegHdr {
             while p < PAGES_PER_SEG && self.dirty_map[p / 64] & (1u64 << (p % 64)) != 0 {
                 p += 1;
             }
-            crate::os::purge(seg.add(start * PAGE_SIZE), (p - start) * PAGE_SIZE);
+            // SAFETY: pages `start..p` lie in this committed segment (below
+            // PAGES_PER_SEG) and, being dirty, hold no data (contract).
+            unsafe { crate::os::purge(seg.add(start * PAGE_SIZE), (p - start) * PAGE_SIZE) };
             purged += (p - start) as u32;
             // Purged pages read as zero until carved again.
             self.set_zero(start, p - start);

@@ -345,6 +345,20 @@ pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain
     }
 }
 
+/// Give a chain of blocks of shard `si` back to its central (takes the lock).
+///
+/// # Safety
+/// The blocks are free blocks of `bin` owned by shard `si`.
+pub unsafe fn give_chain<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain) {
+    if chain.n == 0 {
+        return;
+    }
+    let sh = shard(st, si);
+    sh.lock.lock();
+    give(st, si, bin, chain);
+    sh.lock.unlock();
+}
+
 /// After blocks came back to the run at page `rs` of `seg`: put it on the
 /// partial list, and keep or release it when it became empty.
 unsafe fn run_gained<C: Config>(st: &State<C>, cen: &mut Central, base: usize, bin: usize, seg: usize, rs: usize, keep: bool) {
@@ -442,43 +456,57 @@ pub unsafe fn give_tail<C: Config>(st: &State<C>, si: usize, bin: usize, first: 
     }
 }
 
-fn desc_of(base: usize, id: u32) -> &'static mut segment::PageDesc {
+/// The descriptor of arena page `id`, as a raw pointer: dereferencing it needs
+/// `id` to name a page of a committed runs segment (the partial lists' ids
+/// do), and writing through it the lock of the shard that owns the segment.
+fn desc_of(base: usize, id: u32) -> *mut segment::PageDesc {
     let (seg, pi) = segment::from_page_id(base, id);
-    // SAFETY: page ids on a shard's lists name pages of committed runs segments
-    // owned by that shard, whose lock the caller holds.
-    unsafe { &mut SegHdr::at(seg).descs[pi] }
+    // An address, no reference to the header (whose other fields others read).
+    (seg + core::mem::offset_of!(SegHdr, descs) + pi * core::mem::size_of::<segment::PageDesc>()) as *mut segment::PageDesc
 }
 
-fn link_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
+/// Push page `id` (the first page of a run of `bin`) on `cen`'s partial list.
+///
+/// # Safety
+/// `cen` is the central of the shard whose lock the caller holds; `id` and
+/// the ids on the list name first pages of runs in committed runs segments
+/// that shard owns.
+unsafe fn link_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
     let old = cen.partial[bin];
-    {
-        let d = desc_of(base, id);
-        d.prev = 0;
-        d.next = old;
-        d.flags |= IN_PARTIAL;
-    }
+    // SAFETY: `id` names a page of a committed runs segment of this shard,
+    // whose lock is held (contract): its descriptor is ours to write.
+    let d = unsafe { &mut *desc_of(base, id) };
+    d.prev = 0;
+    d.next = old;
+    d.flags |= IN_PARTIAL;
     if old != 0 {
-        desc_of(base, old).prev = id;
+        // SAFETY: as above, for the list's head `old` (a different page).
+        unsafe { (*desc_of(base, old)).prev = id };
     }
     cen.partial[bin] = id;
 }
 
-fn unlink_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
-    let (prev, next) = {
-        let d = desc_of(base, id);
-        d.flags &= !IN_PARTIAL;
-        let pn = (d.prev, d.next);
-        d.prev = 0;
-        d.next = 0;
-        pn
-    };
+/// Take page `id` off `cen`'s partial list of `bin`.
+///
+/// # Safety
+/// As [`link_partial`]; `id` is on the list.
+unsafe fn unlink_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
+    // SAFETY: `id` names a page of a committed runs segment of this shard,
+    // whose lock is held (contract).
+    let d = unsafe { &mut *desc_of(base, id) };
+    d.flags &= !IN_PARTIAL;
+    let (prev, next) = (d.prev, d.next);
+    d.prev = 0;
+    d.next = 0;
     if prev == 0 {
         cen.partial[bin] = next;
     } else {
-        desc_of(base, prev).next = next;
+        // SAFETY: as above, for the neighbour `prev` on the same list.
+        unsafe { (*desc_of(base, prev)).next = next };
     }
     if next != 0 {
-        desc_of(base, next).prev = prev;
+        // SAFETY: as above, for the neighbour `next` on the same list.
+        unsafe { (*desc_of(base, next)).prev = prev };
     }
 }
 

@@ -168,7 +168,7 @@ impl<C: Config> State<C> {
     pub fn reset_locks_after_fork(&self) {
         self.arena.lock.reset();
         self.pool_lock.reset();
-        self.huge.lock.reset();
+        self.huge.raw_lock().reset();
         for i in 0..C::SHARDS {
             crate::shard::shard(self, i).lock.reset();
         }

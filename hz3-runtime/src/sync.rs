@@ -4,6 +4,8 @@
 //! slot table, the thread-cache pool, the huge-mapping registry). Must never:
 //! be taken on the allocation or free fast path, or allocate.
 
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// A spin lock; `const`-constructible so it can live in statics.
@@ -63,5 +65,86 @@ impl SpinLock {
     /// Re-initialise in a `fork()` child, where the holder thread no longer exists.
     pub fn reset(&self) {
         self.held.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Data reachable only while the spin lock that protects it is held: the
+/// `Mutex<T>` shape on [`SpinLock`]. [`SpinMutex::lock`] returns a guard that
+/// derefs to the data and unlocks when dropped (a plain store: never panics).
+pub struct SpinMutex<T> {
+    lock: SpinLock,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the data is reached only through a guard, and a guard exists only
+// while its thread holds the lock: one thread at a time, so sharing the mutex
+// moves the data between threads (hence `T: Send`) but never aliases it.
+unsafe impl<T: Send> Sync for SpinMutex<T> {}
+
+impl<T> SpinMutex<T> {
+    /// An unlocked mutex holding `data`.
+    pub const fn new(data: T) -> Self {
+        SpinMutex { lock: SpinLock::new(), data: UnsafeCell::new(data) }
+    }
+
+    /// Take the lock; the data is reachable through the guard until it drops.
+    #[inline]
+    pub fn lock(&self) -> SpinGuard<'_, T> {
+        self.lock.lock();
+        SpinGuard { m: self }
+    }
+
+    /// The bare lock, for the `fork()` handlers only: they hold every engine
+    /// lock across `fork()` (taken before, released in the parent, reset in
+    /// the child) without touching the data.
+    pub fn raw_lock(&self) -> &SpinLock {
+        &self.lock
+    }
+}
+
+/// Proof that the lock of a [`SpinMutex`] is held; unlocks on drop.
+pub struct SpinGuard<'a, T> {
+    m: &'a SpinMutex<T>,
+}
+
+impl<T> Deref for SpinGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: this guard holds the lock, so no other guard (the only other
+        // way to the data) exists.
+        unsafe { &*self.m.data.get() }
+    }
+}
+
+impl<T> DerefMut for SpinGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this borrow the guard's only one.
+        unsafe { &mut *self.m.data.get() }
+    }
+}
+
+impl<T> Drop for SpinGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.m.lock.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_reaches_the_data_and_unlocks_on_drop() {
+        let m = SpinMutex::new(1u32);
+        {
+            let mut g = m.lock();
+            *g += 1;
+            assert!(m.raw_lock().held.load(Ordering::Relaxed), "held while the guard lives");
+        }
+        assert!(!m.raw_lock().held.load(Ordering::Relaxed), "released when the guard drops");
+        assert_eq!(*m.lock(), 2);
     }
 }

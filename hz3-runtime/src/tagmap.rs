@@ -8,6 +8,9 @@
 //! the allocation or free hot path — tags change only when a run is assigned to
 //! a bin (before any of its blocks is handed out) or released.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::size_class::LARGE_BIN;
@@ -62,7 +65,8 @@ pub fn decode_trusted(tag: u32) -> (usize, usize) {
 #[inline(always)]
 pub unsafe fn load(tags: *const AtomicU32, page: usize) -> u32 {
     // Acquire pairs with the release in `store`: a decoded tag's run is set up.
-    (*tags.add(page)).load(Ordering::Acquire)
+    // SAFETY: `page` is below the page count of the tag array `tags` (contract).
+    unsafe { (*tags.add(page)).load(Ordering::Acquire) }
 }
 
 /// Write the tag of arena page `page` (life-cycle events only).
@@ -73,7 +77,8 @@ pub unsafe fn load(tags: *const AtomicU32, page: usize) -> u32 {
 pub unsafe fn store(tags: *const AtomicU32, page: usize, tag: u32) {
     // Release: the run's descriptor and meta written before are visible to a
     // thread that acquires this tag.
-    (*tags.add(page)).store(tag, Ordering::Release);
+    // SAFETY: as in `load`.
+    unsafe { (*tags.add(page)).store(tag, Ordering::Release) };
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! walk a list whose length the program controls except to hand each block
 //! on once, or hold blocks of another shard (a remote block goes to `remote`).
 
-use crate::remote::{self, RemoteSlot, RSLOTS};
+use crate::remote::{self, RemoteBuffer};
 use crate::shard::{self, next_of, set_next, Chain};
 use crate::size_class::{BINS, NBINS};
 use crate::stats::{Counters, Ctr, Events};
@@ -77,10 +77,8 @@ pub struct ThreadCache {
     /// `tagmap::owner_half(shard)`: a tag xor this is the bin + 1 of a block
     /// this thread's shard owns (the free hot path's local test).
     pub owner_half: u32,
-    /// Remote-free slots holding blocks.
-    pub remote_pending: u32,
-    /// Buffered remote frees, by (owner, bin).
-    pub remote: [RemoteSlot; RSLOTS],
+    /// Buffered remote frees (same layout as its two fields had here).
+    pub remote: RemoteBuffer,
     /// This thread's counters (cumulative over every thread that used this cache).
     pub ctr: Counters,
     /// Next cache ever created (for stats snapshots).
@@ -138,10 +136,7 @@ impl ThreadCache {
         }
         self.shard = shard as u32;
         self.owner_half = crate::tagmap::owner_half(shard);
-        self.remote_pending = 0;
-        for r in self.remote.iter_mut() {
-            *r = RemoteSlot::EMPTY;
-        }
+        self.remote.reset();
         self.stash = [core::ptr::null_mut(); NBINS];
         self.fresh = [FreshRun::EMPTY; NBINS];
         self.beat = 0;
@@ -276,8 +271,8 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
     let tcr = &mut *tc;
     tcr.count::<C>(Ctr::Refills);
     crate::large::purge_tick(st);
-    if tcr.remote_pending != 0 {
-        remote::publish_all::<C>(st, tcr);
+    if tcr.remote.pending != 0 {
+        remote::publish_all::<C>(st, &mut tcr.remote, &tcr.ctr);
     }
     remote::collect_long::<C>(st);
     tcr.touched[bin / 64] |= 1 << (bin % 64);
@@ -346,7 +341,7 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
             if one_block_runs {
                 tcr.stash[bin] = rest;
             } else {
-                give_chain::<C>(st, si, bin, Chain::of_list::<C>(rest));
+                shard::give_chain::<C>(st, si, bin, Chain::of_list::<C>(rest));
             }
         }
     }
@@ -387,7 +382,7 @@ unsafe fn heartbeat<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
             if !sh.inbox.is_empty(bin) {
                 let head = sh.inbox.take(bin);
                 if !head.is_null() {
-                    give_chain::<C>(st, si, bin, Chain::of_list::<C>(head));
+                    shard::give_chain::<C>(st, si, bin, Chain::of_list::<C>(head));
                 }
             }
         }
@@ -426,7 +421,7 @@ pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
     tcr.add::<C>(Ctr::CacheOut, n as u64);
     let b = &mut tcr.bins[bin];
     let chain = split_front::<C>(b, n);
-    give_chain::<C>(st, tcr.shard as usize, bin, chain);
+    shard::give_chain::<C>(st, tcr.shard as usize, bin, chain);
 }
 
 /// Detach the first `n` blocks of a bin as a chain, the most recently freed
@@ -452,20 +447,6 @@ unsafe fn split_front<C: Config>(b: &mut Bin, n: u32) -> Chain {
     Chain { head, tail, n }
 }
 
-/// Give a chain of blocks of shard `si` back to its central (takes the lock).
-///
-/// # Safety
-/// The blocks are free blocks of `bin` owned by shard `si`.
-pub unsafe fn give_chain<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain) {
-    if chain.n == 0 {
-        return;
-    }
-    let sh = shard::shard(st, si);
-    sh.lock.lock();
-    shard::give(st, si, bin, chain);
-    sh.lock.unlock();
-}
-
 /// Empty every bin into the central and publish buffered remote frees
 /// (thread exit).
 ///
@@ -474,7 +455,7 @@ pub unsafe fn give_chain<C: Config>(st: &State<C>, si: usize, bin: usize, chain:
 pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
     let st = C::state();
     let tcr = &mut *tc;
-    remote::publish_all::<C>(st, tcr);
+    remote::publish_all::<C>(st, &mut tcr.remote, &tcr.ctr);
     for bin in 0..NBINS {
         give_stash::<C>(st, tcr, bin);
         give_fresh::<C>(st, tcr, bin);
@@ -483,7 +464,7 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
         if n > 0 {
             let chain = split_front::<C>(b, n);
             tcr.add::<C>(Ctr::CacheOut, n as u64);
-            give_chain::<C>(st, tcr.shard as usize, bin, chain);
+            shard::give_chain::<C>(st, tcr.shard as usize, bin, chain);
         }
     }
 }
@@ -497,7 +478,7 @@ unsafe fn give_stash<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize
     if !head.is_null() {
         // SAFETY: the stash is a null-terminated list of free blocks of `bin`
         // owned by the cache's shard, now detached.
-        unsafe { give_chain::<C>(st, tcr.shard as usize, bin, Chain::of_list::<C>(head)) };
+        unsafe { shard::give_chain::<C>(st, tcr.shard as usize, bin, Chain::of_list::<C>(head)) };
     }
 }
 
@@ -530,7 +511,7 @@ pub unsafe fn drain_inbox<C: Config>(st: &State<C>, si: usize) {
         if head.is_null() {
             continue;
         }
-        give_chain::<C>(st, si, bin, Chain::of_list::<C>(head));
+        shard::give_chain::<C>(st, si, bin, Chain::of_list::<C>(head));
     }
     sh.lock.lock();
     shard::trim(st, si);

@@ -7,6 +7,9 @@
 //! registration, after their own teardown). Must never: allocate through the
 //! engine while holding a lock, or leave a shard id taken by an exited thread.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use core::sync::atomic::{fence, Ordering};
 
 use crate::shard::{self, Chain};
@@ -170,14 +173,18 @@ extern "C" fn thread_exit<C: Config>(arg: *mut libc::c_void) {
 /// # Safety
 /// No thread uses `tc` any more.
 unsafe fn retire<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
-    tcache::drain_all::<C>(tc);
-    let si = (*tc).shard as usize;
+    // SAFETY: no thread uses `tc` any more (contract): it is the exiting
+    // thread's cache, ours to drain.
+    unsafe { tcache::drain_all::<C>(tc) };
+    // SAFETY: as above; the cache stays mapped (caches are never unmapped).
+    let si = unsafe { (*tc).shard } as usize;
     if shard::shard(st, si).live.fetch_sub(1, Ordering::AcqRel) == 1 {
         // Pairs with the fence in `publish_to_inbox`: either this drain sees
         // a chain pushed before the publisher's fence, or the publisher sees
         // `live == 0` and drains it itself. Nothing is left behind.
         fence(Ordering::SeqCst);
-        tcache::drain_inbox::<C>(st, si);
+        // SAFETY: `si` is the cache's shard, which exists.
+        unsafe { tcache::drain_inbox::<C>(st, si) };
     }
 }
 
@@ -197,12 +204,15 @@ unsafe fn retire<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
 /// The chain holds free blocks of `bin` owned by shard `owner`.
 pub unsafe fn publish_to_inbox<C: Config>(st: &State<C>, owner: usize, bin: usize, chain: Chain) -> u32 {
     let sh = shard::shard(st, owner);
-    let n = sh.inbox.push::<C>(bin, chain);
+    // SAFETY: the chain holds free blocks of `bin` owned by `owner` (contract).
+    let n = unsafe { sh.inbox.push::<C>(bin, chain) };
     fence(Ordering::SeqCst);
     if sh.live.load(Ordering::Relaxed) == 0 {
         let head = sh.inbox.take(bin);
         if !head.is_null() {
-            tcache::give_chain::<C>(st, owner, bin, Chain::of_list::<C>(head));
+            // SAFETY: the taken chain is null-terminated, holds free blocks of
+            // `bin` owned by `owner`, and is ours alone now.
+            unsafe { shard::give_chain::<C>(st, owner, bin, Chain::of_list::<C>(head)) };
         }
         return 0;
     }
@@ -311,8 +321,11 @@ pub fn direct_alloc<C: Config>(st: &State<C>, bin: usize) -> *mut u8 {
 /// `p` is a live block of `bin` owned by shard `owner`.
 pub unsafe fn direct_free<C: Config>(st: &State<C>, p: *mut u8, bin: usize, owner: usize) {
     let mut c = Chain::EMPTY;
-    c.push_back::<C>(p);
-    tcache::give_chain::<C>(st, owner, bin, c);
+    // SAFETY: `p` is a block of `bin` being freed (contract): free now, and
+    // referenced by nothing else.
+    unsafe { c.push_back::<C>(p) };
+    // SAFETY: the chain holds one free block of `bin` owned by `owner`.
+    unsafe { shard::give_chain::<C>(st, owner, bin, c) };
 }
 
 extern "C" fn fork_prepare<C: Config>() {
@@ -325,7 +338,7 @@ extern "C" fn fork_prepare<C: Config>() {
         shard::shard(st, i).lock.lock();
     }
     st.arena.lock.lock();
-    st.huge.lock.lock();
+    st.huge.raw_lock().lock();
 }
 
 extern "C" fn fork_parent<C: Config>() {
@@ -333,7 +346,7 @@ extern "C" fn fork_parent<C: Config>() {
     if !st.ready() {
         return;
     }
-    st.huge.lock.unlock();
+    st.huge.raw_lock().unlock();
     st.arena.lock.unlock();
     for i in (0..C::SHARDS).rev() {
         shard::shard(st, i).lock.unlock();
