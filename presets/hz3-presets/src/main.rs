@@ -456,7 +456,7 @@ mod tests {
 
     #[test]
     fn type_names() {
-        assert_eq!(type_name("mypreset"), "Mylane");
+        assert_eq!(type_name("mypreset"), "Mypreset");
         assert_eq!(type_name("ptag_first"), "PtagFirst");
         assert_eq!(type_name("a__b_"), "AB");
         assert_eq!(type_name("x86_64"), "X8664");
