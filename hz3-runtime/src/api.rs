@@ -4,9 +4,6 @@
 //! dispatch of everything else to the slow paths. Must never: allocate through
 //! Rust's global allocator, panic, or unwind; errors are null returns.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use core::sync::atomic::Ordering;
 
 use crate::free_route::{self, Route, Tally};

@@ -14,9 +14,6 @@
 //! caches, inboxes, remote buffers, or live in the program). A run whose `used`
 //! drops to zero is released unless it is the bin's only partial run.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 

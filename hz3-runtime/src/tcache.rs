@@ -8,9 +8,6 @@
 //! walk a list whose length the program controls except to hand each block
 //! on once, or hold blocks of another shard (a remote block goes to `remote`).
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use crate::remote::{self, RemoteBuffer};
 use crate::shard::{self, next_of, set_next, Chain};
 use crate::size_class::{BINS, NBINS};
