@@ -2,6 +2,7 @@
 # The whole hz3 test suite, as CI runs it (`.ci/run` calls exactly this).
 #   1. system packages the real-program tests need (apt-get, only if missing)
 #   2. cargo test --workspace      unit, macro UI, flag-matrix, reliability tests
+#      cargo clippy -D warnings    lints (every unsafe block says why it holds)
 #   3. tests/preload/run.sh        every preset under LD_PRELOAD: C API edge cases,
 #                                  python3, git, gcc, perl, sqlite3
 #   4. hz3-bench --quick --check   every workload × allocator completes, outputs parse
@@ -16,6 +17,9 @@ bash tests/preload/deps.sh
 
 step "cargo test --workspace"
 cargo test --workspace
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
 # ---- release build (ux): the README's plain `cargo build --release` makes every preset library
 step "cargo build --release builds every preset library"

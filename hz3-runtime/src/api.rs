@@ -47,11 +47,13 @@ const MAX_REQUEST: usize = 1 << 46;
 /// `align` is a power of two.
 #[inline(always)]
 pub unsafe fn alloc<C: Config>(size: usize, align: usize) -> *mut u8 {
-    let p = alloc_cached::<C>(size, align);
+    // SAFETY: `align` is a power of two (caller's contract).
+    let p = unsafe { alloc_cached::<C>(size, align) };
     if !p.is_null() {
         return p;
     }
-    alloc_slow::<C>(size, align, false)
+    // SAFETY: as above.
+    unsafe { alloc_slow::<C>(size, align, false) }
 }
 
 /// The hot half of [`alloc`]: a block from this thread's cache, or null when
@@ -70,7 +72,9 @@ pub unsafe fn alloc_cached<C: Config>(size: usize, align: usize) -> *mut u8 {
         if is_live(tc) {
             let bin = if small { size_class::small_bin_nonzero(size) } else { size_class::bin_of(size) };
             // Not counted: `allocs` is derived from the bins' block flow.
-            let p = tcache::pop::<C>(tc, bin);
+            // SAFETY: `tc` is this thread's live cache (`is_live`) and the
+            // size tests above give `bin < NBINS`.
+            let p = unsafe { tcache::pop::<C>(tc, bin) };
             if !p.is_null() {
                 if C::FAILFAST {
                     failfast::mark_live(C::state(), p as usize);
@@ -131,35 +135,41 @@ pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *m
             let t = Tally::current::<C>(st);
             t.bump::<C>(Ctr::LargeAllocs);
             t.bump::<C>(Ctr::Allocs);
-            return large::alloc(st, size, align, zero);
+            // SAFETY: `align` is a power of two (caller's contract).
+            return unsafe { large::alloc(st, size, align, zero) };
         }
     };
     let tc = thread::cache::<C>();
     let mut known_zero = false;
     let p = if is_live(tc) {
         // A pop is counted by the bins' block flow, a refill's block by refill.
-        let p = tcache::pop::<C>(tc, bin);
+        // SAFETY: `tc` is this thread's live cache and `bin_for` gives `bin < NBINS`.
+        let p = unsafe { tcache::pop::<C>(tc, bin) };
         if !p.is_null() {
             p
         } else if zero {
-            let (p, z) = tcache::refill_zeroed::<C>(tc, bin);
+            // SAFETY: `tc` is this thread's live cache; the pop found bin `bin` empty.
+            let (p, z) = unsafe { tcache::refill_zeroed::<C>(tc, bin) };
             known_zero = z;
             p
         } else {
-            tcache::refill::<C>(tc, bin)
+            // SAFETY: as for `refill_zeroed`.
+            unsafe { tcache::refill::<C>(tc, bin) }
         }
     } else {
         thread::direct_alloc(st, bin)
     };
     if p.is_null() {
         // The arena is exhausted: map the block directly (it reads as zero).
-        return large::huge_alloc(st, size, align);
+        // SAFETY: `align` is a power of two (caller's contract).
+        return unsafe { large::huge_alloc(st, size, align) };
     }
     if C::FAILFAST {
         failfast::mark_live(st, p as usize);
     }
     if zero && !known_zero {
-        core::ptr::write_bytes(p, 0, size);
+        // SAFETY: `p` is a block of `bin`, whose size is at least `size`.
+        unsafe { core::ptr::write_bytes(p, 0, size) };
         zeroing::add(size);
     }
     p
@@ -172,7 +182,9 @@ pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *m
 /// `p` is null, a live block of this type, or a pointer this type never saw.
 #[inline(always)]
 pub unsafe fn free<C: Config>(p: *mut u8) -> bool {
-    free_cached::<C>(p) || free_slow::<C>(p)
+    // SAFETY: `p` is null, a live block of this type, or a pointer this type
+    // never saw (caller's contract), as both halves require.
+    unsafe { free_cached::<C>(p) || free_slow::<C>(p) }
 }
 
 /// The hot half of [`free`]: true when `p` is null or a small/medium block the
@@ -183,7 +195,8 @@ pub unsafe fn free<C: Config>(p: *mut u8) -> bool {
 /// As [`free`].
 #[inline(always)]
 pub unsafe fn free_cached<C: Config>(p: *mut u8) -> bool {
-    p.is_null() || free_hot::<C>(p)
+    // SAFETY: as [`free`] (caller's contract).
+    p.is_null() || unsafe { free_hot::<C>(p) }
 }
 
 /// [`free_cached`] without its null test: null is never in the arena, so it
@@ -196,8 +209,11 @@ pub unsafe fn free_hot<C: Config>(p: *mut u8) -> bool {
     let tc = thread::raw::<C>();
     if is_live(tc) {
         let st = C::state();
-        if let Some((tag, ev)) = free_route::fast::<C>(st, p as usize) {
-            free_block::<C>(st, tc, p, tag, ev);
+        // SAFETY: a live cache exists only after the state was initialised.
+        if let Some((tag, ev)) = unsafe { free_route::fast::<C>(st, p as usize) } {
+            // SAFETY: `tc` is this thread's live cache and the route gave
+            // `p`'s tag: `p` is a block of this type (caller's contract).
+            unsafe { free_block::<C>(st, tc, p, tag, ev) };
             return true;
         }
     }
@@ -210,37 +226,59 @@ pub unsafe fn free_hot<C: Config>(p: *mut u8) -> bool {
 /// another shard's block, or a large block on the tag route (a large tag has no
 /// owner half) — goes to [`free_foreign`]. `ev`: the route's events, counted
 /// together with local/remote in one bump.
+///
+/// # Safety
+/// `tc` is this thread's live cache; `p` is a live block of this type whose
+/// tag (as the route found it) is `tag`.
 #[inline(always)]
 unsafe fn free_block<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u8, tag: u32, ev: Events) {
-    let bin_plus1 = tag ^ (*tc).owner_half;
+    // SAFETY: `tc` is this thread's live cache (contract).
+    let bin_plus1 = tag ^ unsafe { (*tc).owner_half };
     if bin_plus1 <= tagmap::BIN_MASK {
         // `bin_plus1 - 1` folds into the push's address.
         let bin = bin_plus1 as usize - 1;
         if C::FAILFAST {
-            failfast::check_free::<C>(st, "free", p as usize, bin);
+            // SAFETY: a block with a bin tag lies in a committed runs segment.
+            unsafe { failfast::check_free::<C>(st, "free", p as usize, bin) };
         }
-        (*tc).count_events::<C>(ev.with(Ctr::Local));
-        tcache::push::<C>(tc, bin, p);
+        // SAFETY: `tc` is this thread's live cache (contract); the tag says
+        // `p` is a block of `bin` (< NBINS) owned by its shard, which the
+        // caller no longer uses.
+        unsafe {
+            (*tc).count_events::<C>(ev.with(Ctr::Local));
+            tcache::push::<C>(tc, bin, p);
+        }
     } else {
-        free_foreign::<C>(st, tc, p, tag, ev);
+        // SAFETY: as this function's contract.
+        unsafe { free_foreign::<C>(st, tc, p, tag, ev) };
     }
 }
 
 /// A block [`free_block`] did not push: another shard's (a remote free), or a
 /// large block (routed again and freed by [`free_slow`], which counts it).
+///
+/// # Safety
+/// As [`free_block`].
 #[cold]
 #[inline(never)]
 unsafe fn free_foreign<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u8, tag: u32, ev: Events) {
     if tag == tagmap::LARGE {
-        free_slow::<C>(p);
+        // SAFETY: `p` is a live block of this type (contract).
+        unsafe { free_slow::<C>(p) };
         return;
     }
     let (bin, owner) = tagmap::decode_trusted(tag);
     if C::FAILFAST {
-        failfast::check_free::<C>(st, "free", p as usize, bin);
+        // SAFETY: a block with a bin tag lies in a committed runs segment.
+        unsafe { failfast::check_free::<C>(st, "free", p as usize, bin) };
     }
-    (*tc).count_events::<C>(ev.with(Ctr::Remote));
-    remote::free::<C>(&mut (*tc).remote, &(*tc).ctr, p, bin, owner);
+    // SAFETY: `tc` is this thread's live cache (contract), so its remote
+    // buffer and counters are this thread's; the tag says `p` is a live block
+    // of `bin` owned by `owner`.
+    unsafe {
+        (*tc).count_events::<C>(ev.with(Ctr::Remote));
+        remote::free::<C>(&mut (*tc).remote, &(*tc).ctr, p, bin, owner);
+    }
 }
 
 /// Free with the allocation's size and alignment known. On the header route
@@ -261,13 +299,18 @@ pub unsafe fn dealloc<C: Config>(p: *mut u8, size: usize, align: usize) {
         let off = (p as usize).wrapping_sub(st.arena.base.load(Ordering::Relaxed));
         if is_live(tc) && off < st.arena.len.load(Ordering::Relaxed) {
             if let Some(bin) = size_class::bin_for(size, align) {
-                let tag = tagmap::encode(bin, free_route::owner_of(p as usize));
-                free_block::<C>(st, tc, p, tag, Events::NONE);
+                // SAFETY: `p` is a live block of this type (contract) inside
+                // the arena with a small/medium size: a small/medium block.
+                let tag = tagmap::encode(bin, unsafe { free_route::owner_of(p as usize) });
+                // SAFETY: `tc` is this thread's live cache; `tag` is `p`'s
+                // tag (its bin from its size, its owner from its segment).
+                unsafe { free_block::<C>(st, tc, p, tag, Events::NONE) };
                 return;
             }
         }
     }
-    free::<C>(p);
+    // SAFETY: `p` is a live block of this type (contract).
+    unsafe { free::<C>(p) };
 }
 
 /// Everything that is not a hot small/medium free: a thread without a cache
@@ -284,29 +327,40 @@ pub unsafe fn free_slow<C: Config>(p: *mut u8) -> bool {
     let st = C::state();
     let mut tc = thread::raw::<C>();
     let t = Tally::current::<C>(st);
-    let r = free_route::route::<C>(st, p as usize, t);
+    // SAFETY: `route` first tests `p` against the arena's bounds
+    // (`in_arena`), which stay empty until the state is initialised, so
+    // before that every pointer routes as outside.
+    let r = unsafe { free_route::route::<C>(st, p as usize, t) };
     match r {
         Route::Block { bin, owner } => {
             if tc.is_null() {
                 tc = thread::cache::<C>();
             }
             if is_live(tc) {
-                free_block::<C>(st, tc, p, tagmap::encode(bin, owner), Events::NONE);
+                // SAFETY: `tc` is this thread's live cache; the route found
+                // `p` a block of `bin` owned by `owner`.
+                unsafe { free_block::<C>(st, tc, p, tagmap::encode(bin, owner), Events::NONE) };
             } else {
                 if C::FAILFAST {
-                    failfast::check_free::<C>(st, "free", p as usize, bin);
+                    // SAFETY: the route found `p` in a committed runs segment.
+                    unsafe { failfast::check_free::<C>(st, "free", p as usize, bin) };
                 }
                 t.bump::<C>(Ctr::Remote);
-                thread::direct_free::<C>(st, p, bin, owner);
+                // SAFETY: `p` is a live block (contract) of `bin` owned by
+                // `owner` (the route).
+                unsafe { thread::direct_free::<C>(st, p, bin, owner) };
             }
             true
         }
         Route::Large => {
             t.bump::<C>(Ctr::FreeOther);
-            if C::FAILFAST && !large::is_live_block(st, p as usize) {
+            // SAFETY: the route found a large header for `p`: it lies in a
+            // committed slot, the first one of a large block.
+            if C::FAILFAST && !unsafe { large::is_live_block(st, p as usize) } {
                 failfast::fail::<C>("free", p as usize, "not the start of a live large block");
             }
-            if !large::free(st, p as usize) {
+            // SAFETY: as above.
+            if !unsafe { large::free(st, p as usize) } {
                 if C::FAILFAST {
                     failfast::fail::<C>("free", p as usize, "double free of a large block");
                 }
@@ -330,12 +384,16 @@ pub unsafe fn free_slow<C: Config>(p: *mut u8) -> bool {
 }
 
 /// What a pointer is, without counting: used by realloc and usable_size.
+///
+/// # Safety
+/// `p` is a live block of this type or a pointer this type never saw.
 unsafe fn classify<C: Config>(st: &State<C>, p: usize) -> Route {
     let off = p.wrapping_sub(st.arena.base.load(Ordering::Relaxed));
     if off >= st.arena.len.load(Ordering::Relaxed) {
         Route::Outside
     } else {
-        free_route::by_header::<C>(st, p)
+        // SAFETY: `p` lies in the arena, which is non-empty only once initialised.
+        unsafe { free_route::by_header::<C>(st, p) }
     }
 }
 
@@ -348,9 +406,11 @@ pub unsafe fn usable_size<C: Config>(p: *const u8) -> Option<usize> {
         return None;
     }
     let st = C::state();
-    match classify::<C>(st, p as usize) {
+    // SAFETY: `p` is a live block of this type or a pointer it never saw (contract).
+    match unsafe { classify::<C>(st, p as usize) } {
         Route::Block { bin, .. } => Some(BINS[bin].size as usize),
-        Route::Large => Some(large::usable(p as usize)),
+        // SAFETY: the header route found a large block at `p`, live (contract).
+        Route::Large => Some(unsafe { large::usable(p as usize) }),
         Route::Outside => large::huge_usable(st, p as usize),
         Route::Invalid(why) => {
             if C::FAILFAST {
@@ -369,22 +429,31 @@ pub unsafe fn usable_size<C: Config>(p: *const u8) -> Option<usize> {
 /// `p` is null or a live block of this type allocated with `align`.
 pub unsafe fn realloc<C: Config>(p: *mut u8, old: usize, align: usize, new: usize) -> *mut u8 {
     if p.is_null() {
-        return alloc::<C>(new, align);
+        // SAFETY: `align` is a power of two (every block is allocated with one).
+        return unsafe { alloc::<C>(new, align) };
     }
     let st = C::state();
     let new_bin = size_class::bin_for(new, align);
-    match classify::<C>(st, p as usize) {
+    // SAFETY: `p` is a live block of this type (contract).
+    match unsafe { classify::<C>(st, p as usize) } {
         Route::Block { bin, .. } if new_bin == Some(bin) => return p,
-        Route::Large if new_bin.is_none() && new <= MAX_REQUEST && large::resize_in_place(st, p as usize, new) => {
+        // SAFETY: the header route found a large block at `p`, live (contract).
+        Route::Large if new_bin.is_none() && new <= MAX_REQUEST && unsafe { large::resize_in_place(st, p as usize, new) } => {
             return p;
         }
         Route::Invalid(why) if C::FAILFAST => failfast::fail::<C>("realloc", p as usize, why),
         _ => {}
     }
-    let q = alloc::<C>(new, align);
+    // SAFETY: `align` is a power of two (every block is allocated with one).
+    let q = unsafe { alloc::<C>(new, align) };
     if !q.is_null() {
-        core::ptr::copy_nonoverlapping(p, q, old.min(new));
-        free::<C>(p);
+        // SAFETY: `p` holds `old` bytes in use (contract), `q` at least
+        // `new`; `q` is a new block, so they do not overlap. `p` is then a
+        // live block of this type, freed once.
+        unsafe {
+            core::ptr::copy_nonoverlapping(p, q, old.min(new));
+            free::<C>(p);
+        }
     }
     q
 }

@@ -10,9 +10,6 @@
 //! it from the arena base alone). Must never: hand out a slot twice, or touch
 //! slot memory outside the arena lock except through the segment that owns it.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::os::{self, PAGE_SHIFT};

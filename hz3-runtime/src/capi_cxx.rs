@@ -258,6 +258,9 @@ mod tests {
     /// Sized and aligned deletes give every block back to the bin it came
     /// from: later `new`s of the same request get the same block back.
     fn sized_delete_returns_blocks_to_their_bin<C: Config>() {
+        // SAFETY: every block passed to a delete came from a `new` of the same
+        // type with the same size and alignment (or, for the last one, from
+        // libc's malloc, which the delete hands on).
         std::thread::spawn(|| unsafe {
             for (size, align) in [
                 (1, 16),
@@ -315,6 +318,7 @@ mod tests {
 
     #[test]
     fn failed_requests_return_null() {
+        // SAFETY: only requests, no block is used or freed.
         unsafe {
             assert!(new_try::<cxx_late::T>(1 << 60, 0).is_null());
             assert!(new_aligned_try::<cxx_late::T>(1 << 60, 64).is_null());

@@ -537,6 +537,7 @@ mod remote_return {
             let bin = bin_of(4096);
             // SAFETY: align 16 is a power of two.
             let first: Vec<usize> = (0..200).map(|_| unsafe { alloc::<cbeat::T>(4096, 16) } as usize).collect();
+            // SAFETY: align 16 is a power of two.
             let second: Vec<usize> = (0..100).map(|_| unsafe { alloc::<cbeat::T>(4096, 16) } as usize).collect();
             std::thread::spawn(move || {
                 for p in first {
@@ -566,6 +567,7 @@ mod remote_return {
             .join()
             .unwrap();
             let st = <cbeat::T as Config>::state();
+            // SAFETY: `tc` is this thread's live cache.
             let sh = crate::shard::shard(st, unsafe { (*tc).shard } as usize);
             assert!(!sh.inbox.is_empty(bin));
             // Other classes only (live small blocks of every small class, so
@@ -644,6 +646,7 @@ mod zeroed {
             // cache flush and a run be released, which purges the shard's
             // dirty pages (they then read as zero).
             std::thread::sleep(std::time::Duration::from_millis(PURGE_DELAY_MS * 2 + 20));
+            // SAFETY: align 16 is a power of two.
             let churn: Vec<usize> = (0..64).map(|_| unsafe { alloc::<czero::T>(size, 16) } as usize).collect();
             for p in churn {
                 // SAFETY: p is live.

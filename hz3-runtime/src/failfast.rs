@@ -5,9 +5,6 @@
 //! compiled into a type without `failfast: true` or `harden: true` (every
 //! caller tests `C::FAILFAST` or `C::HARDEN`), or allocate while reporting.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::segment::{self, SegHdr};

@@ -8,9 +8,6 @@
 //! read a header of a slot it has not checked is live unless the pointer came
 //! through a route that proves it (a tag or meta hit).
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arena::{PAGES_PER_SEG, SLOT_HEAD};

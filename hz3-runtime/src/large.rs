@@ -10,9 +10,6 @@
 //! allocator activity), or look at memory it does not own to decide whether a
 //! pointer is ours.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use core::sync::atomic::Ordering;
 
 use crate::arena::{SEG_SHIFT, SEG_SIZE, SLOT_HEAD};

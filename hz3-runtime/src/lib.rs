@@ -11,6 +11,8 @@
 //! `segment` / `tagmap` / `arena` (address space), `large` (big blocks and
 //! direct mappings), `thread` (life cycle), `os` (every system call).
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub use hz3_macros::hz3_allocator;
 

@@ -17,9 +17,6 @@
 //! `environ`; the environment is then read from `/proc/self/environ` through
 //! a fixed stack buffer.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use core::cell::UnsafeCell;
 use core::ffi::c_char;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};

@@ -4,9 +4,6 @@
 //! line to a descriptor; aborting. Must never: allocate, format, or panic. Callers
 //! treat a failed call as "no memory" and return null.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use core::ptr::null_mut;
 
 /// The page size the engine is built around (checked against the OS when the

@@ -7,9 +7,6 @@
 //! never: write another shard's central without its lock, or publish a chain
 //! to the wrong (owner, bin) inbox.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use crate::shard::{self, set_next, Chain};
 use crate::size_class::BINS;
 use crate::stats::{Counters, Ctr};

@@ -11,9 +11,6 @@
 //! first segment uses only page 0 for its header; its data starts at page 1 or
 //! later, over the unused descriptor area.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use core::sync::atomic::{AtomicU16, Ordering};
 
 use crate::arena::{PAGES_PER_SEG, SEG_SHIFT, SEG_SIZE};

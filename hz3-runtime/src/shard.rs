@@ -47,8 +47,11 @@ impl Chain {
     /// `head` starts a null-terminated list of free blocks owned by the caller.
     pub unsafe fn of_list<C: Config>(head: *mut u8) -> Chain {
         let mut chain = Chain { head, tail: head, n: 1 };
-        while !next_of::<C>(chain.tail).is_null() {
-            chain.tail = next_of::<C>(chain.tail);
+        // SAFETY: `chain.tail` is a block of the caller's null-terminated
+        // list of free blocks (contract), whose links only the caller reads.
+        while !unsafe { next_of::<C>(chain.tail) }.is_null() {
+            // SAFETY: as the loop condition.
+            chain.tail = unsafe { next_of::<C>(chain.tail) };
             chain.n += 1;
         }
         walks::add(chain.n as u64);
@@ -61,11 +64,14 @@ impl Chain {
     /// `b` is a free block of at least 8 bytes that nothing else references.
     #[inline]
     pub unsafe fn push_back<C: Config>(&mut self, b: *mut u8) {
-        set_next::<C>(b, core::ptr::null_mut());
+        // SAFETY: `b` is a free block nothing else references (contract).
+        unsafe { set_next::<C>(b, core::ptr::null_mut()) };
         if self.head.is_null() {
             self.head = b;
         } else {
-            set_next::<C>(self.tail, b);
+            // SAFETY: the chain is non-empty, so `tail` is one of its blocks,
+            // free and held by the chain's owner alone.
+            unsafe { set_next::<C>(self.tail, b) };
         }
         self.tail = b;
         self.n += 1;
@@ -107,11 +113,13 @@ pub mod walks {
 #[inline(always)]
 pub unsafe fn next_of<C: Config>(b: *mut u8) -> *mut u8 {
     if C::HARDEN {
-        let next = crate::harden::decode::<C>(b, *(b as *mut usize));
+        // SAFETY: `b` is a free block whose first word holds its link (contract).
+        let next = crate::harden::decode::<C>(b, unsafe { *(b as *mut usize) });
         crate::harden::check_link::<C>(b, next);
         next
     } else {
-        *(b as *mut *mut u8)
+        // SAFETY: `b` is a free block whose first word holds its link (contract).
+        unsafe { *(b as *mut *mut u8) }
     }
 }
 
@@ -122,9 +130,12 @@ pub unsafe fn next_of<C: Config>(b: *mut u8) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn set_next<C: Config>(b: *mut u8, next: *mut u8) {
     if C::HARDEN {
-        *(b as *mut usize) = crate::harden::encode::<C>(b, next);
+        // SAFETY: `b` is a free block owned by the caller (contract): its
+        // first word is the caller's to write.
+        unsafe { *(b as *mut usize) = crate::harden::encode::<C>(b, next) };
     } else {
-        *(b as *mut *mut u8) = next;
+        // SAFETY: as above.
+        unsafe { *(b as *mut *mut u8) = next };
     }
 }
 
@@ -201,7 +212,9 @@ impl Inbox {
         let head = &self.bins[bin].head;
         let mut old = head.load(Ordering::Relaxed);
         loop {
-            set_next::<C>(chain.tail, old);
+            // SAFETY: the chain's blocks are ours alone until the CAS below
+            // publishes them (contract), so its tail's link is ours to write.
+            unsafe { set_next::<C>(chain.tail, old) };
             // Release: the links written above are visible to the drainer.
             match head.compare_exchange_weak(old, chain.head, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => break,
@@ -269,7 +282,9 @@ impl Shard {
     /// The caller holds `self.lock` and creates no other reference to the central.
     #[allow(clippy::mut_from_ref)]
     unsafe fn central(&self) -> &mut Central {
-        &mut *self.central.get()
+        // SAFETY: the caller holds the lock and makes no other reference to
+        // the central (contract), so this one is unique.
+        unsafe { &mut *self.central.get() }
     }
 }
 
@@ -279,7 +294,8 @@ impl Shard {
 /// # Safety
 /// The caller holds shard `si`'s lock.
 pub unsafe fn take<C: Config>(st: &State<C>, si: usize, bin: usize, want: u32) -> Chain {
-    let cen = shard(st, si).central();
+    // SAFETY: the caller holds shard `si`'s lock.
+    let cen = unsafe { shard(st, si).central() };
     let base = st.arena.base.load(Ordering::Relaxed);
     let info = BINS[bin];
     let size = info.size as usize;
@@ -287,32 +303,42 @@ pub unsafe fn take<C: Config>(st: &State<C>, si: usize, bin: usize, want: u32) -
     while chain.n < want {
         let mut id = cen.partial[bin];
         if id == 0 {
-            match carve_run(st, si, cen, bin) {
+            // SAFETY: the caller holds shard `si`'s lock and `cen` is its central.
+            match unsafe { carve_run(st, si, cen, bin) } {
                 Some(new_id) => id = new_id,
                 None => break,
             }
         }
         let (seg, pi) = segment::from_page_id(base, id);
-        let d = &mut SegHdr::at(seg).descs[pi];
+        // SAFETY: partial-list ids name runs of committed segments of this
+        // shard, whose lock is held: the run's descriptor is ours to write.
+        let d = unsafe { &mut SegHdr::at(seg).descs[pi] };
         if d.used == 0 && d.bump != 0 {
             // A kept empty run goes back into use (fresh runs have bump == 0).
             cen.empty[bin] -= 1;
         }
         while chain.n < want && d.free_head != 0 {
             let b = (seg + d.free_head as usize) as *mut u8;
-            let next = next_of::<C>(b);
+            // SAFETY: `b` heads the run's free list (a free block whose link
+            // only the lock holder touches).
+            let next = unsafe { next_of::<C>(b) };
             d.free_head = if next.is_null() { 0 } else { (next as usize - seg) as u32 };
             d.used += 1;
-            chain.push_back::<C>(b);
+            // SAFETY: `b` is now off the run's list: a free block nothing else references.
+            unsafe { chain.push_back::<C>(b) };
         }
         let run = seg + pi * PAGE_SIZE;
         while chain.n < want && d.bump < info.blocks {
-            chain.push_back::<C>((run + d.bump as usize * size) as *mut u8);
+            // SAFETY: block `bump` of the run was never handed out
+            // (`bump < blocks`): a free block nothing else references.
+            unsafe { chain.push_back::<C>((run + d.bump as usize * size) as *mut u8) };
             d.bump += 1;
             d.used += 1;
         }
         if d.used == info.blocks {
-            unlink_partial(cen, base, bin, id);
+            // SAFETY: `cen` is the central of shard `si` (lock held) and `id`
+            // is on its partial list of `bin`.
+            unsafe { unlink_partial(cen, base, bin, id) };
         }
     }
     chain
@@ -324,22 +350,31 @@ pub unsafe fn take<C: Config>(st: &State<C>, si: usize, bin: usize, want: u32) -
 /// # Safety
 /// The caller holds shard `si`'s lock; the blocks are free and were handed out by `take`.
 pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain) {
-    let cen = shard(st, si).central();
+    // SAFETY: the caller holds shard `si`'s lock.
+    let cen = unsafe { shard(st, si).central() };
     let base = st.arena.base.load(Ordering::Relaxed);
     // A shard with no thread keeps nothing in reserve.
     let keep = shard(st, si).live.load(Ordering::Relaxed) > 0;
     let mut b = chain.head;
     let mut left = chain.n;
     while left > 0 {
-        let next = next_of::<C>(b);
+        // SAFETY: `b` is one of the chain's first `n` blocks: free, handed
+        // out by `take` and now the caller's alone (contract).
+        let next = unsafe { next_of::<C>(b) };
         let seg = segment::seg_base(b as usize);
-        let hdr = SegHdr::at(seg);
+        // SAFETY: `b` came from `take`, so `seg` is a committed runs segment
+        // of shard `si`, whose lock is held: its descriptors are ours to write.
+        let hdr = unsafe { SegHdr::at(seg) };
         let rs = hdr.descs[segment::page_index(b as usize)].run_start as usize;
         let d = &mut hdr.descs[rs];
-        set_next::<C>(b, if d.free_head == 0 { core::ptr::null_mut() } else { (seg + d.free_head as usize) as *mut u8 });
+        // SAFETY: as the read of `b`'s link above.
+        unsafe {
+            set_next::<C>(b, if d.free_head == 0 { core::ptr::null_mut() } else { (seg + d.free_head as usize) as *mut u8 })
+        };
         d.free_head = (b as usize - seg) as u32;
         d.used -= 1;
-        run_gained(st, cen, base, bin, seg, rs, keep);
+        // SAFETY: lock held; the run at `rs` of `seg` belongs to this shard.
+        unsafe { run_gained(st, cen, base, bin, seg, rs, keep) };
         b = next;
         left -= 1;
     }
@@ -355,12 +390,18 @@ pub unsafe fn give_chain<C: Config>(st: &State<C>, si: usize, bin: usize, chain:
     }
     let sh = shard(st, si);
     sh.lock.lock();
-    give(st, si, bin, chain);
+    // SAFETY: the lock is held; the blocks are free blocks of `bin` owned by
+    // shard `si` (contract), so `take` handed them out.
+    unsafe { give(st, si, bin, chain) };
     sh.lock.unlock();
 }
 
 /// After blocks came back to the run at page `rs` of `seg`: put it on the
 /// partial list, and keep or release it when it became empty.
+///
+/// # Safety
+/// The caller holds the lock of the shard whose central is `cen`; the run at
+/// page `rs` of `seg` (a committed runs segment) belongs to that shard.
 unsafe fn run_gained<C: Config>(st: &State<C>, cen: &mut Central, base: usize, bin: usize, seg: usize, rs: usize, keep: bool) {
     // SAFETY: `seg` is a committed runs segment of this shard and the caller
     // holds its lock (the header is ours to read and write).
@@ -369,7 +410,9 @@ unsafe fn run_gained<C: Config>(st: &State<C>, cen: &mut Central, base: usize, b
         (d.flags & IN_PARTIAL != 0, d.used == 0)
     };
     if !in_partial {
-        link_partial(cen, base, bin, segment::page_id(base, seg, rs));
+        // SAFETY: lock held; the run's first page is in a committed runs
+        // segment of this shard and not on the list yet.
+        unsafe { link_partial(cen, base, bin, segment::page_id(base, seg, rs)) };
     }
     if empty {
         if keep && cen.empty[bin] < BINS[bin].keep_empty {
@@ -416,7 +459,8 @@ pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, bin: usize) ->
     d.bump = info.blocks;
     d.used += n;
     if d.used == info.blocks {
-        unlink_partial(cen, base, bin, id);
+        // SAFETY: lock held; `id` is on the partial list of `bin`.
+        unsafe { unlink_partial(cen, base, bin, id) };
     }
     Some((first as *mut u8, n as u32))
 }
@@ -446,7 +490,9 @@ pub unsafe fn give_tail<C: Config>(st: &State<C>, si: usize, bin: usize, first: 
         // As fresh as when carved: not a kept empty run (those have bump != 0).
         // SAFETY: as above.
         if unsafe { SegHdr::at(seg).descs[rs].flags } & IN_PARTIAL == 0 {
-            link_partial(cen, base, bin, segment::page_id(base, seg, rs));
+            // SAFETY: lock held; the run's first page is in a committed runs
+            // segment of this shard and not on the list.
+            unsafe { link_partial(cen, base, bin, segment::page_id(base, seg, rs)) };
         }
         // SAFETY: the run is empty and on the partial list; lock held.
         unsafe { release_run(st, cen, bin, seg, rs, keep) };
@@ -516,6 +562,9 @@ const SEG_PROBES: u32 = 16;
 /// Carve a run for `bin` from the shard's segments (taking a new segment when
 /// none has room), set its descriptors, S110 meta and tags, and put it on the
 /// partial list. Returns its page id, or `None` when out of memory.
+///
+/// # Safety
+/// The caller holds shard `si`'s lock and `cen` is its central.
 unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize) -> Option<u32> {
     let base = st.arena.base.load(Ordering::Relaxed);
     let info = BINS[bin];
@@ -531,7 +580,9 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     let mut probes = 0;
     while s != 0 && probes < SEG_PROBES {
         let seg = st.arena.slot_addr(s as usize - 1) as usize;
-        let hdr = SegHdr::at(seg);
+        // SAFETY: the shard's segment list holds committed runs segments it
+        // owns (slot + 1), and its lock is held.
+        let hdr = unsafe { SegHdr::at(seg) };
         if let Some(pi) = hdr.find_run_aligned(k, a) {
             found = Some((seg, pi));
             break;
@@ -544,14 +595,18 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
         None => {
             let (slot, clean) = st.arena.alloc_slots(1, 0)?;
             let seg = st.arena.slot_addr(slot) as usize;
-            let hdr = SegHdr::at(seg);
+            // SAFETY: `alloc_slots` just handed this committed slot to us
+            // alone: nobody else reads its header yet.
+            let hdr = unsafe { SegHdr::at(seg) };
             hdr.init_runs(si, clean);
             link_seg(st, cen, seg);
             cen.nsegs += 1;
             (seg, hdr.find_run_aligned(k, a)?)
         }
     };
-    let hdr = SegHdr::at(seg);
+    // SAFETY: `seg` is a committed runs segment of this shard (found on its
+    // list or just initialised), and its lock is held.
+    let hdr = unsafe { SegHdr::at(seg) };
     hdr.mark(pi, k, true);
     cen.dirty -= hdr.mark_dirty(pi, k, false);
     let zero = hdr.take_zero(pi, k);
@@ -585,22 +640,32 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
                 hdr.meta[p].store(bin as u16 + 1, Ordering::Release);
             }
             if C::PTAG != crate::Ptag::Off {
-                tagmap::store(st.arena.tag_array(), first_page + p, tag);
+                // SAFETY: `first_page + p` is a page of a committed segment of
+                // the arena, so inside the tag array.
+                unsafe { tagmap::store(st.arena.tag_array(), first_page + p, tag) };
             }
         }
     }
     let id = segment::page_id(base, seg, pi);
-    link_partial(cen, base, bin, id);
+    // SAFETY: lock held; `id` is the first page of the run just carved in a
+    // committed runs segment of this shard, not on the list.
+    unsafe { link_partial(cen, base, bin, id) };
     Some(id)
 }
 
 /// Release the empty run at page `pi` of `seg`: clear its block-start marks,
 /// free its pages, and give the segment back to the arena when it is empty and
 /// not the last one a live shard (`keep`) holds on to.
+///
+/// # Safety
+/// The caller holds the lock of the shard whose central is `cen`; the run at
+/// page `pi` of `seg` is an empty run of `bin` of that shard, on its partial list.
 unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, seg: usize, pi: usize, keep: bool) {
     let base = st.arena.base.load(Ordering::Relaxed);
-    unlink_partial(cen, base, bin, segment::page_id(base, seg, pi));
-    let hdr = SegHdr::at(seg);
+    // SAFETY: lock held; the run is on the partial list of `bin` (contract).
+    unsafe { unlink_partial(cen, base, bin, segment::page_id(base, seg, pi)) };
+    // SAFETY: `seg` is a committed runs segment of this shard, lock held.
+    let hdr = unsafe { SegHdr::at(seg) };
     let k = BINS[bin].run_pages as usize;
     // A run none of whose blocks was ever handed out still reads as zero.
     let untouched = hdr.descs[pi].flags & ZERO_RUN != 0 && hdr.descs[pi].bump == 0;
@@ -612,7 +677,9 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
                 hdr.meta[p].store(0, Ordering::Release);
             }
             if C::PTAG != crate::Ptag::Off {
-                tagmap::store(st.arena.tag_array(), first_page + p, 0);
+                // SAFETY: `first_page + p` is a page of a committed segment of
+                // the arena, so inside the tag array.
+                unsafe { tagmap::store(st.arena.tag_array(), first_page + p, 0) };
             }
         }
     }
@@ -626,16 +693,23 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
         cen.dirty += hdr.mark_dirty(pi, k, true);
     }
     if hdr.n_free as usize == USABLE_PAGES && (cen.nsegs > 1 || !keep) {
-        return_segment(st, cen, seg);
+        // SAFETY: lock held; the segment is this shard's and has no page in use.
+        unsafe { return_segment(st, cen, seg) };
     } else if C::PURGE && cen.dirty > PURGE_THRESHOLD_PAGES {
-        purge_if_due(st, cen);
+        // SAFETY: lock held.
+        unsafe { purge_if_due(st, cen) };
     }
 }
 
 /// Give an empty segment back to the arena (purged when purging is on).
+///
+/// # Safety
+/// The caller holds the lock of the shard whose central is `cen`; `seg` is a
+/// runs segment of that shard, on its segment list, with no page in use.
 unsafe fn return_segment<C: Config>(st: &State<C>, cen: &mut Central, seg: usize) {
     let base = st.arena.base.load(Ordering::Relaxed);
-    let hdr = SegHdr::at(seg);
+    // SAFETY: `seg` is a committed runs segment of this shard, lock held.
+    let hdr = unsafe { SegHdr::at(seg) };
     unlink_seg(st, cen, seg);
     cen.nsegs -= 1;
     cen.dirty -= hdr.mark_dirty(segment::HDR_PAGES, USABLE_PAGES, false);
@@ -646,14 +720,20 @@ unsafe fn return_segment<C: Config>(st: &State<C>, cen: &mut Central, seg: usize
         // that frees its blocks in bulk and allocates as many again (bulk
         // remote frees, phases) reuses warm pages instead of faulting in new
         // ones; the dirty cap and the delay bound what stays resident.
-        st.arena.free_slots_delayed(slot, 1, LARGE_CACHE_SLOTS, SEG_DIRTY_CAP, crate::os::now_ms());
+        // SAFETY: the slot was handed out by `alloc_slots` for this segment,
+        // which holds no live data (no page in use, contract).
+        unsafe { st.arena.free_slots_delayed(slot, 1, LARGE_CACHE_SLOTS, SEG_DIRTY_CAP, crate::os::now_ms()) };
     } else {
-        st.arena.free_slots(slot, 1, usize::MAX);
+        // SAFETY: as above.
+        unsafe { st.arena.free_slots(slot, 1, usize::MAX) };
     }
 }
 
 /// Purge the shard's dirty pages when they have been above the threshold
 /// for the purge delay, or are above the cap.
+///
+/// # Safety
+/// The caller holds the lock of the shard whose central is `cen`.
 unsafe fn purge_if_due<C: Config>(st: &State<C>, cen: &mut Central) {
     let now = crate::os::now_ms().max(1);
     if cen.dirty_since == 0 {
@@ -682,11 +762,18 @@ pub unsafe fn purge_tick<C: Config>(st: &State<C>, si: usize) {
 }
 
 /// Purge the dirty free pages of every segment of the shard.
+///
+/// # Safety
+/// The caller holds the lock of the shard whose central is `cen`.
 unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
     let mut s = cen.segs;
     while s != 0 {
-        let hdr = SegHdr::at(st.arena.slot_addr(s as usize - 1) as usize);
-        cen.dirty -= hdr.purge_dirty();
+        // SAFETY: the shard's segment list holds committed runs segments it
+        // owns (slot + 1), lock held; their dirty pages are free, holding no
+        // data.
+        let hdr = unsafe { SegHdr::at(st.arena.slot_addr(s as usize - 1) as usize) };
+        // SAFETY: as above.
+        cen.dirty -= unsafe { hdr.purge_dirty() };
         s = hdr.next_seg;
     }
     cen.dirty_since = 0;
@@ -699,19 +786,23 @@ unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
 /// # Safety
 /// The caller holds shard `si`'s lock.
 pub unsafe fn trim<C: Config>(st: &State<C>, si: usize) {
-    let cen = shard(st, si).central();
+    // SAFETY: the caller holds shard `si`'s lock.
+    let cen = unsafe { shard(st, si).central() };
     let base = st.arena.base.load(Ordering::Relaxed);
     for bin in 0..NBINS {
         let mut id = cen.partial[bin];
         while id != 0 {
             let (seg, pi) = segment::from_page_id(base, id);
-            let d = &SegHdr::at(seg).descs[pi];
+            // SAFETY: partial-list ids name runs of committed segments of
+            // this shard, whose lock is held.
+            let d = unsafe { &SegHdr::at(seg).descs[pi] };
             let next = d.next;
             if d.used == 0 {
                 if d.bump != 0 {
                     cen.empty[bin] -= 1;
                 }
-                release_run(st, cen, bin, seg, pi, false);
+                // SAFETY: lock held; the run is empty and on the partial list.
+                unsafe { release_run(st, cen, bin, seg, pi, false) };
             }
             id = next;
         }
@@ -719,15 +810,19 @@ pub unsafe fn trim<C: Config>(st: &State<C>, si: usize) {
     let mut s = cen.segs;
     while s != 0 {
         let seg = st.arena.slot_addr(s as usize - 1) as usize;
-        let hdr = SegHdr::at(seg);
+        // SAFETY: the shard's segment list holds committed runs segments it
+        // owns (slot + 1), lock held.
+        let hdr = unsafe { SegHdr::at(seg) };
         let next = hdr.next_seg;
         if hdr.n_free as usize == USABLE_PAGES {
-            return_segment(st, cen, seg);
+            // SAFETY: lock held; the segment is on the list with no page in use.
+            unsafe { return_segment(st, cen, seg) };
         }
         s = next;
     }
     if C::PURGE {
-        purge_all(st, cen);
+        // SAFETY: lock held.
+        unsafe { purge_all(st, cen) };
     }
 }
 

@@ -457,6 +457,7 @@ mod tests {
         let mut buf = [0u8; 1024];
         // SAFETY: `buf` is writable; both descriptors were opened above and are closed once.
         let n = unsafe { libc::read(fds[0], buf.as_mut_ptr() as *mut _, buf.len()) };
+        // SAFETY: both descriptors were opened by `pipe` above and are closed once.
         unsafe {
             libc::close(fds[0]);
             libc::close(fds[1]);

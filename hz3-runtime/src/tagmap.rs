@@ -8,9 +8,6 @@
 //! the allocation or free hot path — tags change only when a run is assigned to
 //! a bin (before any of its blocks is handed out) or released.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::size_class::LARGE_BIN;

@@ -185,7 +185,9 @@ impl ThreadCache {
 /// `tc` is this thread's live cache and `bin < NBINS`.
 #[inline(always)]
 pub unsafe fn pop<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
-    let b = (*tc).bins.get_unchecked_mut(bin);
+    // SAFETY: `tc` is this thread's live cache, so no other reference to it
+    // exists, and `bin < NBINS` (caller's contract).
+    let b = unsafe { (*tc).bins.get_unchecked_mut(bin) };
     let mut p = b.head;
     if p.is_null() {
         p = b.freed;
@@ -195,12 +197,16 @@ pub unsafe fn pop<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
         b.freed = core::ptr::null_mut();
     }
     if C::HARDEN {
-        let next = crate::harden::Keys::of::<C>().decode(p, *(p as *mut usize));
+        // SAFETY: `p` is a free block of this bin (every block entered it
+        // through a checked free or a refill), so its first word is its link.
+        let next = crate::harden::Keys::of::<C>().decode(p, unsafe { *(p as *mut usize) });
         crate::harden::check_link::<C>(p, next);
-        crate::harden::clear_mark(p);
+        // SAFETY: `p` is a free block of this bin, now taken by this thread.
+        unsafe { crate::harden::clear_mark(p) };
         b.head = next;
     } else {
-        b.head = next_of::<C>(p);
+        // SAFETY: `p` is a free block of this bin, so its link is readable.
+        b.head = unsafe { next_of::<C>(p) };
     }
     b.room.store(b.room.load(Relaxed).wrapping_add(1), Relaxed);
     p
@@ -213,18 +219,28 @@ pub unsafe fn pop<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
 /// `tc` is this thread's live cache; `p` is a free block of `bin` owned by its shard.
 #[inline(always)]
 pub unsafe fn push<C: Config>(tc: *mut ThreadCache, bin: usize, p: *mut u8) {
-    let b = (*tc).bins.get_unchecked_mut(bin);
+    // SAFETY: `tc` is this thread's live cache, so no other reference to it
+    // exists, and `bin < NBINS` (caller's contract).
+    let b = unsafe { (*tc).bins.get_unchecked_mut(bin) };
     if C::HARDEN {
-        crate::harden::mark_freed::<C>(p);
-        *(p as *mut usize) = crate::harden::Keys::of::<C>().encode(p, b.freed);
+        // SAFETY: `p` is a free block of `bin` owned by this thread's shard
+        // (caller's contract): its first words are ours to write; the mark
+        // and the encoded link both go there.
+        unsafe {
+            crate::harden::mark_freed::<C>(p);
+            *(p as *mut usize) = crate::harden::Keys::of::<C>().encode(p, b.freed);
+        }
     } else {
-        set_next::<C>(p, b.freed);
+        // SAFETY: `p` is a free block of `bin` (caller's contract): its link is ours to write.
+        unsafe { set_next::<C>(p, b.freed) };
     }
     b.freed = p;
     let (room, over_full) = b.room.load(Relaxed).overflowing_sub(1);
     b.room.store(room, Relaxed);
     if over_full {
-        flush::<C>(tc, bin);
+        // SAFETY: `tc` is this thread's live cache and the borrow says the
+        // bin now holds more than `max` blocks.
+        unsafe { flush::<C>(tc, bin) };
     }
 }
 
@@ -237,7 +253,8 @@ pub unsafe fn push<C: Config>(tc: *mut ThreadCache, bin: usize, p: *mut u8) {
 #[cold]
 #[inline(never)]
 pub unsafe fn refill<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
-    refill_from::<C>(tc, bin, false).0
+    // SAFETY: `tc` is this thread's live cache and the bin is empty (caller's contract).
+    unsafe { refill_from::<C>(tc, bin, false).0 }
 }
 
 /// [`refill`] for a zeroed allocation: returns a block and whether it is
@@ -262,23 +279,31 @@ pub unsafe fn refill_zeroed<C: Config>(tc: *mut ThreadCache, bin: usize) -> (*mu
         tcr.count::<C>(Ctr::Allocs);
         return (p, true);
     }
-    // SAFETY: as above; the bin is empty.
+    // SAFETY: `tc` is this thread's live cache and the bin is empty (caller's contract).
     unsafe { refill_from::<C>(tc, bin, true) }
 }
 
+/// [`refill`] and [`refill_zeroed`]: returns a block and whether it reads as zero.
+///
+/// # Safety
+/// `tc` is this thread's live cache and bin `bin` is empty.
 unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool) -> (*mut u8, bool) {
     let st = C::state();
-    let tcr = &mut *tc;
+    // SAFETY: `tc` is this thread's live cache (caller's contract): no other
+    // reference to it exists while this call runs.
+    let tcr = unsafe { &mut *tc };
     tcr.count::<C>(Ctr::Refills);
     crate::large::purge_tick(st);
     if tcr.remote.pending != 0 {
-        remote::publish_all::<C>(st, &mut tcr.remote, &tcr.ctr);
+        // SAFETY: the buffer is this thread's and holds only blocks it freed.
+        unsafe { remote::publish_all::<C>(st, &mut tcr.remote, &tcr.ctr) };
     }
     remote::collect_long::<C>(st);
     tcr.touched[bin / 64] |= 1 << (bin % 64);
     tcr.beat += 1;
     if tcr.beat >= HEARTBEAT_REFILLS {
-        heartbeat::<C>(st, tcr);
+        // SAFETY: `tcr` is this thread's live cache.
+        unsafe { heartbeat::<C>(st, tcr) };
     }
     let si = tcr.shard as usize;
     let sh = shard::shard(st, si);
@@ -298,8 +323,13 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
         let size = BINS[bin].size as usize;
         let mut chain = Chain::EMPTY;
         while chain.n < want && f.left != 0 {
-            chain.push_back::<C>(f.next);
-            f.next = f.next.add(size);
+            // SAFETY: `f.next` is an untouched free block of the fresh run
+            // (`left != 0`), owned by this thread; the next block is in the
+            // same run or one block past its end.
+            unsafe {
+                chain.push_back::<C>(f.next);
+                f.next = f.next.add(size);
+            }
             f.left -= 1;
         }
         head = chain.head;
@@ -307,14 +337,19 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
     } else if head.is_null() {
         sh.lock.lock();
         if zeroed {
-            if let Some((first, k)) = shard::take_zero_tail(st, si, bin) {
+            // SAFETY: shard `si`'s lock is held.
+            if let Some((first, k)) = unsafe { shard::take_zero_tail(st, si, bin) } {
                 sh.lock.unlock();
-                tcr.fresh[bin] = FreshRun { next: first.add(BINS[bin].size as usize), left: k - 1 };
+                // SAFETY: `first` starts `k` consecutive blocks of one run:
+                // the next one is inside it or one block past its end.
+                let next = unsafe { first.add(BINS[bin].size as usize) };
+                tcr.fresh[bin] = FreshRun { next, left: k - 1 };
                 tcr.count::<C>(Ctr::Allocs);
                 return (first, true);
             }
         }
-        let chain = shard::take(st, si, bin, want);
+        // SAFETY: shard `si`'s lock is held.
+        let chain = unsafe { shard::take(st, si, bin, want) };
         sh.lock.unlock();
         head = chain.head;
         n = chain.n;
@@ -330,18 +365,26 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
         let keep = tcr.bins[bin].max() / 2 + 1;
         let mut last = head;
         n = 1;
-        while n < keep && !next_of::<C>(last).is_null() {
-            last = next_of::<C>(last);
+        // SAFETY: `head` is a null-terminated list of free blocks of `bin`
+        // owned by shard `si`, detached from the stash or the inbox, so this
+        // thread alone reads and writes their links; `last` is one of them.
+        while n < keep && !unsafe { next_of::<C>(last) }.is_null() {
+            // SAFETY: as the loop condition: `last` is a block of that list.
+            last = unsafe { next_of::<C>(last) };
             n += 1;
         }
         shard::walks::add(n as u64);
-        let rest = next_of::<C>(last);
+        // SAFETY: as the loop condition: `last` is a block of that list.
+        let rest = unsafe { next_of::<C>(last) };
         if !rest.is_null() {
-            set_next::<C>(last, core::ptr::null_mut());
+            // SAFETY: as the loop condition: `last` is a block of that list.
+            unsafe { set_next::<C>(last, core::ptr::null_mut()) };
             if one_block_runs {
                 tcr.stash[bin] = rest;
             } else {
-                shard::give_chain::<C>(st, si, bin, Chain::of_list::<C>(rest));
+                // SAFETY: `rest` is the detached, null-terminated rest of
+                // that list: free blocks of `bin` owned by shard `si`.
+                unsafe { shard::give_chain::<C>(st, si, bin, Chain::of_list::<C>(rest)) };
             }
         }
     }
@@ -353,9 +396,13 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
     tcr.count::<C>(Ctr::Allocs);
     tcr.add::<C>(Ctr::CacheIn, n as u64 - 1);
     let bn = &mut tcr.bins[bin];
-    bn.head = next_of::<C>(head);
+    // SAFETY: `head` is the first block of the `n` just taken, a free block
+    // of `bin` this thread alone holds.
+    bn.head = unsafe { next_of::<C>(head) };
     bn.set_cached(n - 1);
-    crate::harden::admit_refill::<C>(tc, bin, head);
+    // SAFETY: `tc` is this thread's live cache; bin `bin` now holds the
+    // refilled blocks after `head`.
+    unsafe { crate::harden::admit_refill::<C>(tc, bin, head) };
     (head, false)
 }
 
@@ -365,6 +412,9 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
 /// purged) for any class and thread. Bounded: one look per bin, and one walk
 /// and one give per block handed back. (A thread that stops allocating a
 /// class would otherwise keep what other threads freed for it.)
+///
+/// # Safety
+/// `tcr` is the calling thread's live cache.
 #[cold]
 unsafe fn heartbeat<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
     tcr.beat = 0;
@@ -406,7 +456,9 @@ unsafe fn heartbeat<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
 #[inline(never)]
 pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
     let st = C::state();
-    let tcr = &mut *tc;
+    // SAFETY: `tc` is this thread's live cache (caller's contract): no other
+    // reference to it exists while this call runs.
+    let tcr = unsafe { &mut *tc };
     let limit = BINS[bin].max_limit as u32;
     let b = &mut tcr.bins[bin];
     if b.max() < limit {
@@ -420,30 +472,46 @@ pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
     let n = b.cached() - b.max() / 2;
     tcr.add::<C>(Ctr::CacheOut, n as u64);
     let b = &mut tcr.bins[bin];
-    let chain = split_front::<C>(b, n);
-    shard::give_chain::<C>(st, tcr.shard as usize, bin, chain);
+    // SAFETY: the bin holds `cached() > n` blocks, all free blocks of `bin`
+    // owned by this thread's shard; the detached chain goes to that shard.
+    unsafe {
+        let chain = split_front::<C>(b, n);
+        shard::give_chain::<C>(st, tcr.shard as usize, bin, chain);
+    }
 }
 
 /// Detach the first `n` blocks of a bin as a chain, the most recently freed
 /// first.
+///
+/// # Safety
+/// `b` is a bin of the calling thread's cache (its lists hold free blocks
+/// only this thread links) and `1 <= n <= b.cached()`.
 unsafe fn split_front<C: Config>(b: &mut Bin, n: u32) -> Chain {
     if !b.freed.is_null() {
         // One list: `freed`, then `head`.
         let mut last = b.freed;
-        while !next_of::<C>(last).is_null() {
-            last = next_of::<C>(last);
+        // SAFETY: `last` is a block of the bin's `freed` list (caller's contract).
+        while !unsafe { next_of::<C>(last) }.is_null() {
+            // SAFETY: as the loop condition.
+            last = unsafe { next_of::<C>(last) };
         }
-        set_next::<C>(last, b.head);
+        // SAFETY: `last` is the last block of `freed`, a block of this bin.
+        unsafe { set_next::<C>(last, b.head) };
         b.head = core::mem::replace(&mut b.freed, core::ptr::null_mut());
     }
     let head = b.head;
     let mut tail = head;
     for _ in 1..n {
-        tail = next_of::<C>(tail);
+        // SAFETY: the list holds at least `n` blocks (caller's contract), so
+        // `tail` is one of its first `n - 1` blocks.
+        tail = unsafe { next_of::<C>(tail) };
     }
-    b.head = next_of::<C>(tail);
+    // SAFETY: `tail` is the `n`-th block of the bin's list (`n <= cached()`):
+    // its link is this thread's to read and to cut.
+    b.head = unsafe { next_of::<C>(tail) };
     b.set_cached(b.cached() - n);
-    set_next::<C>(tail, core::ptr::null_mut());
+    // SAFETY: as the read of `tail`'s link just above.
+    unsafe { set_next::<C>(tail, core::ptr::null_mut()) };
     Chain { head, tail, n }
 }
 
@@ -454,17 +522,27 @@ unsafe fn split_front<C: Config>(b: &mut Bin, n: u32) -> Chain {
 /// `tc` is the exiting thread's cache.
 pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
     let st = C::state();
-    let tcr = &mut *tc;
-    remote::publish_all::<C>(st, &mut tcr.remote, &tcr.ctr);
+    // SAFETY: `tc` is the exiting thread's cache (caller's contract): no
+    // other reference to it exists while this call runs.
+    let tcr = unsafe { &mut *tc };
+    // SAFETY: the buffer is this thread's and holds only blocks it freed.
+    unsafe { remote::publish_all::<C>(st, &mut tcr.remote, &tcr.ctr) };
     for bin in 0..NBINS {
-        give_stash::<C>(st, tcr, bin);
-        give_fresh::<C>(st, tcr, bin);
+        // SAFETY: `tcr` is the exiting thread's cache.
+        unsafe {
+            give_stash::<C>(st, tcr, bin);
+            give_fresh::<C>(st, tcr, bin);
+        }
         let b = &mut tcr.bins[bin];
         let n = b.cached();
         if n > 0 {
-            let chain = split_front::<C>(b, n);
+            // SAFETY: `b` is a bin of the exiting thread's cache and `n` is
+            // its cached count (> 0).
+            let chain = unsafe { split_front::<C>(b, n) };
             tcr.add::<C>(Ctr::CacheOut, n as u64);
-            shard::give_chain::<C>(st, tcr.shard as usize, bin, chain);
+            // SAFETY: the chain holds free blocks of `bin` owned by the
+            // cache's shard, detached from the bin.
+            unsafe { shard::give_chain::<C>(st, tcr.shard as usize, bin, chain) };
         }
     }
 }
@@ -511,9 +589,13 @@ pub unsafe fn drain_inbox<C: Config>(st: &State<C>, si: usize) {
         if head.is_null() {
             continue;
         }
-        shard::give_chain::<C>(st, si, bin, Chain::of_list::<C>(head));
+        // SAFETY: `head` is a whole inbox chain taken from shard `si`: a
+        // null-terminated list of free blocks of `bin` that shard owns, now
+        // detached.
+        unsafe { shard::give_chain::<C>(st, si, bin, Chain::of_list::<C>(head)) };
     }
     sh.lock.lock();
-    shard::trim(st, si);
+    // SAFETY: shard `si`'s lock is held.
+    unsafe { shard::trim(st, si) };
     sh.lock.unlock();
 }

@@ -7,9 +7,6 @@
 //! registration, after their own teardown). Must never: allocate through the
 //! engine while holding a lock, or leave a shard id taken by an exited thread.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 use core::sync::atomic::{fence, Ordering};
 
 use crate::shard::{self, Chain};
