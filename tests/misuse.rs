@@ -148,33 +148,8 @@ stamp_suite!(suite_hard_off, HardOff);
 /// child announced and one of `words`. Child: run `bad`, which announces
 /// (`REL_BAD_PTR=`) and misuses a pointer; returning means nothing aborted.
 fn expect_abort(test: &str, ty: &str, words: &[&str], bad: impl FnOnce()) {
-    if child_scenario().is_some() {
-        bad();
-        eprintln!("CHILD SURVIVED");
-        std::process::exit(0);
-    }
-    let out = run_child(test, "bad", &[]);
-    assert!(!out.stderr.contains("CHILD SURVIVED"), "{test}: misuse not detected\n{}", out.describe());
-    assert_eq!(out.signal(), Some(libc::SIGABRT), "{test}: child did not die of SIGABRT\n{}", out.describe());
-    let ptr = out
-        .stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("REL_BAD_PTR="))
-        .unwrap_or_else(|| panic!("{test}: no REL_BAD_PTR line\n{}", out.describe()))
-        .trim()
-        .to_string();
-    let line = out
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("hz3 harden [") || l.starts_with("hz3 failfast ["))
-        .unwrap_or_else(|| panic!("{test}: no abort line\n{}", out.describe()));
+    let (line, _) = expect_abort_line(test, &["hz3 harden [", "hz3 failfast ["], words, bad);
     assert!(line.contains(&format!("[{ty}]")), "{test}: abort line does not name {ty}: {line}");
-    assert!(line.contains(&ptr), "{test}: abort line does not name {ptr}: {line}");
-    assert!(words.iter().any(|w| line.contains(w)), "{test}: abort line says none of {words:?}: {line}");
-}
-
-fn announce(p: usize) {
-    eprintln!("REL_BAD_PTR={p:#x}");
 }
 
 /// A global a corrupted free list could be steered to.

@@ -42,42 +42,14 @@ impl_hz!(Ff, FfFirst, FfOff, Plain, PlainFast, PlainOff, PlainFirst, InArenaFirs
 const SEG: usize = 1 << 20;
 const PAGE: usize = 4096;
 
-/// Parent: run `test` in a child and check the abort. Child: run `bad`, which
-/// announces the pointer it misuses and misuses it; returning means the engine
-/// did not abort.
+/// Parent: run `test` in a child and check the abort (`hz3 failfast [Type]: ...(ptr)...`).
+/// Child: run `bad`, which announces the pointer it misuses and misuses it; returning means
+/// the engine did not abort.
 fn expect_abort<A: Hz>(test: &str, words: &[&str], bad: impl FnOnce(A)) {
-    if child_scenario().is_some() {
-        bad(A::default());
-        eprintln!("CHILD SURVIVED");
-        std::process::exit(0);
-    }
-    let out = run_child(test, "bad", &[]);
-    assert!(!out.stderr.contains("CHILD SURVIVED"), "{test}: misuse not detected\n{}", out.describe());
-    assert_eq!(out.signal(), Some(libc::SIGABRT), "{test}: child did not die of SIGABRT\n{}", out.describe());
-    let ptr = out
-        .stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("REL_BAD_PTR="))
-        .unwrap_or_else(|| panic!("{test}: no REL_BAD_PTR line\n{}", out.describe()))
-        .trim()
-        .to_string();
     let prefix = format!("hz3 failfast [{}]: ", A::TYPE_NAME);
-    let line = out
-        .stderr
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("{test}: no `{prefix}` line\n{}", out.describe()));
+    let (line, ptr) = expect_abort_line(test, &[prefix.as_str()], words, || bad(A::default()));
     assert!(line.contains(&format!("({ptr})")), "{test}: line does not name {ptr}: {line}");
-    assert!(
-        words.iter().any(|w| line.contains(w)),
-        "{test}: line names none of {words:?}: {line}"
-    );
     println!("{test}: {line}");
-}
-
-/// In the child: say which pointer is about to be misused.
-fn announce(p: usize) {
-    eprintln!("REL_BAD_PTR={p:#x}");
 }
 
 fn lay(size: usize) -> Layout {

@@ -322,6 +322,42 @@ pub fn run_child(test: &str, scenario: &str, env: &[(&str, &str)]) -> ChildOut {
     }
 }
 
+/// In a child: say which pointer is about to be misused (read by [`expect_abort_line`]).
+pub fn announce(p: usize) {
+    eprintln!("REL_BAD_PTR={p:#x}");
+}
+
+/// Parent: run `test` in a child and return the child's abort line and the pointer it
+/// announced. The child must die of SIGABRT with a line starting with one of `prefixes`
+/// that names the announced pointer and says one of `words`. Child: run `bad`, which
+/// [`announce`]s and misuses a pointer; returning from it means nothing aborted.
+pub fn expect_abort_line(test: &str, prefixes: &[&str], words: &[&str], bad: impl FnOnce()) -> (String, String) {
+    if child_scenario().is_some() {
+        bad();
+        eprintln!("CHILD SURVIVED");
+        std::process::exit(0);
+    }
+    let out = run_child(test, "bad", &[]);
+    assert!(!out.stderr.contains("CHILD SURVIVED"), "{test}: misuse not detected\n{}", out.describe());
+    assert_eq!(out.signal(), Some(libc::SIGABRT), "{test}: child did not die of SIGABRT\n{}", out.describe());
+    let ptr = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("REL_BAD_PTR="))
+        .unwrap_or_else(|| panic!("{test}: no REL_BAD_PTR line\n{}", out.describe()))
+        .trim()
+        .to_string();
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        .unwrap_or_else(|| panic!("{test}: no line starting with one of {prefixes:?}\n{}", out.describe()))
+        .to_string();
+    assert!(line.contains(&ptr), "{test}: abort line does not name {ptr}: {line}");
+    assert!(words.iter().any(|w| line.contains(w)), "{test}: abort line says none of {words:?}: {line}");
+    (line, ptr)
+}
+
 /// In a child: report a value for the parent.
 pub fn report(key: &str, value: impl std::fmt::Display) {
     println!("REL {key}={value}");
