@@ -500,7 +500,7 @@ impl Arena {
     pub fn purge_pending(&self, floor: usize, now: u64) -> bool {
         self.queued.load(Ordering::Relaxed) != 0
             && self.dirty.load(Ordering::Relaxed) > floor
-            && age(now, self.oldest_at.load(Ordering::Relaxed)) >= PURGE_DELAY_MS
+            && os::ms_since(now, self.oldest_at.load(Ordering::Relaxed)) >= PURGE_DELAY_MS
     }
 
     /// Purge queued runs down to `floor` dirty slots: the ones free for
@@ -517,7 +517,7 @@ impl Arena {
     fn purge_due(&self, q: &mut PurgeQueue, floor: usize, now: u64, all: bool) {
         while q.len > 0
             && self.dirty.load(Ordering::Relaxed) > floor
-            && (all || age(now, q.runs[q.head].at) >= PURGE_DELAY_MS)
+            && (all || os::ms_since(now, q.runs[q.head].at) >= PURGE_DELAY_MS)
         {
             self.purge_oldest(q);
         }
@@ -614,14 +614,6 @@ impl Arena {
         self.recent_len.store(len, Ordering::Relaxed);
         found
     }
-}
-
-/// Milliseconds from free time `at` to `now`; 0 when `at` is later (two
-/// threads read the clock before taking the lock in either order). The clock
-/// is 64-bit milliseconds, so no age wraps (a 32-bit one read a run freed
-/// more than 24.8 days ago as freed "in the future" and never purged it).
-fn age(now: u64, at: u64) -> u64 {
-    now.saturating_sub(at)
 }
 
 /// Offset of the stamp array in the slot table mapping (after the state bytes, 8-aligned).

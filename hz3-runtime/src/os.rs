@@ -109,6 +109,14 @@ pub fn now_ms() -> u64 {
     (ts.tv_sec as u64).wrapping_mul(1000).wrapping_add(ts.tv_nsec as u64 / 1_000_000)
 }
 
+/// Milliseconds from `at` to `now` (both [`now_ms`] readings); 0 when `at` is later: two
+/// threads read the clock before taking a lock in either order. The clock is 64-bit, so no
+/// age wraps (a 32-bit one read a time more than 24.8 days old as "in the future").
+#[inline]
+pub fn ms_since(now: u64, at: u64) -> u64 {
+    now.saturating_sub(at)
+}
+
 /// Yield the CPU to another thread (used by spin loops that waited long).
 pub fn yield_now() {
     // SAFETY: sched_yield has no preconditions.

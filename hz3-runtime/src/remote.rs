@@ -127,12 +127,6 @@ pub const INBOX_AGE_MS: u64 = 50;
 /// `collect_long` runs at most once per this many milliseconds.
 const COLLECT_EVERY_MS: u64 = 10;
 
-/// Milliseconds from `at` to `now` (0 when `at` is later: clocks read on
-/// two threads may be in either order). The clock is 64-bit: no wrap.
-fn elapsed(now: u64, at: u64) -> u64 {
-    now.saturating_sub(at)
-}
-
 /// Hand a chain of `owner`'s blocks back: to its inbox while a thread holds the
 /// shard, else straight to its central (so an abandoned shard's runs can be
 /// released). A publish that leaves the inbox bin long marks it (for
@@ -154,7 +148,7 @@ pub unsafe fn publish<C: Config>(st: &State<C>, owner: usize, bin: usize, chain:
     if n as usize * BINS[bin].size as usize >= INBOX_LONG_BYTES {
         let now = crate::os::now_ms();
         let since = sh.inbox.mark_long(bin, now);
-        if elapsed(now, since) >= INBOX_AGE_MS {
+        if crate::os::ms_since(now, since) >= INBOX_AGE_MS {
             // SAFETY: the inbox holds free blocks of `bin` owned by `owner`.
             unsafe { collect_bin::<C>(st, owner, bin) };
         } else {
@@ -199,7 +193,7 @@ fn collect_long_slow<C: Config>(st: &State<C>) {
     let last = st.last_collect.load(Ordering::Relaxed);
     // 0: never ran (the clock may be past half its range, where `elapsed`
     // from 0 reads as 0).
-    if (last != 0 && elapsed(now, last) < COLLECT_EVERY_MS)
+    if (last != 0 && crate::os::ms_since(now, last) < COLLECT_EVERY_MS)
         || st.last_collect.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
     {
         return;
@@ -219,7 +213,7 @@ fn collect_long_slow<C: Config>(st: &State<C>) {
                 if since == 0 || inbox.is_empty(bin) {
                     continue;
                 }
-                if elapsed(now, since) >= INBOX_AGE_MS {
+                if crate::os::ms_since(now, since) >= INBOX_AGE_MS {
                     // SAFETY: the blocks of the taken chain are free blocks
                     // of `bin` owned by shard `si`.
                     unsafe { collect_bin::<C>(st, si, bin) };

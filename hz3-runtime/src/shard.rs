@@ -739,9 +739,7 @@ unsafe fn purge_if_due<C: Config>(st: &State<C>, cen: &mut Central) {
     if cen.dirty_since == 0 {
         cen.dirty_since = now;
     }
-    // 64-bit milliseconds never wrap; a stamp taken on another thread a
-    // moment later reads as no wait at all.
-    let waited = now.saturating_sub(cen.dirty_since);
+    let waited = crate::os::ms_since(now, cen.dirty_since);
     if cen.dirty > PURGE_CAP_PAGES || waited >= crate::arena::PURGE_DELAY_MS {
         // SAFETY: the caller holds the shard's lock (it passed its central).
         unsafe { purge_all(st, cen) };
