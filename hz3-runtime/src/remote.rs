@@ -150,27 +150,13 @@ pub unsafe fn publish<C: Config>(st: &State<C>, owner: usize, bin: usize, chain:
         let since = sh.inbox.mark_long(bin, now);
         if crate::os::ms_since(now, since) >= INBOX_AGE_MS {
             // SAFETY: the inbox holds free blocks of `bin` owned by `owner`.
-            unsafe { collect_bin::<C>(st, owner, bin) };
+            unsafe { shard::give_inbox::<C>(st, owner, bin) };
         } else {
             let bit = 1u64 << (owner % 64);
             if st.long_inboxes.load(Ordering::Relaxed) & bit == 0 {
                 st.long_inboxes.fetch_or(bit, Ordering::Relaxed);
             }
         }
-    }
-}
-
-/// Give everything in shard `si`'s inbox bin `bin` to its central: one walk
-/// and one give per block.
-///
-/// # Safety
-/// The state is initialised and `si` is one of its shards.
-unsafe fn collect_bin<C: Config>(st: &State<C>, si: usize, bin: usize) {
-    let head = shard::shard(st, si).inbox.take(bin);
-    if !head.is_null() {
-        // SAFETY: the taken chain is null-terminated and holds free blocks
-        // of `bin` owned by shard `si`, now ours alone.
-        unsafe { shard::give_chain::<C>(st, si, bin, Chain::of_list::<C>(head)) };
     }
 }
 
@@ -216,7 +202,7 @@ fn collect_long_slow<C: Config>(st: &State<C>) {
                 if crate::os::ms_since(now, since) >= INBOX_AGE_MS {
                     // SAFETY: the blocks of the taken chain are free blocks
                     // of `bin` owned by shard `si`.
-                    unsafe { collect_bin::<C>(st, si, bin) };
+                    unsafe { shard::give_inbox::<C>(st, si, bin) };
                 } else {
                     still |= 1 << low;
                 }

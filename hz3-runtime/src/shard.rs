@@ -396,6 +396,20 @@ pub unsafe fn give_chain<C: Config>(st: &State<C>, si: usize, bin: usize, chain:
     sh.lock.unlock();
 }
 
+/// Give everything published to shard `si`'s inbox bin `bin` to its central
+/// (takes the lock): one walk and one give per block.
+///
+/// # Safety
+/// The state is initialised and `si` is one of its shards.
+pub unsafe fn give_inbox<C: Config>(st: &State<C>, si: usize, bin: usize) {
+    let head = shard(st, si).inbox.take(bin);
+    if !head.is_null() {
+        // SAFETY: the taken chain is a whole inbox chain of shard `si`: a
+        // null-terminated list of free blocks of `bin` it owns, now ours alone.
+        unsafe { give_chain::<C>(st, si, bin, Chain::of_list::<C>(head)) };
+    }
+}
+
 /// After blocks came back to the run at page `rs` of `seg`: put it on the
 /// partial list, and keep or release it when it became empty.
 ///

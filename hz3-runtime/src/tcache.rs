@@ -430,10 +430,7 @@ unsafe fn heartbeat<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
             give_stash::<C>(st, tcr, bin);
             give_fresh::<C>(st, tcr, bin);
             if !sh.inbox.is_empty(bin) {
-                let head = sh.inbox.take(bin);
-                if !head.is_null() {
-                    shard::give_chain::<C>(st, si, bin, Chain::of_list::<C>(head));
-                }
+                shard::give_inbox::<C>(st, si, bin);
             }
         }
     }
@@ -585,14 +582,8 @@ unsafe fn give_fresh<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize
 pub unsafe fn drain_inbox<C: Config>(st: &State<C>, si: usize) {
     let sh = shard::shard(st, si);
     for bin in 0..NBINS {
-        let head = sh.inbox.take(bin);
-        if head.is_null() {
-            continue;
-        }
-        // SAFETY: `head` is a whole inbox chain taken from shard `si`: a
-        // null-terminated list of free blocks of `bin` that shard owns, now
-        // detached.
-        unsafe { shard::give_chain::<C>(st, si, bin, Chain::of_list::<C>(head)) };
+        // SAFETY: shard `si` exists (contract).
+        unsafe { shard::give_inbox::<C>(st, si, bin) };
     }
     sh.lock.lock();
     // SAFETY: shard `si`'s lock is held.

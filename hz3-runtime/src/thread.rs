@@ -205,12 +205,8 @@ pub unsafe fn publish_to_inbox<C: Config>(st: &State<C>, owner: usize, bin: usiz
     let n = unsafe { sh.inbox.push::<C>(bin, chain) };
     fence(Ordering::SeqCst);
     if sh.live.load(Ordering::Relaxed) == 0 {
-        let head = sh.inbox.take(bin);
-        if !head.is_null() {
-            // SAFETY: the taken chain is null-terminated, holds free blocks of
-            // `bin` owned by `owner`, and is ours alone now.
-            unsafe { shard::give_chain::<C>(st, owner, bin, Chain::of_list::<C>(head)) };
-        }
+        // SAFETY: `owner` is one of this state's shards (the chain's blocks are its).
+        unsafe { shard::give_inbox::<C>(st, owner, bin) };
         return 0;
     }
     n
