@@ -95,24 +95,16 @@ pub unsafe fn alloc_cached<C: Config>(size: usize, align: usize) -> *mut u8 {
 /// `align` is a power of two.
 #[inline]
 pub unsafe fn alloc_zeroed<C: Config>(size: usize, align: usize) -> *mut u8 {
-    if let Some(bin) = size_class::bin_for(size, align) {
-        let tc = thread::raw::<C>();
-        if is_live(tc) {
-            // SAFETY: `tc` is this thread's live cache and `bin < NBINS`.
-            let p = unsafe { tcache::pop::<C>(tc, bin) };
-            if !p.is_null() {
-                if C::FAILFAST {
-                    failfast::mark_live(C::state(), p as usize);
-                }
-                // SAFETY: `p` is a block of `bin`, whose size is at least
-                // `size`; a cached block was written before, so it is cleared.
-                unsafe { core::ptr::write_bytes(p, 0, size) };
-                zeroing::add(size);
-                return p;
-            }
-        }
-    }
     // SAFETY: `align` is a power of two (caller's contract).
+    let p = unsafe { alloc_cached::<C>(size, align) };
+    if !p.is_null() {
+        // SAFETY: `p` is a block of at least `size` bytes; a cached block was
+        // written before, so it is cleared.
+        unsafe { core::ptr::write_bytes(p, 0, size) };
+        zeroing::add(size);
+        return p;
+    }
+    // SAFETY: as above.
     unsafe { alloc_slow::<C>(size, align, true) }
 }
 
