@@ -15,7 +15,7 @@ use std::thread;
 use hz3::Config as _;
 
 hz3::hz3_allocator! {
-    /// The scale lane: S110 meta observed, tag map as the fallback route.
+    /// The scale preset: page meta observed, tag map as the fallback route.
     pub struct Scale<s110_meta: true, free_fast: false, ptag: late, stats: true>;
 }
 hz3::hz3_allocator! {

@@ -1,4 +1,4 @@
-//! hz3's scale-lane preset as the process allocator.
+//! hz3's scale preset as the process allocator.
 //!
 //! Every `Box`, `Vec`, `String` and `HashMap` below comes from `hz3_presets::Scale`.
 //! The program generates a pseudo-random text (words built from syllables), counts

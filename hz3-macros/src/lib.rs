@@ -38,7 +38,7 @@
 //! | `purge` | `true` / `false` | `true` | return empty pages to the OS |
 //! | `export` | `none` / `c` | `none` | also define the C allocation symbols |
 //!
-//! The defaults are the scale lane's routes (with `stats: false`).
+//! The defaults are the scale preset's routes (with `stats: false`).
 //!
 //! # Errors
 //!

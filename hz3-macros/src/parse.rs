@@ -38,7 +38,7 @@ pub enum Export {
     C,
 }
 
-/// The validated flags of one declaration. `Default` gives the scale lane's routes.
+/// The validated flags of one declaration. `Default` gives the scale preset's routes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flags {
     /// `s110_meta`: segment headers carry the per-page `bin_plus1` array.
@@ -574,13 +574,13 @@ fn check_combinations(flags: &Flags, given: &Given, written: &[String], errs: &m
         match (given.ptag, given.s110_meta) {
             (Some(span), _) => errs.at(
                 span,
-                "ptag: late needs the S110 meta step to be late behind; \
+                "ptag: late puts the tag map after the page-meta step, which needs s110_meta: true; \
                  use ptag: first or off, or s110_meta: true",
             ),
             (None, Some(span)) if !was_written("ptag") => errs.at(
                 span,
-                "s110_meta: false leaves the default ptag: late with no S110 meta step to be \
-                 late behind; add ptag: first or ptag: off",
+                "s110_meta: false leaves the default ptag: late without the page-meta step it comes \
+                 after; add ptag: first or ptag: off",
             ),
             _ => {}
         }
@@ -832,7 +832,7 @@ mod tests {
             e,
             [
                 "free_fast requires s110_meta: true",
-                "ptag: late needs the S110 meta step to be late behind; \
+                "ptag: late puts the tag map after the page-meta step, which needs s110_meta: true; \
                  use ptag: first or off, or s110_meta: true",
             ]
         );

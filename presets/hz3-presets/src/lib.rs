@@ -36,7 +36,7 @@ hz3_runtime::hz3_allocator! {
     /// S110 step does not; stats on.
     pub struct Scale<s110_meta: true, free_fast: false, ptag: late, stats: true>;
 
-    /// All defaults: the scale lane's routes without stats.
+    /// All defaults: the scale preset's routes without stats.
     pub struct Hz3Default;
 
     /// The S110 treatment: `free` first routes through the segment header's

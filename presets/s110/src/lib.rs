@@ -1,4 +1,4 @@
-//! `libhz3_s110.so`: the scale lane with the S110 treatment (`free` routes by
+//! `libhz3_s110.so`: the scale preset with the page-meta fast path (`free` routes by
 //! the segment header's page meta first) as an `LD_PRELOAD` library.
 //!
 //! The C symbols (`malloc`, `free`, ...) come from `export: c`; the library's
@@ -7,7 +7,7 @@
 //! Use: `LD_PRELOAD=target/release/libhz3_s110.so program args...`
 
 hz3_runtime::hz3_allocator! {
-    /// The scale lane with S110 free-fast on.
+    /// The scale preset with the page-meta fast path in free.
     pub struct S110<s110_meta: true, free_fast: true, ptag: late, stats: true, export: c>;
 }
 
