@@ -259,12 +259,27 @@ fn interior_free_aborts_under_harden_ptag_first() {
 fn interior_free_aborts_under_harden_header_route() {
     expect_abort("interior_free_aborts_under_harden_header_route", "HardOff", &["interior"], || {
         let a = HardOff::new();
-        // SAFETY: as above (the C route: the sized Rust dealloc of a
-        // header-route type trusts its layout).
+        // SAFETY: as above (the C route; the sized Rust `dealloc` is the next test).
         unsafe {
             let p = a.alloc(lay(160));
             announce(p as usize + 32);
             hz3::__private::free::<HardOff>(p.add(32));
+        }
+    });
+}
+
+/// The sized Rust `dealloc` of a header-route type (`ptag: off`, no
+/// `free_fast`) trusts its layout only without `harden`: with it, an interior
+/// pointer aborts there too.
+#[test]
+fn interior_dealloc_aborts_under_harden_header_route() {
+    expect_abort("interior_dealloc_aborts_under_harden_header_route", "HardOff", &["interior"], || {
+        let a = HardOff::new();
+        // SAFETY: deliberate interior free in a child expected to abort.
+        unsafe {
+            let p = a.alloc(lay(160));
+            announce(p as usize + 32);
+            a.dealloc(p.add(32), lay(160));
         }
     });
 }

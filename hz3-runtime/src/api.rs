@@ -281,10 +281,10 @@ unsafe fn free_foreign<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u
 /// `p` is a live block allocated by this type with this size and alignment.
 #[inline(always)]
 pub unsafe fn dealloc<C: Config>(p: *mut u8, size: usize, align: usize) {
-    // Header-route configurations only; failfast checks and the S110
-    // observation (stats) need the full route.
+    // Header-route configurations only; failfast and harden checks and the
+    // page-meta observation (stats) need the full route.
     let header_route = C::PTAG == Ptag::Off && !C::FREE_FAST;
-    let observed = C::FAILFAST || (C::S110_META && C::STATS);
+    let observed = C::FAILFAST || C::HARDEN || (C::S110_META && C::STATS);
     if header_route && !observed {
         let st = C::state();
         let tc = thread::raw::<C>();
