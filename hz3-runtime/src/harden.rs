@@ -91,7 +91,7 @@ pub unsafe fn is_block_start(p: usize, bin: usize) -> bool {
     } else {
         let seg = segment::seg_base(p);
         // SAFETY: the caller guarantees the segment is a committed runs segment.
-        let rs = unsafe { SegHdr::at(seg).descs[segment::page_index(p)].run_start } as usize;
+        let rs = unsafe { (*SegHdr::ptr(seg)).descs[segment::page_index(p)].run_start.load(Ordering::Relaxed) } as usize;
         (p.wrapping_sub(seg + rs * PAGE_SIZE), span & !MULTI_PAGE)
     };
     // SAFETY: as above.

@@ -20,7 +20,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use crate::arena::SEG_SIZE;
 use crate::large::LARGE_CACHE_SLOTS;
 use crate::os::PAGE_SIZE;
-use crate::segment::{self, SegHdr, IN_PARTIAL, USABLE_PAGES, ZERO_RUN};
+use crate::segment::{self, SegHdr, SegRuns, IN_PARTIAL, USABLE_PAGES, ZERO_RUN};
 use crate::size_class::{run_align, BINS, NBINS};
 use crate::sync::SpinLock;
 use crate::{tagmap, Config, State};
@@ -311,8 +311,8 @@ pub unsafe fn take<C: Config>(st: &State<C>, si: usize, bin: usize, want: u32) -
         }
         let (seg, pi) = segment::from_page_id(base, id);
         // SAFETY: partial-list ids name runs of committed segments of this
-        // shard, whose lock is held: the run's descriptor is ours to write.
-        let d = unsafe { &mut SegHdr::at(seg).descs[pi] };
+        // shard, whose lock is held: the run's state is ours to write.
+        let d = unsafe { SegHdr::of(seg).descs[pi].run() };
         if d.used == 0 && d.bump != 0 {
             // A kept empty run goes back into use (fresh runs have bump == 0).
             cen.empty[bin] -= 1;
@@ -364,9 +364,10 @@ pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain
         let seg = segment::seg_base(b as usize);
         // SAFETY: `b` came from `take`, so `seg` is a committed runs segment
         // of shard `si`, whose lock is held: its descriptors are ours to write.
-        let hdr = unsafe { SegHdr::at(seg) };
-        let rs = hdr.descs[segment::page_index(b as usize)].run_start as usize;
-        let d = &mut hdr.descs[rs];
+        let hdr = unsafe { SegHdr::of(seg) };
+        let rs = hdr.descs[segment::page_index(b as usize)].run_start.load(Ordering::Relaxed) as usize;
+        // SAFETY: as above: the run's state is ours to write.
+        let d = unsafe { hdr.descs[rs].run() };
         // SAFETY: as the read of `b`'s link above.
         unsafe {
             set_next::<C>(b, if d.free_head == 0 { core::ptr::null_mut() } else { (seg + d.free_head as usize) as *mut u8 })
@@ -420,7 +421,7 @@ unsafe fn run_gained<C: Config>(st: &State<C>, cen: &mut Central, base: usize, b
     // SAFETY: `seg` is a committed runs segment of this shard and the caller
     // holds its lock (the header is ours to read and write).
     let (in_partial, empty) = unsafe {
-        let d = &SegHdr::at(seg).descs[rs];
+        let d = SegHdr::of(seg).descs[rs].run();
         (d.flags & IN_PARTIAL != 0, d.used == 0)
     };
     if !in_partial {
@@ -460,7 +461,7 @@ pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, bin: usize) ->
     let (seg, pi) = segment::from_page_id(base, id);
     // SAFETY: partial-list ids name runs of committed segments of this
     // shard, whose lock is held.
-    let d = unsafe { &mut SegHdr::at(seg).descs[pi] };
+    let d = unsafe { SegHdr::of(seg).descs[pi].run() };
     if d.free_head != 0 || d.flags & ZERO_RUN == 0 || d.bump >= info.blocks {
         return None;
     }
@@ -493,9 +494,9 @@ pub unsafe fn give_tail<C: Config>(st: &State<C>, si: usize, bin: usize, first: 
     let seg = segment::seg_base(first as usize);
     // SAFETY: `first` is in a run of a committed segment of this shard (lock held).
     let (rs, fresh) = unsafe {
-        let hdr = SegHdr::at(seg);
-        let rs = hdr.descs[segment::page_index(first as usize)].run_start as usize;
-        let d = &mut hdr.descs[rs];
+        let hdr = SegHdr::of(seg);
+        let rs = hdr.descs[segment::page_index(first as usize)].run_start.load(Ordering::Relaxed) as usize;
+        let d = hdr.descs[rs].run();
         d.bump -= n as u16;
         d.used -= n as u16;
         (rs, d.used == 0 && d.bump == 0)
@@ -503,7 +504,7 @@ pub unsafe fn give_tail<C: Config>(st: &State<C>, si: usize, bin: usize, first: 
     if fresh {
         // As fresh as when carved: not a kept empty run (those have bump != 0).
         // SAFETY: as above.
-        if unsafe { SegHdr::at(seg).descs[rs].flags } & IN_PARTIAL == 0 {
+        if unsafe { SegHdr::of(seg).descs[rs].run().flags } & IN_PARTIAL == 0 {
             // SAFETY: lock held; the run's first page is in a committed runs
             // segment of this shard and not on the list.
             unsafe { link_partial(cen, base, bin, segment::page_id(base, seg, rs)) };
@@ -535,13 +536,13 @@ unsafe fn link_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
     let old = cen.partial[bin];
     // SAFETY: `id` names a page of a committed runs segment of this shard,
     // whose lock is held (contract): its descriptor is ours to write.
-    let d = unsafe { &mut *desc_of(base, id) };
+    let d = unsafe { (*desc_of(base, id)).run() };
     d.prev = 0;
     d.next = old;
     d.flags |= IN_PARTIAL;
     if old != 0 {
         // SAFETY: as above, for the list's head `old` (a different page).
-        unsafe { (*desc_of(base, old)).prev = id };
+        unsafe { (*desc_of(base, old)).run().prev = id };
     }
     cen.partial[bin] = id;
 }
@@ -553,7 +554,7 @@ unsafe fn link_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
 unsafe fn unlink_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
     // SAFETY: `id` names a page of a committed runs segment of this shard,
     // whose lock is held (contract).
-    let d = unsafe { &mut *desc_of(base, id) };
+    let d = unsafe { (*desc_of(base, id)).run() };
     d.flags &= !IN_PARTIAL;
     let (prev, next) = (d.prev, d.next);
     d.prev = 0;
@@ -562,11 +563,11 @@ unsafe fn unlink_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
         cen.partial[bin] = next;
     } else {
         // SAFETY: as above, for the neighbour `prev` on the same list.
-        unsafe { (*desc_of(base, prev)).next = next };
+        unsafe { (*desc_of(base, prev)).run().next = next };
     }
     if next != 0 {
         // SAFETY: as above, for the neighbour `next` on the same list.
-        unsafe { (*desc_of(base, next)).prev = prev };
+        unsafe { (*desc_of(base, next)).run().prev = prev };
     }
 }
 
@@ -596,7 +597,7 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
         let seg = st.arena.slot_addr(s as usize - 1) as usize;
         // SAFETY: the shard's segment list holds committed runs segments it
         // owns (slot + 1), and its lock is held.
-        let hdr = unsafe { SegHdr::at(seg) };
+        let hdr = unsafe { SegHdr::of(seg).runs() };
         if let Some(pi) = hdr.find_run_aligned(k, a) {
             found = Some((seg, pi));
             break;
@@ -610,31 +611,42 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
             let (slot, clean) = st.arena.alloc_slots(1, 0)?;
             let seg = st.arena.slot_addr(slot) as usize;
             // SAFETY: `alloc_slots` just handed this committed slot to us
-            // alone: nobody else reads its header yet.
-            let hdr = unsafe { SegHdr::at(seg) };
-            hdr.init_runs(si, clean);
-            link_seg(st, cen, seg);
+            // alone: nobody else references its run state.
+            let hdr = unsafe { SegHdr::of(seg) };
+            // SAFETY: as above.
+            unsafe { hdr.init_runs(si, clean) };
+            // SAFETY: as above; from here the shard's lock (held) guards it.
+            let runs = unsafe { hdr.runs() };
+            // SAFETY: lock held; the new segment is this shard's, not listed.
+            unsafe { link_seg(st, cen, seg, runs) };
             cen.nsegs += 1;
-            (seg, hdr.find_run_aligned(k, a)?)
+            (seg, runs.find_run_aligned(k, a)?)
         }
     };
     // SAFETY: `seg` is a committed runs segment of this shard (found on its
     // list or just initialised), and its lock is held.
-    let hdr = unsafe { SegHdr::at(seg) };
-    hdr.mark(pi, k, true);
-    cen.dirty -= hdr.mark_dirty(pi, k, false);
-    let zero = hdr.take_zero(pi, k);
-    if hdr.n_free == 0 {
-        unlink_seg(st, cen, seg);
+    let hdr = unsafe { SegHdr::of(seg) };
+    // SAFETY: as above.
+    let runs = unsafe { hdr.runs() };
+    runs.mark(pi, k, true);
+    cen.dirty -= runs.mark_dirty(pi, k, false);
+    let zero = runs.take_zero(pi, k);
+    if runs.n_free == 0 {
+        // SAFETY: lock held; the segment is this shard's and listed (it had
+        // free pages).
+        unsafe { unlink_seg(st, cen, runs) };
     }
     for p in pi..pi + k {
-        let d = &mut hdr.descs[p];
-        d.run_start = pi as u8;
-        d.bin_plus1 = 0;
-        d.flags = 0;
+        let d = &hdr.descs[p];
+        // Relaxed: the pages are free, no block of theirs is out (see `PageDesc`).
+        d.run_start.store(pi as u8, Ordering::Relaxed);
+        d.bin_plus1.store(0, Ordering::Relaxed);
+        // SAFETY: as above; one page's run state at a time.
+        unsafe { d.run().flags = 0 };
     }
     {
-        let d = &mut hdr.descs[pi];
+        // SAFETY: as above.
+        let d = unsafe { hdr.descs[pi].run() };
         d.flags = if zero { ZERO_RUN } else { 0 };
         d.used = 0;
         d.bump = 0;
@@ -648,8 +660,10 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     let first_page = segment::page_id(base, seg, 0) as usize;
     for blk in 0..info.blocks as usize {
         let p = pi + (blk * info.size as usize) / PAGE_SIZE;
-        if hdr.descs[p].bin_plus1 == 0 {
-            hdr.descs[p].bin_plus1 = bin as u16 + 1;
+        if hdr.descs[p].bin_plus1.load(Ordering::Relaxed) == 0 {
+            // Relaxed: the run's blocks are handed out later, through the
+            // shard lock (see `PageDesc`).
+            hdr.descs[p].bin_plus1.store(bin as u16 + 1, Ordering::Relaxed);
             if C::S110_META {
                 hdr.meta[p].store(bin as u16 + 1, Ordering::Release);
             }
@@ -679,14 +693,19 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
     // SAFETY: lock held; the run is on the partial list of `bin` (contract).
     unsafe { unlink_partial(cen, base, bin, segment::page_id(base, seg, pi)) };
     // SAFETY: `seg` is a committed runs segment of this shard, lock held.
-    let hdr = unsafe { SegHdr::at(seg) };
+    let hdr = unsafe { SegHdr::of(seg) };
     let k = BINS[bin].run_pages as usize;
     // A run none of whose blocks was ever handed out still reads as zero.
-    let untouched = hdr.descs[pi].flags & ZERO_RUN != 0 && hdr.descs[pi].bump == 0;
+    // SAFETY: as above: the run's state is ours to read.
+    let untouched = unsafe {
+        let d = hdr.descs[pi].run();
+        d.flags & ZERO_RUN != 0 && d.bump == 0
+    };
     let first_page = segment::page_id(base, seg, 0) as usize;
     for p in pi..pi + k {
-        if hdr.descs[p].bin_plus1 != 0 {
-            hdr.descs[p].bin_plus1 = 0;
+        if hdr.descs[p].bin_plus1.load(Ordering::Relaxed) != 0 {
+            // Relaxed: the run is empty, no block of it is out (see `PageDesc`).
+            hdr.descs[p].bin_plus1.store(0, Ordering::Relaxed);
             if C::S110_META {
                 hdr.meta[p].store(0, Ordering::Release);
             }
@@ -697,16 +716,19 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
             }
         }
     }
-    hdr.mark(pi, k, false);
-    if hdr.listed == 0 {
-        link_seg(st, cen, seg);
+    // SAFETY: as above.
+    let runs = unsafe { hdr.runs() };
+    runs.mark(pi, k, false);
+    if runs.listed == 0 {
+        // SAFETY: lock held; the segment is this shard's and not listed.
+        unsafe { link_seg(st, cen, seg, runs) };
     }
     if untouched {
-        hdr.set_zero(pi, k);
+        runs.set_zero(pi, k);
     } else if C::PURGE {
-        cen.dirty += hdr.mark_dirty(pi, k, true);
+        cen.dirty += runs.mark_dirty(pi, k, true);
     }
-    if hdr.n_free as usize == USABLE_PAGES && (cen.nsegs > 1 || !keep) {
+    if runs.n_free as usize == USABLE_PAGES && (cen.nsegs > 1 || !keep) {
         // SAFETY: lock held; the segment is this shard's and has no page in use.
         unsafe { return_segment(st, cen, seg) };
     } else if C::PURGE && cen.dirty > PURGE_THRESHOLD_PAGES {
@@ -723,11 +745,16 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
 unsafe fn return_segment<C: Config>(st: &State<C>, cen: &mut Central, seg: usize) {
     let base = st.arena.base.load(Ordering::Relaxed);
     // SAFETY: `seg` is a committed runs segment of this shard, lock held.
-    let hdr = unsafe { SegHdr::at(seg) };
-    unlink_seg(st, cen, seg);
+    let hdr = unsafe { SegHdr::of(seg) };
+    // SAFETY: as above.
+    let runs = unsafe { hdr.runs() };
+    // SAFETY: lock held; the segment is this shard's and listed (contract).
+    unsafe { unlink_seg(st, cen, runs) };
     cen.nsegs -= 1;
-    cen.dirty -= hdr.mark_dirty(segment::HDR_PAGES, USABLE_PAGES, false);
-    hdr.magic = 0;
+    cen.dirty -= runs.mark_dirty(segment::HDR_PAGES, USABLE_PAGES, false);
+    // Relaxed: the slot goes back to the arena under its lock (a release);
+    // this only makes stray pointers into it fail the magic check.
+    hdr.magic.store(0, Ordering::Relaxed);
     let slot = segment::slot_index(base, seg);
     if C::PURGE {
         // Resident for the purge delay, like a freed large block: a program
@@ -783,7 +810,7 @@ unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
         // SAFETY: the shard's segment list holds committed runs segments it
         // owns (slot + 1), lock held; their dirty pages are free, holding no
         // data.
-        let hdr = unsafe { SegHdr::at(st.arena.slot_addr(s as usize - 1) as usize) };
+        let hdr = unsafe { SegHdr::of(st.arena.slot_addr(s as usize - 1) as usize).runs() };
         // SAFETY: as above.
         cen.dirty -= unsafe { hdr.purge_dirty() };
         s = hdr.next_seg;
@@ -807,7 +834,7 @@ pub unsafe fn trim<C: Config>(st: &State<C>, si: usize) {
             let (seg, pi) = segment::from_page_id(base, id);
             // SAFETY: partial-list ids name runs of committed segments of
             // this shard, whose lock is held.
-            let d = unsafe { &SegHdr::at(seg).descs[pi] };
+            let d = unsafe { SegHdr::of(seg).descs[pi].run() };
             let next = d.next;
             if d.used == 0 {
                 if d.bump != 0 {
@@ -824,7 +851,7 @@ pub unsafe fn trim<C: Config>(st: &State<C>, si: usize) {
         let seg = st.arena.slot_addr(s as usize - 1) as usize;
         // SAFETY: the shard's segment list holds committed runs segments it
         // owns (slot + 1), lock held.
-        let hdr = unsafe { SegHdr::at(seg) };
+        let hdr = unsafe { SegHdr::of(seg).runs() };
         let next = hdr.next_seg;
         if hdr.n_free as usize == USABLE_PAGES {
             // SAFETY: lock held; the segment is on the list with no page in use.
@@ -838,24 +865,32 @@ pub unsafe fn trim<C: Config>(st: &State<C>, si: usize) {
     }
 }
 
-fn link_seg<C: Config>(st: &State<C>, cen: &mut Central, seg: usize) {
+/// Push the runs segment at `seg` (whose run state is `hdr`) on `cen`'s list
+/// of segments with free pages.
+///
+/// # Safety
+/// The caller holds the lock of the shard whose central is `cen`; `seg` is a
+/// committed runs segment of that shard, not on the list, and `hdr` its run
+/// state; the segments on the list are committed runs segments of the shard.
+unsafe fn link_seg<C: Config>(st: &State<C>, cen: &mut Central, seg: usize, hdr: &mut SegRuns) {
     let base = st.arena.base.load(Ordering::Relaxed);
     let me = segment::slot_index(base, seg) as u32 + 1;
-    // SAFETY: `seg` is a committed runs segment of this shard (lock held).
-    let hdr = unsafe { SegHdr::at(seg) };
     hdr.prev_seg = 0;
     hdr.next_seg = cen.segs;
     hdr.listed = 1;
     if cen.segs != 0 {
-        // SAFETY: as above, for the current list head.
-        unsafe { SegHdr::at(st.arena.slot_addr(cen.segs as usize - 1) as usize).prev_seg = me };
+        // SAFETY: the list head is a committed runs segment of this shard
+        // (lock held, contract), and not `seg`, so its run state is not `hdr`.
+        unsafe { SegHdr::of(st.arena.slot_addr(cen.segs as usize - 1) as usize).runs().prev_seg = me };
     }
     cen.segs = me;
 }
 
-fn unlink_seg<C: Config>(st: &State<C>, cen: &mut Central, seg: usize) {
-    // SAFETY: `seg` is a committed runs segment of this shard (lock held).
-    let hdr = unsafe { SegHdr::at(seg) };
+/// Take the runs segment whose run state is `hdr` off `cen`'s list.
+///
+/// # Safety
+/// As [`link_seg`], with the segment on the list.
+unsafe fn unlink_seg<C: Config>(st: &State<C>, cen: &mut Central, hdr: &mut SegRuns) {
     let (prev, next) = (hdr.prev_seg, hdr.next_seg);
     hdr.listed = 0;
     hdr.prev_seg = 0;
@@ -863,12 +898,13 @@ fn unlink_seg<C: Config>(st: &State<C>, cen: &mut Central, seg: usize) {
     if prev == 0 {
         cen.segs = next;
     } else {
-        // SAFETY: list members are committed runs segments of this shard.
-        unsafe { SegHdr::at(st.arena.slot_addr(prev as usize - 1) as usize).next_seg = next };
+        // SAFETY: list members are committed runs segments of this shard
+        // (lock held, contract); `prev` is another segment than this one.
+        unsafe { SegHdr::of(st.arena.slot_addr(prev as usize - 1) as usize).runs().next_seg = next };
     }
     if next != 0 {
-        // SAFETY: as above.
-        unsafe { SegHdr::at(st.arena.slot_addr(next as usize - 1) as usize).prev_seg = prev };
+        // SAFETY: as above, for `next`.
+        unsafe { SegHdr::of(st.arena.slot_addr(next as usize - 1) as usize).runs().prev_seg = prev };
     }
 }
 
