@@ -322,9 +322,14 @@ unsafe fn by_meta<C: Config>(st: &State<C>, p: usize, ev: &mut Events) -> Option
         return None;
     }
     let hdr = SegHdr::ptr(seg);
-    // SAFETY: a slot in state HEAD is committed, so its header is readable;
-    // the magic is written once when the segment is set up.
-    if unsafe { (*hdr).magic.load(Ordering::Relaxed) } != SEG_MAGIC {
+    // SAFETY: a slot in state HEAD is committed, so its header is readable.
+    // The magic is written when the segment is set up, before any of its
+    // blocks is handed out, and when it is given back, after all came back:
+    // no write races this read for a pointer the program owns, so a plain
+    // read is sound (an atomic load would not fold into the compare: one
+    // more instruction on this step). Only a stray pointer, outside free's
+    // contract, could meet a write.
+    if unsafe { *(*hdr).magic.as_ptr() } != SEG_MAGIC {
         note::<C>(ev, Ctr::SegMiss);
         return None;
     }
