@@ -14,7 +14,6 @@
 //! caches, inboxes, remote buffers, or live in the program). A run whose `used`
 //! drops to zero is released unless it is the bin's only partial run.
 
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use crate::arena::SEG_SIZE;
@@ -22,7 +21,7 @@ use crate::large::LARGE_CACHE_SLOTS;
 use crate::os::PAGE_SIZE;
 use crate::segment::{self, SegHdr, SegRuns, IN_PARTIAL, USABLE_PAGES, ZERO_RUN};
 use crate::size_class::{run_align, BINS, NBINS};
-use crate::sync::SpinLock;
+use crate::sync::{SpinGuard, SpinLock, SpinMutex};
 use crate::{tagmap, Config, State};
 
 /// A singly linked chain of free blocks (link in the first word of each block).
@@ -139,8 +138,10 @@ pub unsafe fn set_next<C: Config>(b: *mut u8, next: *mut u8) {
     }
 }
 
-/// Lock-protected part of a shard.
-struct Central {
+/// Lock-protected part of a shard: reachable only through its guard
+/// ([`Shard::lock`]), which the functions here take as the proof that the
+/// lock is held.
+pub struct Central {
     /// Head of each bin's partial-run list (global page id, 0 = empty).
     partial: [u32; NBINS],
     /// Head of the list of this shard's segments with free pages (slot + 1).
@@ -174,11 +175,10 @@ const _: () = assert!(SEG_DIRTY_CAP < crate::arena::PURGE_QUEUE);
 /// One owner shard.
 #[repr(C, align(64))]
 pub struct Shard {
-    /// Serialises `central`.
-    pub lock: SpinLock,
     /// Live threads holding this shard.
     pub live: AtomicU32,
-    central: UnsafeCell<Central>,
+    /// The central, behind the shard lock.
+    central: SpinMutex<Central>,
     /// Remote frees per bin, pushed lock-free by any thread, drained by a holder.
     pub inbox: Inbox,
 }
@@ -264,9 +264,6 @@ impl Inbox {
     }
 }
 
-// SAFETY: `central` is only accessed with `lock` held; the rest is atomics.
-unsafe impl Sync for Shard {}
-
 /// Shard `i` of a type (the array is mapped at init, zero = valid empty shard).
 #[inline(always)]
 pub fn shard<C: Config>(st: &State<C>, i: usize) -> &'static Shard {
@@ -275,16 +272,19 @@ pub fn shard<C: Config>(st: &State<C>, i: usize) -> &'static Shard {
     unsafe { &*(st.shards.load(Ordering::Relaxed) as *const Shard).add(i) }
 }
 
+/// A locked central: the shard lock is held while it lives.
+pub type CentralGuard<'a> = SpinGuard<'a, Central>;
+
 impl Shard {
-    /// The central, for the holder of the lock.
-    ///
-    /// # Safety
-    /// The caller holds `self.lock` and creates no other reference to the central.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn central(&self) -> &mut Central {
-        // SAFETY: the caller holds the lock and makes no other reference to
-        // the central (contract), so this one is unique.
-        unsafe { &mut *self.central.get() }
+    /// Take the shard lock; the central is reachable through the guard.
+    #[inline]
+    pub fn lock(&self) -> CentralGuard<'_> {
+        self.central.lock()
+    }
+
+    /// The bare lock, for the `fork()` handlers only (see [`SpinMutex::raw_lock`]).
+    pub fn raw_lock(&self) -> &SpinLock {
+        self.central.raw_lock()
     }
 }
 
@@ -292,10 +292,8 @@ impl Shard {
 /// when no partial run is left. Fewer (possibly none) only when out of memory.
 ///
 /// # Safety
-/// The caller holds shard `si`'s lock.
-pub unsafe fn take<C: Config>(st: &State<C>, si: usize, bin: usize, want: u32) -> Chain {
-    // SAFETY: the caller holds shard `si`'s lock.
-    let cen = unsafe { shard(st, si).central() };
+/// `cen` is shard `si`'s central, locked (the guard of `shard(st, si).lock()`).
+pub unsafe fn take<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize, want: u32) -> Chain {
     let base = st.arena.base.load(Ordering::Relaxed);
     let info = BINS[bin];
     let size = info.size as usize;
@@ -348,10 +346,8 @@ pub unsafe fn take<C: Config>(st: &State<C>, si: usize, bin: usize, want: u32) -
 /// runs; release runs that became empty.
 ///
 /// # Safety
-/// The caller holds shard `si`'s lock; the blocks are free and were handed out by `take`.
-pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain) {
-    // SAFETY: the caller holds shard `si`'s lock.
-    let cen = unsafe { shard(st, si).central() };
+/// `cen` is shard `si`'s central, locked (the guard of `shard(st, si).lock()`); the blocks are free and were handed out by `take`.
+pub unsafe fn give<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize, chain: Chain) {
     let base = st.arena.base.load(Ordering::Relaxed);
     // A shard with no thread keeps nothing in reserve.
     let keep = shard(st, si).live.load(Ordering::Relaxed) > 0;
@@ -389,12 +385,10 @@ pub unsafe fn give_chain<C: Config>(st: &State<C>, si: usize, bin: usize, chain:
     if chain.n == 0 {
         return;
     }
-    let sh = shard(st, si);
-    sh.lock.lock();
-    // SAFETY: the lock is held; the blocks are free blocks of `bin` owned by
-    // shard `si` (contract), so `take` handed them out.
-    unsafe { give(st, si, bin, chain) };
-    sh.lock.unlock();
+    let mut cen = shard(st, si).lock();
+    // SAFETY: `cen` is shard `si`'s locked central; the blocks are free
+    // blocks of `bin` owned by shard `si` (contract), so `take` handed them out.
+    unsafe { give(st, si, &mut cen, bin, chain) };
 }
 
 /// Give everything published to shard `si`'s inbox bin `bin` to its central
@@ -447,10 +441,8 @@ unsafe fn run_gained<C: Config>(st: &State<C>, cen: &mut Central, base: usize, b
 /// allocation that takes them touches no page of theirs.
 ///
 /// # Safety
-/// The caller holds shard `si`'s lock.
-pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, bin: usize) -> Option<(*mut u8, u32)> {
-    // SAFETY: the caller holds shard `si`'s lock.
-    let cen = unsafe { shard(st, si).central() };
+/// `cen` is shard `si`'s central, locked (the guard of `shard(st, si).lock()`).
+pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize) -> Option<(*mut u8, u32)> {
     let base = st.arena.base.load(Ordering::Relaxed);
     let info = BINS[bin];
     let mut id = cen.partial[bin];
@@ -484,11 +476,9 @@ pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, bin: usize) ->
 /// and not handed out, starting at `first` (they become un-carved again).
 ///
 /// # Safety
-/// The caller holds shard `si`'s lock; `first` and the `n - 1` blocks after it
+/// `cen` is shard `si`'s central, locked (the guard of `shard(st, si).lock()`); `first` and the `n - 1` blocks after it
 /// end the run and are not in use.
-pub unsafe fn give_tail<C: Config>(st: &State<C>, si: usize, bin: usize, first: *mut u8, n: u32) {
-    // SAFETY: the caller holds shard `si`'s lock.
-    let cen = unsafe { shard(st, si).central() };
+pub unsafe fn give_tail<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize, first: *mut u8, n: u32) {
     let base = st.arena.base.load(Ordering::Relaxed);
     let keep = shard(st, si).live.load(Ordering::Relaxed) > 0;
     let seg = segment::seg_base(first as usize);
@@ -790,10 +780,8 @@ unsafe fn purge_if_due<C: Config>(st: &State<C>, cen: &mut Central) {
 /// At the owner's heartbeat: purge shard `si`'s dirty pages if they are due.
 ///
 /// # Safety
-/// The caller holds shard `si`'s lock.
-pub unsafe fn purge_tick<C: Config>(st: &State<C>, si: usize) {
-    // SAFETY: the caller holds shard `si`'s lock.
-    let cen = unsafe { shard(st, si).central() };
+/// `cen` is the locked central of one of `st`'s shards.
+pub unsafe fn purge_tick<C: Config>(st: &State<C>, cen: &mut Central) {
     if C::PURGE && cen.dirty > PURGE_THRESHOLD_PAGES {
         // SAFETY: lock held.
         unsafe { purge_if_due(st, cen) };
@@ -823,10 +811,8 @@ unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
 /// shard's last thread leaves.
 ///
 /// # Safety
-/// The caller holds shard `si`'s lock.
-pub unsafe fn trim<C: Config>(st: &State<C>, si: usize) {
-    // SAFETY: the caller holds shard `si`'s lock.
-    let cen = unsafe { shard(st, si).central() };
+/// `cen` is the locked central of one of `st`'s shards.
+pub unsafe fn trim<C: Config>(st: &State<C>, cen: &mut Central) {
     let base = st.arena.base.load(Ordering::Relaxed);
     for bin in 0..NBINS {
         let mut id = cen.partial[bin];

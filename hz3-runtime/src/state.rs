@@ -170,7 +170,7 @@ impl<C: Config> State<C> {
         self.pool_lock.reset();
         self.huge.raw_lock().reset();
         for i in 0..C::SHARDS {
-            crate::shard::shard(self, i).lock.reset();
+            crate::shard::shard(self, i).raw_lock().reset();
         }
     }
 }

@@ -296,11 +296,8 @@ pub fn direct_alloc<C: Config>(st: &State<C>, bin: usize) -> *mut u8 {
     if C::STATS {
         st.shared_ctr.bump_shared(Ctr::Allocs);
     }
-    let sh = shard::shard(st, 0);
-    sh.lock.lock();
-    // SAFETY: shard 0's lock is held.
-    let chain = unsafe { shard::take(st, 0, bin, 1) };
-    sh.lock.unlock();
+    // SAFETY: the guard is shard 0's locked central.
+    let chain = unsafe { shard::take(st, 0, &mut shard::shard(st, 0).lock(), bin, 1) };
     if C::HARDEN && !chain.head.is_null() {
         // SAFETY: a free block of at least 16 bytes, about to be handed out.
         unsafe { crate::harden::clear_mark(chain.head) };
@@ -328,7 +325,7 @@ extern "C" fn fork_prepare<C: Config>() {
     }
     st.pool_lock.lock();
     for i in 0..C::SHARDS {
-        shard::shard(st, i).lock.lock();
+        shard::shard(st, i).raw_lock().lock();
     }
     st.arena.lock.lock();
     st.huge.raw_lock().lock();
@@ -342,7 +339,7 @@ extern "C" fn fork_parent<C: Config>() {
     st.huge.raw_lock().unlock();
     st.arena.lock.unlock();
     for i in (0..C::SHARDS).rev() {
-        shard::shard(st, i).lock.unlock();
+        shard::shard(st, i).raw_lock().unlock();
     }
     st.pool_lock.unlock();
 }
