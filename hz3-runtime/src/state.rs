@@ -157,16 +157,16 @@ impl<C: Config> State<C> {
         if !n.is_power_of_two() && !n.is_multiple_of(1024) {
             return;
         }
-        self.arena.lock.lock();
+        let held = self.arena.lock.lock();
         if self.arena.len.load(Ordering::Relaxed) == 0 {
             self.arena.init(C::ARENA_SIZE);
         }
-        self.arena.lock.unlock();
+        drop(held);
     }
 
     /// Re-initialise the locks in a `fork()` child.
     pub fn reset_locks_after_fork(&self) {
-        self.arena.lock.reset();
+        self.arena.lock.raw_lock().reset();
         self.pool_lock.reset();
         self.huge.raw_lock().reset();
         for i in 0..C::SHARDS {

@@ -327,7 +327,7 @@ extern "C" fn fork_prepare<C: Config>() {
     for i in 0..C::SHARDS {
         shard::shard(st, i).raw_lock().lock();
     }
-    st.arena.lock.lock();
+    st.arena.lock.raw_lock().lock();
     st.huge.raw_lock().lock();
 }
 
@@ -337,7 +337,7 @@ extern "C" fn fork_parent<C: Config>() {
         return;
     }
     st.huge.raw_lock().unlock();
-    st.arena.lock.unlock();
+    st.arena.lock.raw_lock().unlock();
     for i in (0..C::SHARDS).rev() {
         shard::shard(st, i).raw_lock().unlock();
     }
