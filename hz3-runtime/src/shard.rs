@@ -8,7 +8,10 @@
 //! allocations can take their untouched ends (`take_zero_tail`). Dirty free
 //! pages are purged once above a threshold for the purge delay.
 //! Must never: be entered on the hot path; every function here except the inbox
-//! push and take runs under the shard lock.
+//! push and take runs under the shard lock, and takes the lock's guard (the
+//! central, reachable only through [`Shard::lock`]) as the proof. The shard's
+//! segment headers are written by the same lock holder (`SegHdr::runs`,
+//! `PageDesc::run`).
 //!
 //! Block accounting: a run's `used` counts blocks outside the central (in thread
 //! caches, inboxes, remote buffers, or live in the program). A run whose `used`
@@ -895,3 +898,29 @@ unsafe fn unlink_seg<C: Config>(st: &State<C>, cen: &mut Central, hdr: &mut SegR
 }
 
 const _: () = assert!(SEG_SIZE / PAGE_SIZE <= 256, "run_start is a u8");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zeroed_shard_is_unlocked_and_empty() {
+        // The shard array is a fresh zeroed mapping: zero must be an unlocked
+        // lock and an empty central.
+        let bytes = core::mem::size_of::<Shard>();
+        let mem = crate::os::map_rw(bytes);
+        assert!(!mem.is_null());
+        // SAFETY: a fresh zeroed, aligned read/write mapping of a whole
+        // `Shard`, whose fields are all valid at zero (atomics, integers).
+        let sh = unsafe { &*(mem as *const Shard) };
+        {
+            let mut cen = sh.lock();
+            assert!(cen.partial.iter().all(|&id| id == 0) && cen.segs == 0 && cen.nsegs == 0);
+            cen.dirty = 7;
+        }
+        // The guard unlocked on drop: taking the lock again does not spin.
+        assert_eq!(sh.lock().dirty, 7);
+        // SAFETY: the mapping was made above and is no longer used.
+        unsafe { crate::os::unmap(mem, bytes) };
+    }
+}
