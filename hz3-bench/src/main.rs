@@ -300,13 +300,28 @@ fn side(s: &Side) -> Result<(String, Option<PathBuf>), String> {
     }
 }
 
+/// `hz3-scale-preload` → `hz3-scale-base-preload`: a preloaded side's name with `tag`.
+fn side_name(name: &str, tag: &str) -> String {
+    match name.strip_suffix(allocators::PRELOAD_SUFFIX) {
+        Some(stem) => format!("{stem}-{tag}{}", allocators::PRELOAD_SUFFIX),
+        None => format!("{name}-{tag}"),
+    }
+}
+
 fn run_ab(o: &AbArgs) -> Result<bool, String> {
     let (mut base, base_lib) = side(&o.base)?;
     let (mut treat, treat_lib) = side(&o.treat)?;
     if base == treat {
-        // Same report name (e.g. two files called libhz3_x.so): tell the sides apart.
-        base.push_str(" (base)");
-        treat.push_str(" (treat)");
+        // Same report name (e.g. two files called libhz3_x.so): tell the sides apart. The
+        // name keeps its `-preload` ending, which is what tells the child to run on the
+        // preloaded symbols.
+        match (base_lib.is_some(), treat_lib.is_some()) {
+            (true, true) => {
+                base = side_name(&base, "base");
+                treat = side_name(&treat, "treat");
+            }
+            _ => return Err(format!("--base and --treat are the same allocator ({base}): nothing to compare")),
+        }
     }
     let mode = o.size.mode();
     let measure = match o.metric {
@@ -451,6 +466,14 @@ mod tests {
     }
     fn names(args: &[&str]) -> Vec<String> {
         select_allocs(&run_args(args)).into_iter().map(|p| p.name).collect()
+    }
+
+    #[test]
+    fn ab_sides_with_one_file_name_keep_their_preload_ending() {
+        // The child picks the preloaded path by the `-preload` ending: both sides must keep it.
+        assert_eq!(side_name("hz3-scale-preload", "base"), "hz3-scale-base-preload");
+        assert_eq!(side_name("hz3-scale-preload", "treat"), "hz3-scale-treat-preload");
+        assert!(side_name("hz3-scale-preload", "base").ends_with(allocators::PRELOAD_SUFFIX));
     }
 
     #[test]
