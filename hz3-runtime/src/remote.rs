@@ -1,20 +1,22 @@
 //! Remote free: blocks freed by a thread that is not on their owner shard.
 //!
-//! Owns: the thread-local buffer of pending remote frees (a small direct-mapped
-//! table keyed by (owner, bin), each slot a chain), publishing a chain to the
+//! Owns: the thread-local buffer of pending remote frees (a direct-mapped
+//! table keyed by (owner, bin), each slot a chain; one owner's bins never
+//! share a slot), publishing a chain to the
 //! owner's inbox with one CAS, and collecting inbox bins that stay long (so
 //! memory freed for an owner that never comes back for it is returned). Must
 //! never: write another shard's central without its lock, or publish a chain
 //! to the wrong (owner, bin) inbox.
 
 use crate::shard::{self, set_next, Chain};
-use crate::size_class::BINS;
+use crate::size_class::{BINS, NBINS};
 use crate::stats::{Counters, Ctr};
 use crate::{Config, State};
 use core::sync::atomic::Ordering;
 
-/// Slots in the remote buffer (power of two).
-pub const RSLOTS: usize = 64;
+/// Slots in the remote buffer (power of two, above `NBINS`).
+pub const RSLOTS: usize = 256;
+const _: () = assert!(NBINS < RSLOTS && RSLOTS.is_power_of_two());
 
 /// Pending remote frees for one (owner, bin).
 #[derive(Clone, Copy)]
@@ -59,6 +61,16 @@ fn key(owner: usize, bin: usize) -> u32 {
     ((owner as u32) << 8 | bin as u32) + 1
 }
 
+/// The slot of (owner, bin): an owner's bins take `NBINS` consecutive slots
+/// (mod `RSLOTS`), so frees for one other owner — the common case of a
+/// producer/consumer pair — never evict each other before their batch is
+/// full (with 64 hashed slots two bins in every slot did, and batches
+/// averaged under two blocks).
+#[inline(always)]
+fn slot_of(owner: usize, bin: usize) -> usize {
+    (owner.wrapping_mul(NBINS + 1) + bin) & (RSLOTS - 1)
+}
+
 /// Buffer a free of block `p` (bin `bin`) owned by shard `owner`; publish the
 /// slot's chain when it reaches the bin's batch size or the slot is needed for
 /// another (owner, bin).
@@ -69,7 +81,7 @@ fn key(owner: usize, bin: usize) -> u32 {
 #[inline(never)]
 pub unsafe fn free<C: Config>(buf: &mut RemoteBuffer, ctr: &Counters, p: *mut u8, bin: usize, owner: usize) {
     let k = key(owner, bin);
-    let idx = (owner.wrapping_mul(0x9e37) ^ bin) & (RSLOTS - 1);
+    let idx = slot_of(owner, bin);
     let slot = &mut buf.slots[idx];
     if slot.key != k {
         if slot.n != 0 {

@@ -89,8 +89,8 @@ pub struct ThreadCache {
     /// in the pool, or when it must never be reclaimed (inherited by a
     /// `fork()` child). Written under the pool lock.
     pub tid: i32,
-    /// Per one-block-run bin: the rest of the last chain taken from the
-    /// shard's inbox (null-terminated), which later refills pop from. Taking
+    /// Per bin: the rest of the last chain taken from the shard's inbox
+    /// (null-terminated), which later refills pop from. Taking
     /// a whole inbox chain here, instead of splitting it and pushing the rest
     /// back, makes each block cost a bounded number of link steps however
     /// long the chain is (a re-push needs the rest's tail: a walk per refill).
@@ -294,10 +294,6 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
     let tcr = unsafe { &mut *tc };
     tcr.count::<C>(Ctr::Refills);
     crate::large::purge_tick(st);
-    if tcr.remote.pending != 0 {
-        // SAFETY: the buffer is this thread's and holds only blocks it freed.
-        unsafe { remote::publish_all::<C>(st, &mut tcr.remote, &tcr.ctr) };
-    }
     remote::collect_long::<C>(st);
     tcr.touched[bin / 64] |= 1 << (bin % 64);
     tcr.beat += 1;
@@ -307,12 +303,8 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
     }
     let si = tcr.shard as usize;
     let sh = shard::shard(st, si);
-    let one_block_runs = BINS[bin].blocks == 1;
     let want = (BINS[bin].batch as u32).max(tcr.bins[bin].max() / 2);
-    let mut head = core::ptr::null_mut();
-    if one_block_runs {
-        head = core::mem::replace(&mut tcr.stash[bin], core::ptr::null_mut());
-    }
+    let mut head = core::mem::replace(&mut tcr.stash[bin], core::ptr::null_mut());
     if head.is_null() {
         head = sh.inbox.take(bin);
     }
@@ -356,12 +348,12 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
     } else {
         // Keep at most half a bin (plus the block returned), so the thread's
         // own frees do not overflow it at once (that would grow its
-        // threshold). The rest of a one-block-run bin (medium) goes to the
-        // stash for the next refills (through the central its runs would be
-        // released, purged and faulted in again); each of its blocks is
-        // walked once, when a refill takes it. The rest of a small bin goes
-        // to the central, where its pages can be released and reused by any
-        // class (one walk and one give per block).
+        // threshold). The rest goes to the stash for the next refills; each
+        // of its blocks is walked once, when a refill takes it. (Through the
+        // central the blocks would cost a give and a take under the shard
+        // lock each, and their runs would be released and carved again —
+        // for medium runs purged and faulted in again. The heartbeat gives
+        // the stash of a class the thread stopped refilling to the central.)
         let keep = tcr.bins[bin].max() / 2 + 1;
         let mut last = head;
         n = 1;
@@ -379,13 +371,7 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
         if !rest.is_null() {
             // SAFETY: as the loop condition: `last` is a block of that list.
             unsafe { set_next::<C>(last, core::ptr::null_mut()) };
-            if one_block_runs {
-                tcr.stash[bin] = rest;
-            } else {
-                // SAFETY: `rest` is the detached, null-terminated rest of
-                // that list: free blocks of `bin` owned by shard `si`.
-                unsafe { shard::give_chain::<C>(st, si, bin, Chain::of_list::<C>(rest)) };
-            }
+            tcr.stash[bin] = rest;
         }
     }
     if head.is_null() {
@@ -411,13 +397,21 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
 /// shard's inbox bin — to the central, where empty runs are released (and
 /// purged) for any class and thread. Bounded: one look per bin, and one walk
 /// and one give per block handed back. (A thread that stops allocating a
-/// class would otherwise keep what other threads freed for it.)
+/// class would otherwise keep what other threads freed for it.) It also
+/// publishes the thread's buffered remote frees: a slot publishes itself
+/// when its batch is full, and the heartbeat bounds how long a part-full one
+/// waits (publishing them at every refill, as before, made batches average
+/// under two blocks in a thread that both allocates and frees remotely).
 ///
 /// # Safety
 /// `tcr` is the calling thread's live cache.
 #[cold]
 unsafe fn heartbeat<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
     tcr.beat = 0;
+    if tcr.remote.pending != 0 {
+        // SAFETY: the buffer is this thread's and holds only blocks it freed.
+        unsafe { remote::publish_all::<C>(st, &mut tcr.remote, &tcr.ctr) };
+    }
     let si = tcr.shard as usize;
     let sh = shard::shard(st, si);
     for bin in 0..NBINS {
