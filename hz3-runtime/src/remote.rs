@@ -24,8 +24,10 @@ const _: () = assert!(NBINS < RSLOTS && RSLOTS.is_power_of_two());
 pub struct RemoteSlot {
     /// `(owner << 8 | bin) + 1`, or 0 when the slot is empty.
     pub key: u32,
-    /// Blocks in `chain`.
-    pub n: u32,
+    /// Blocks still to come before the chain is a full batch (the bin's
+    /// `remote_batch` minus the blocks held): a free decrements it and
+    /// publishes at zero, with no look at the bin table.
+    pub left: u32,
     /// First block.
     pub head: *mut u8,
     /// Last block.
@@ -34,7 +36,7 @@ pub struct RemoteSlot {
 
 impl RemoteSlot {
     /// An empty slot.
-    pub const EMPTY: RemoteSlot = RemoteSlot { key: 0, n: 0, head: core::ptr::null_mut(), tail: core::ptr::null_mut() };
+    pub const EMPTY: RemoteSlot = RemoteSlot { key: 0, left: 0, head: core::ptr::null_mut(), tail: core::ptr::null_mut() };
 }
 
 /// A thread's buffer of pending remote frees (a part of its cache).
@@ -78,13 +80,13 @@ fn slot_of(owner: usize, bin: usize) -> usize {
 /// # Safety
 /// `buf` and `ctr` are this thread's live cache's; `p` is a live block of
 /// `bin` owned by `owner`.
-#[inline(never)]
+#[inline]
 pub unsafe fn free<C: Config>(buf: &mut RemoteBuffer, ctr: &Counters, p: *mut u8, bin: usize, owner: usize) {
     let k = key(owner, bin);
     let idx = slot_of(owner, bin);
     let slot = &mut buf.slots[idx];
     if slot.key != k {
-        if slot.n != 0 {
+        if slot.key != 0 {
             // SAFETY: slot `idx` is non-empty; `buf` and `ctr` are this
             // thread's (contract).
             unsafe { publish_slot::<C>(C::state(), buf, ctr, idx) };
@@ -93,7 +95,8 @@ pub unsafe fn free<C: Config>(buf: &mut RemoteBuffer, ctr: &Counters, p: *mut u8
         }
         let slot = &mut buf.slots[idx];
         slot.key = k;
-        slot.n = 1;
+        // `remote_batch >= 2`: the slot is not full yet.
+        slot.left = BINS[bin].remote_batch as u32 - 1;
         slot.head = p;
         slot.tail = p;
         // SAFETY: `p` is a block being freed by its holder (contract): free,
@@ -104,8 +107,8 @@ pub unsafe fn free<C: Config>(buf: &mut RemoteBuffer, ctr: &Counters, p: *mut u8
     // SAFETY: as above.
     unsafe { set_next::<C>(p, slot.head) };
     slot.head = p;
-    slot.n += 1;
-    if slot.n >= BINS[bin].remote_batch as u32 {
+    slot.left -= 1;
+    if slot.left == 0 {
         // SAFETY: the slot holds `p`; `buf` and `ctr` are this thread's.
         unsafe { publish_slot::<C>(C::state(), buf, ctr, idx) };
         buf.pending -= 1;
@@ -126,9 +129,10 @@ unsafe fn publish_slot<C: Config>(st: &State<C>, buf: &mut RemoteBuffer, ctr: &C
     if C::STATS {
         ctr.bump_owned(Ctr::RemoteBatches);
     }
-    // SAFETY: a slot keyed (owner, bin) holds a chain of free blocks of `bin`
-    // owned by `owner` (only `free` fills it, under that key).
-    unsafe { publish::<C>(st, owner, bin, Chain { head: slot.head, tail: slot.tail, n: slot.n }) };
+    let n = BINS[bin].remote_batch as u32 - slot.left;
+    // SAFETY: a slot keyed (owner, bin) holds a chain of `n` free blocks of
+    // `bin` owned by `owner` (only `free` fills it, under that key).
+    unsafe { publish::<C>(st, owner, bin, Chain { head: slot.head, tail: slot.tail, n }) };
 }
 
 /// An inbox bin holding more than this many bytes is "long": once it has
@@ -140,7 +144,7 @@ pub const INBOX_AGE_MS: u64 = 50;
 const COLLECT_EVERY_MS: u64 = 10;
 
 /// Hand a chain of `owner`'s blocks back: to its inbox while a thread holds the
-/// shard, else straight to its central (so an abandoned shard's runs can be
+/// shard, else (after the push) to its central (so an abandoned shard's runs can be
 /// released). A publish that leaves the inbox bin long marks it (for
 /// `collect_long`), and gives it to the central itself once it has been long
 /// for `INBOX_AGE_MS`: memory freed by other threads comes back even when
@@ -150,12 +154,10 @@ const COLLECT_EVERY_MS: u64 = 10;
 /// The chain holds free blocks of `bin` owned by shard `owner`.
 pub unsafe fn publish<C: Config>(st: &State<C>, owner: usize, bin: usize, chain: Chain) {
     let sh = shard::shard(st, owner);
-    if sh.live.load(Ordering::Acquire) == 0 {
-        // SAFETY: the chain holds free blocks of `bin` owned by `owner` (contract).
-        unsafe { shard::give_chain::<C>(st, owner, bin, chain) };
-        return;
-    }
-    // SAFETY: as above.
+    // No look at `live` first: the push re-checks it (one load of a line the
+    // owner's lock shares, instead of two) and gives the inbox bin to the
+    // central itself when the shard is unheld.
+    // SAFETY: the chain holds free blocks of `bin` owned by `owner` (contract).
     let n = unsafe { crate::thread::publish_to_inbox::<C>(st, owner, bin, chain) };
     if n as usize * BINS[bin].size as usize >= INBOX_LONG_BYTES {
         let now = crate::os::now_ms();
@@ -233,11 +235,38 @@ fn collect_long_slow<C: Config>(st: &State<C>) {
 /// `buf` and `ctr` are this thread's cache's.
 pub unsafe fn publish_all<C: Config>(st: &State<C>, buf: &mut RemoteBuffer, ctr: &Counters) {
     for idx in 0..RSLOTS {
-        if buf.slots[idx].n != 0 {
+        if buf.slots[idx].key != 0 {
             // SAFETY: slot `idx` is non-empty; `buf` and `ctr` are this
             // thread's (contract).
             unsafe { publish_slot::<C>(st, buf, ctr, idx) };
         }
     }
     buf.pending = 0;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slot's first block leaves it short of a full batch (`RemoteSlot::left`
+    /// starts at `remote_batch - 1` and a free publishes when it reaches 0).
+    #[test]
+    fn every_remote_batch_holds_two_blocks_or_more() {
+        for (bin, info) in BINS.iter().enumerate() {
+            assert!(info.remote_batch >= 2, "bin {bin}: remote batch {}", info.remote_batch);
+        }
+    }
+
+    /// One owner's bins take distinct slots.
+    #[test]
+    fn one_owners_bins_never_share_a_slot() {
+        for owner in [0usize, 1, 7, 63, 200] {
+            let mut seen = [false; RSLOTS];
+            for bin in 0..NBINS {
+                let i = slot_of(owner, bin);
+                assert!(!seen[i], "owner {owner}: bin {bin} shares slot {i}");
+                seen[i] = true;
+            }
+        }
+    }
 }

@@ -216,7 +216,10 @@ impl Inbox {
             // publishes them (contract), so its tail's link is ours to write.
             unsafe { set_next::<C>(chain.tail, old) };
             // Release: the links written above are visible to the drainer.
-            match head.compare_exchange_weak(old, chain.head, Ordering::Release, Ordering::Relaxed) {
+            // SeqCst: the publisher's re-check of the shard's `live` count
+            // after this push relies on it (see `thread::publish_to_inbox`;
+            // on x86 the same locked instruction as a release CAS).
+            match head.compare_exchange_weak(old, chain.head, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(cur) => old = cur,
             }
@@ -229,11 +232,14 @@ impl Inbox {
     #[inline]
     pub fn take(&self, bin: usize) -> *mut u8 {
         let b = &self.bins[bin];
-        if b.head.load(Ordering::Relaxed).is_null() {
+        // SeqCst: the last thread leaving the shard drains it after its
+        // SeqCst `live` decrement, and a publisher's SeqCst push must then
+        // be seen here (see `thread::publish_to_inbox`; on x86 a plain load).
+        if b.head.load(Ordering::SeqCst).is_null() {
             return core::ptr::null_mut();
         }
         // Acquire pairs with the publisher's release: the links are visible.
-        let head = b.head.swap(core::ptr::null_mut(), Ordering::Acquire);
+        let head = b.head.swap(core::ptr::null_mut(), Ordering::SeqCst);
         b.count.store(0, Ordering::Relaxed);
         if b.since.load(Ordering::Relaxed) != 0 {
             b.since.store(0, Ordering::Relaxed);
