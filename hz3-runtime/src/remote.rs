@@ -246,7 +246,259 @@ pub unsafe fn publish_all<C: Config>(st: &State<C>, buf: &mut RemoteBuffer, ctr:
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use crate::api::{alloc, free};
+    use crate::size_class::bin_of;
+    use crate::{Config, Ptag, State};
+    use std::vec::Vec;
+
+    macro_rules! remote_config {
+        ($m:ident, $shards:expr) => {
+            mod $m {
+                use super::*;
+                std::thread_local! {
+                    static SLOT: core::cell::Cell<*mut u8> = const { core::cell::Cell::new(core::ptr::null_mut()) };
+                }
+                pub struct T;
+                impl Config for T {
+                    const NAME: &'static str = stringify!($m);
+                    const S110_META: bool = true;
+                    const FREE_FAST: bool = false;
+                    const PTAG: Ptag = Ptag::Late;
+                    const STATS: bool = true;
+                    const FAILFAST: bool = true;
+                    const SHARDS: usize = $shards;
+                    const ARENA_SIZE: usize = 4 << 30;
+                    const PURGE: bool = true;
+                    fn state() -> &'static State<Self> {
+                        static S: State<T> = State::new();
+                        &S
+                    }
+                    fn tls_get() -> *mut u8 {
+                        SLOT.with(|c| c.get())
+                    }
+                    fn tls_set(p: *mut u8) {
+                        SLOT.with(|c| c.set(p))
+                    }
+                }
+            }
+        };
+    }
+    remote_config!(rbeat, 8);
+    remote_config!(rcap, 8);
+    remote_config!(rexit, 4);
+
+    /// Fill `size` bytes at `p` with a pattern of `seed`.
+    fn fill(p: usize, size: usize, seed: u64) {
+        for i in (0..size).step_by(8) {
+            // SAFETY: `p` is a live block of at least `size` bytes (callers), 16-aligned.
+            unsafe { ((p + i) as *mut u64).write(seed ^ (i as u64).wrapping_mul(0x9e37_79b9)) };
+        }
+    }
+
+    /// Check the pattern `fill` wrote.
+    fn check(p: usize, size: usize, seed: u64) {
+        for i in (0..size).step_by(8) {
+            // SAFETY: as in `fill`.
+            let v = unsafe { ((p + i) as *const u64).read() };
+            assert_eq!(v, seed ^ (i as u64).wrapping_mul(0x9e37_79b9), "block {p:#x} byte {i} overwritten");
+        }
+    }
+
+    /// A remote free that leaves its slot short of a full batch is published
+    /// by the freeing thread's heartbeat (it no longer publishes at every
+    /// refill): the blocks reach their owner's inbox after at most
+    /// `HEARTBEAT_REFILLS` refills of the freeing thread, and come back to
+    /// the owner with their contents intact until it reuses them.
+    #[test]
+    fn part_full_slots_reach_the_inbox_at_the_heartbeat() {
+        type T = rbeat::T;
+        let (to_owner, from_freer) = std::sync::mpsc::channel::<()>();
+        let (to_freer, from_owner) = std::sync::mpsc::channel::<(Vec<usize>, usize)>();
+        let owner = std::thread::spawn(move || {
+            // SAFETY: align 16 is a power of two.
+            let ps: Vec<usize> = (0..3).map(|_| unsafe { alloc::<T>(64, 16) } as usize).collect();
+            // SAFETY: the thread's cache is live after its first allocation.
+            let si = unsafe { (*crate::thread::raw::<T>()).shard } as usize;
+            to_freer.send((ps, si)).unwrap();
+            // Hold the shard until the freer is done.
+            from_freer.recv().unwrap();
+        });
+        let (ps, si) = from_owner.recv().unwrap();
+        let bin = bin_of(64);
+        assert!(BINS[bin].remote_batch > 3);
+        std::thread::spawn(move || {
+            let st = T::state();
+            let inbox = &shard::shard(st, si).inbox;
+            for &p in &ps {
+                // SAFETY: each p is live; its owner holds its shard.
+                unsafe { free::<T>(p as *mut u8) };
+            }
+            assert!(inbox.is_empty(bin), "three blocks of a 32-block batch were published at once");
+            let tc = crate::thread::raw::<T>();
+            let refills = || {
+                // SAFETY: `tc` is this thread's live cache; counters are atomics.
+                unsafe { (*tc).ctr.of(crate::stats::Ctr::Refills).load(Ordering::Relaxed) }
+            };
+            let start = refills();
+            let mut mine = Vec::new();
+            while inbox.is_empty(bin) && refills() - start <= crate::tcache::HEARTBEAT_REFILLS as u64 + 1 {
+                for k in 1..=128 {
+                    // SAFETY: align 16 is a power of two.
+                    mine.push(unsafe { alloc::<T>(16 * k, 16) } as usize);
+                }
+            }
+            assert!(!inbox.is_empty(bin), "a part-full slot stayed in the buffer past the heartbeat");
+            for p in mine {
+                // SAFETY: each p is live.
+                unsafe { free::<T>(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+        to_owner.send(()).unwrap();
+        owner.join().unwrap();
+    }
+
+    /// Blocks of a small class freed in bulk by another thread: the refill
+    /// that takes the inbox chain keeps at most `STASH_SMALL_BYTES` of them
+    /// in the stash and gives the rest to the central; the owner's next
+    /// allocations reuse them at a bounded number of link steps each.
+    #[test]
+    fn small_class_stash_is_capped_and_blocks_come_back() {
+        type T = rcap::T;
+        std::thread::spawn(|| {
+            let (n, size) = (6000usize, 64usize);
+            let bin = bin_of(size);
+            // SAFETY: align 16 is a power of two.
+            let first: Vec<usize> = (0..n).map(|_| unsafe { alloc::<T>(size, 16) } as usize).collect();
+            let to_free = first.clone();
+            std::thread::spawn(move || {
+                for p in to_free {
+                    // SAFETY: each p is live; the owner is alive.
+                    unsafe { free::<T>(p as *mut u8) };
+                }
+            })
+            .join()
+            .unwrap();
+            let tc = crate::thread::raw::<T>();
+            let before = shard::walks::get();
+            let mut second = Vec::new();
+            // Empty the bin, then one refill takes the whole inbox chain.
+            // SAFETY: `tc` is this thread's live cache.
+            while unsafe { (*tc).stash[bin] }.is_null() && second.len() < 1000 {
+                // SAFETY: align 16 is a power of two.
+                second.push(unsafe { alloc::<T>(size, 16) } as usize);
+            }
+            let mut stashed = 0;
+            // SAFETY: `tc` is this thread's live cache; the stash is a
+            // null-terminated list of its free blocks, read and not changed.
+            let mut b = unsafe { (*tc).stash[bin] };
+            while !b.is_null() {
+                stashed += 1;
+                // SAFETY: as above.
+                b = unsafe { shard::next_of::<T>(b) };
+            }
+            assert!(stashed > 0, "the refill stashed nothing");
+            assert!(stashed <= (crate::tcache::STASH_SMALL_BYTES as usize / size).max(2), "stash of {stashed} blocks");
+            while second.len() < n {
+                // SAFETY: align 16 is a power of two.
+                second.push(unsafe { alloc::<T>(size, 16) } as usize);
+            }
+            let steps = shard::walks::get() - before;
+            let old: std::collections::HashSet<usize> = first.into_iter().collect();
+            let reused = second.iter().filter(|p| old.contains(p)).count();
+            assert!(reused * 10 >= n * 9, "only {reused} of {n} blocks came back");
+            assert!(steps <= 3 * n as u64, "{steps} link steps for {n} blocks");
+            for p in second {
+                // SAFETY: each p is live.
+                unsafe { free::<T>(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Many threads on few shards hand blocks (patterned) to each other and
+    /// exit at staggered times, so remote frees race the exit of their
+    /// owner shard's last thread: every block arrives intact, and once all
+    /// threads are gone no unheld shard keeps anything in its inbox (the
+    /// publisher's re-check and the exit drain of `thread::publish_to_inbox`
+    /// and `retire`).
+    #[test]
+    fn remote_frees_racing_owner_exit_leave_no_inbox_behind() {
+        type T = rexit::T;
+        const THREADS: usize = 12;
+        const ROUNDS: usize = 40;
+        for wave in 0..3u64 {
+            let (txs, rxs): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| std::sync::mpsc::channel::<Vec<(usize, usize, u64)>>()).unzip();
+            let hs: Vec<_> = rxs
+                .into_iter()
+                .enumerate()
+                .map(|(me, rx)| {
+                    let txs = txs.clone();
+                    std::thread::spawn(move || {
+                        let mut seed = (wave * 1000 + me as u64) | 1;
+                        let mut next = || {
+                            seed ^= seed << 13;
+                            seed ^= seed >> 7;
+                            seed ^= seed << 17;
+                            seed
+                        };
+                        let free_all = |v: Vec<(usize, usize, u64)>| {
+                            for (p, size, tag) in v {
+                                check(p, size, tag);
+                                // SAFETY: each block is live and handed to us alone.
+                                unsafe { free::<T>(p as *mut u8) };
+                            }
+                        };
+                        // Threads leave after different numbers of rounds.
+                        for _ in 0..ROUNDS / 2 + me * ROUNDS / THREADS {
+                            let v: Vec<(usize, usize, u64)> = (0..48)
+                                .map(|_| {
+                                    let size = [24, 64, 200, 1000, 2048, 5000, 70_000][(next() % 7) as usize];
+                                    // SAFETY: align 16 is a power of two.
+                                    let p = unsafe { alloc::<T>(size, 16) } as usize;
+                                    assert!(p != 0);
+                                    let tag = next();
+                                    fill(p, size, tag);
+                                    (p, size, tag)
+                                })
+                                .collect();
+                            let to = (me + 1 + (next() as usize % (THREADS - 1))) % THREADS;
+                            // A receiver that has left drops the blocks back to us.
+                            if let Err(e) = txs[to].send(v) {
+                                free_all(e.0);
+                            }
+                            while let Ok(v) = rx.try_recv() {
+                                free_all(v);
+                            }
+                        }
+                        drop(txs);
+                        // Blocks still queued for us are freed by the exiting thread.
+                        while let Ok(v) = rx.try_recv() {
+                            free_all(v);
+                        }
+                    })
+                })
+                .collect();
+            drop(txs);
+            for h in hs {
+                h.join().unwrap();
+            }
+        }
+        // Blocks sent to a thread after it left stay in its closed channel:
+        // dropped with it (never freed; they belong to the arena still).
+        let st = T::state();
+        for si in 0..T::SHARDS {
+            let sh = shard::shard(st, si);
+            assert_eq!(sh.live.load(Ordering::SeqCst), 0, "shard {si} still held");
+            for bin in 0..NBINS {
+                assert!(sh.inbox.is_empty(bin), "shard {si} bin {bin}: an unheld shard's inbox keeps blocks");
+            }
+        }
+    }
 
     /// A slot's first block leaves it short of a full batch (`RemoteSlot::left`
     /// starts at `remote_batch - 1` and a free publishes when it reaches 0).
