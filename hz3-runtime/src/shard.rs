@@ -228,7 +228,8 @@ impl Inbox {
         self.bins[bin].count.fetch_add(chain.n, Ordering::Relaxed).wrapping_add(chain.n)
     }
 
-    /// Take everything published for `bin` (null when nothing).
+    /// Take everything published for `bin`: a carrier list
+    /// (`remote::unpack`), null when nothing.
     #[inline]
     pub fn take(&self, bin: usize) -> *mut u8 {
         let b = &self.bins[bin];
@@ -403,16 +404,24 @@ pub unsafe fn give_chain<C: Config>(st: &State<C>, si: usize, bin: usize, chain:
 }
 
 /// Give everything published to shard `si`'s inbox bin `bin` to its central
-/// (takes the lock): one walk and one give per block.
+/// (takes the lock): one unpacking step and one give per block.
 ///
 /// # Safety
 /// The state is initialised and `si` is one of its shards.
 pub unsafe fn give_inbox<C: Config>(st: &State<C>, si: usize, bin: usize) {
     let head = shard(st, si).inbox.take(bin);
     if !head.is_null() {
-        // SAFETY: the taken chain is a whole inbox chain of shard `si`: a
-        // null-terminated list of free blocks of `bin` it owns, now ours alone.
-        unsafe { give_chain::<C>(st, si, bin, Chain::of_list::<C>(head)) };
+        let mut chain = Chain::EMPTY;
+        // SAFETY: `unpack` hands each block of the list below to us once: a
+        // free block of `bin` nothing else references.
+        let put = |b: *mut u8| unsafe { chain.push_back::<C>(b) };
+        // SAFETY: the taken list is a whole inbox list of shard `si`: a
+        // carrier list of free blocks of `bin` it owns, now ours alone; `put`
+        // links each block once into `chain`.
+        unsafe { crate::remote::unpack::<C>(head, crate::remote::carrier_cap(bin), put) };
+        walks::add(chain.n as u64);
+        // SAFETY: the chain holds those blocks.
+        unsafe { give_chain::<C>(st, si, bin, chain) };
     }
 }
 

@@ -346,23 +346,57 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
         sh.lock.unlock();
         head = chain.head;
         n = chain.n;
+    } else if from_inbox {
+        // The inbox holds carrier lists (`remote::unpack`): each block is
+        // linked here once, on this thread's side, into one of three lists —
+        // at most half a bin (plus the block returned), so the thread's own
+        // frees do not overflow the bin at once (that would grow its
+        // threshold); then the stash, which the next refills take (through
+        // the central each block would cost a give and a take under the
+        // shard lock, and its run might be released and carved again — a
+        // medium run purged and faulted in again); a small class's stash
+        // holds at most `STASH_SMALL_BYTES` and the rest goes to the central
+        // (measured: an uncapped stash of 128 classes raised mt_remote's peak
+        // RSS 19%: blocks idle beside the bins whose runs the central would
+        // release for other classes). The heartbeat gives the stash of a
+        // class the thread stopped refilling to the central.
+        let keep = tcr.bins[bin].max() / 2 + 1;
+        let stash_max = if BINS[bin].blocks == 1 { u32::MAX } else { (STASH_SMALL_BYTES / BINS[bin].size).max(2) };
+        let (mut mine, mut stash, mut rest) = (Chain::EMPTY, Chain::EMPTY, Chain::EMPTY);
+        let put = |b: *mut u8| {
+            let to = if mine.n < keep {
+                &mut mine
+            } else if stash.n < stash_max {
+                &mut stash
+            } else {
+                &mut rest
+            };
+            // SAFETY: `unpack` hands each block of the list below to us
+            // once: a free block of `bin` nothing else references.
+            unsafe { to.push_back::<C>(b) };
+        };
+        // SAFETY: `head` is a whole inbox list of shard `si`, detached by the
+        // take: a carrier list of free blocks of `bin` that shard owns, now
+        // this thread's alone; `put` links each block once into one chain.
+        let total = unsafe { remote::unpack::<C>(head, remote::carrier_cap(bin), put) };
+        shard::walks::add(total as u64);
+        tcr.stash[bin] = stash.head;
+        if rest.n != 0 {
+            // SAFETY: `rest` holds free blocks of `bin` owned by shard `si`.
+            unsafe { shard::give_chain::<C>(st, si, bin, rest) };
+        }
+        head = mine.head;
+        n = mine.n;
     } else {
-        // Keep at most half a bin (plus the block returned), so the thread's
-        // own frees do not overflow it at once (that would grow its
-        // threshold). The rest goes to the stash for the next refills; each
-        // of its blocks is walked once, when a refill takes it. (Through the
-        // central the blocks would cost a give and a take under the shard
-        // lock each, and their runs would be released and carved again —
-        // for medium runs purged and faulted in again. The heartbeat gives
-        // the stash of a class the thread stopped refilling to the central.)
-        // A small class's stash is capped (`STASH_SMALL_BYTES`): see
-        // `cap_stash`.
+        // From the stash (a plain list, capped when it was filled): keep at
+        // most half a bin plus the block returned, as above; the rest stays
+        // in the stash. Each block is walked once, when a refill takes it.
         let keep = tcr.bins[bin].max() / 2 + 1;
         let mut last = head;
         n = 1;
         // SAFETY: `head` is a null-terminated list of free blocks of `bin`
-        // owned by shard `si`, detached from the stash or the inbox, so this
-        // thread alone reads and writes their links; `last` is one of them.
+        // owned by shard `si`, detached from the stash, so this thread alone
+        // reads and writes their links; `last` is one of them.
         while n < keep && !unsafe { next_of::<C>(last) }.is_null() {
             // SAFETY: as the loop condition: `last` is a block of that list.
             last = unsafe { next_of::<C>(last) };
@@ -375,11 +409,6 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
             // SAFETY: as the loop condition: `last` is a block of that list.
             unsafe { set_next::<C>(last, core::ptr::null_mut()) };
             tcr.stash[bin] = rest;
-            if from_inbox && BINS[bin].blocks != 1 {
-                // SAFETY: `rest` is the detached rest of that list, now the
-                // stash: free blocks of `bin` owned by shard `si`.
-                unsafe { cap_stash::<C>(st, tcr, si, bin, rest) };
-            }
         }
     }
     if head.is_null() {
@@ -401,47 +430,13 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
 }
 
 /// Bytes of blocks a small class's stash holds at most after a refill from
-/// the inbox; the rest goes to the central. Measured (mt_remote, 4 threads,
+/// the inbox; the rest goes to the central (see `refill_from`). Measured (mt_remote, 4 threads,
 /// 16–2048 B, R=50%): peak RSS 30.7 MiB with no small-class stash, 36.3
 /// MiB uncapped (blocks of 128 classes idle beside the bins, where the
 /// central would have released their runs for other classes), 32.2 MiB at
 /// 16 KiB; callgrind instructions per op of a 16–256 B producer/consumer
 /// pair 140 (no stash), 96 (uncapped), 118 (16 KiB).
 pub const STASH_SMALL_BYTES: u32 = 16 << 10;
-
-/// Cap the stash `rest` of small bin `bin`, just taken from the inbox, at
-/// `STASH_SMALL_BYTES` (at least two blocks): the blocks past it go to the
-/// central. Each block is walked once here, and once more when a refill or
-/// the central takes it (a stash is taken whole, and only a chain from the
-/// inbox is capped, so no block is walked here twice).
-///
-/// # Safety
-/// `tcr` is the calling thread's live cache and `rest` is its stash of
-/// `bin`: a null-terminated list of free blocks of `bin` owned by shard `si`.
-#[cold]
-unsafe fn cap_stash<C: Config>(st: &State<C>, tcr: &mut ThreadCache, si: usize, bin: usize, rest: *mut u8) {
-    debug_assert!(tcr.stash[bin] == rest);
-    let cap = (STASH_SMALL_BYTES / BINS[bin].size).max(2);
-    let mut last = rest;
-    let mut k = 1;
-    // SAFETY: `last` is a block of the stash list, which only this thread links.
-    while k < cap && !unsafe { next_of::<C>(last) }.is_null() {
-        // SAFETY: as the loop condition.
-        last = unsafe { next_of::<C>(last) };
-        k += 1;
-    }
-    shard::walks::add(k as u64);
-    // SAFETY: as the loop condition.
-    let more = unsafe { next_of::<C>(last) };
-    if !more.is_null() {
-        // SAFETY: `last` is a block of the stash list; `more` starts its
-        // detached, null-terminated rest: free blocks of `bin` owned by `si`.
-        unsafe {
-            set_next::<C>(last, core::ptr::null_mut());
-            shard::give_chain::<C>(st, si, bin, Chain::of_list::<C>(more));
-        }
-    }
-}
 
 /// Every `HEARTBEAT_REFILLS` refills: give the blocks of bins this thread
 /// has not refilled since the last heartbeat — its stash, fresh run and the

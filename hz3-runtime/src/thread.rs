@@ -207,7 +207,8 @@ unsafe fn retire<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
 /// publish (there was one).
 ///
 /// # Safety
-/// The chain holds free blocks of `bin` owned by shard `owner`.
+/// The chain is a sealed carrier list (`remote::unpack`) of free blocks of
+/// `bin` owned by shard `owner`, the caller's alone.
 pub unsafe fn publish_to_inbox<C: Config>(st: &State<C>, owner: usize, bin: usize, chain: Chain) -> u32 {
     let sh = shard::shard(st, owner);
     // SAFETY: the chain holds free blocks of `bin` owned by `owner` (contract).
@@ -454,10 +455,9 @@ mod tests {
         let st = Race::state();
         assert_eq!(shard::shard(st, si).live.load(Ordering::Relaxed), 0, "the owner has left");
         let bin = crate::size_class::bin_of(64);
-        let mut c = Chain::EMPTY;
         // SAFETY: `p` is a block of the exited thread's shard, freed here once.
         unsafe {
-            c.push_back::<Race>(p as *mut u8);
+            let c = crate::remote::carrier_of_one::<Race>(p as *mut u8);
             publish_to_inbox::<Race>(st, si, bin, c);
         }
         assert!(shard::shard(st, si).inbox.take(bin).is_null(), "the freed block was left in an unheld shard's inbox");
