@@ -94,37 +94,76 @@ pub unsafe fn carrier_of_one<C: Config>(p: *mut u8) -> Chain {
     Chain { head: p, tail: p, n: 1 }
 }
 
-/// Visit every block of the carrier list `c` (null-terminated through the
-/// carriers' links) once: each carrier's carried blocks, then the carrier.
-/// `f` may write the first word of the blocks it is given (to link them),
-/// nothing else. Returns the blocks visited. With `harden` the carried
-/// pointers are stored encoded like links and checked like them, and a
-/// count above `cap` (the bin's `carrier_cap`) aborts.
+/// Visit the blocks of the carrier list `c` (null-terminated through the
+/// carriers' links), whole carriers at a time — each carrier's carried
+/// blocks, then the carrier — until at least `want` blocks were visited or
+/// the list ends. `f` may write the first word of the blocks it is given (to
+/// link them), nothing else. Returns the rest of the list (whole carriers,
+/// untouched; null when none) and the blocks visited. With `harden` the
+/// carried pointers are stored encoded and checked like links, and a count
+/// above `cap` (the bin's `carrier_cap`) aborts.
 ///
 /// # Safety
 /// `c` starts a carrier list of free blocks of a bin whose carriers carry at
-/// most `cap` blocks, detached from its inbox or buffer: the caller's alone.
+/// most `cap` blocks, detached from its inbox, buffer or stash: the caller's
+/// alone.
 #[inline]
-pub unsafe fn unpack<C: Config>(mut c: *mut u8, cap: u32, mut f: impl FnMut(*mut u8)) -> u32 {
+pub unsafe fn unpack<C: Config>(mut c: *mut u8, cap: u32, want: u32, mut f: impl FnMut(*mut u8)) -> (*mut u8, u32) {
     let mut n = 0;
-    while !c.is_null() {
+    while !c.is_null() && n < want {
         // SAFETY: `c` is a carrier of the caller's list (contract): its link
         // and count are readable, and `f` has not written it yet.
-        let (next, k) = unsafe { (shard::next_of::<C>(c), *(c as *const usize).add(1)) };
-        if C::HARDEN && k > cap as usize {
-            crate::failfast::fail::<C>("free", c as usize, "a freed block was written to (corrupted remote-free batch)");
-        }
-        for i in 0..k as u32 {
+        let (next, k) = unsafe { (shard::next_of::<C>(c), count_of::<C>(c, cap)) };
+        for i in 0..k {
             // SAFETY: words 2..2+k of the carrier point to its carried
             // blocks (written by `free`); `f` only writes other blocks'
             // first words, so they are intact.
             f(unsafe { shard::next_of::<C>(carried(c, i)) });
         }
         f(c);
-        n += k as u32 + 1;
+        n += k + 1;
         c = next;
     }
-    n
+    (c, n)
+}
+
+/// The count of carrier `c` (checked against `cap` with `harden`).
+///
+/// # Safety
+/// `c` is a sealed carrier of the caller's.
+#[inline(always)]
+unsafe fn count_of<C: Config>(c: *mut u8, cap: u32) -> u32 {
+    // SAFETY: `c` is a sealed carrier (contract): its second word is its count.
+    let k = unsafe { *(c as *const usize).add(1) };
+    if C::HARDEN && k > cap as usize {
+        crate::failfast::fail::<C>("free", c as usize, "a freed block was written to (corrupted remote-free batch)");
+    }
+    k as u32
+}
+
+/// Cut the carrier list `c` after its first whole carriers holding at least
+/// `max` blocks: returns the cut-off rest (null when the list holds fewer)
+/// and the blocks kept. Reads only the kept carriers (their links and
+/// counts), not the blocks they carry.
+///
+/// # Safety
+/// As [`unpack`].
+pub unsafe fn split_carriers<C: Config>(c: *mut u8, cap: u32, max: u32) -> (*mut u8, u32) {
+    let mut n = 0;
+    let mut last = c;
+    while !last.is_null() {
+        // SAFETY: `last` is a sealed carrier of the caller's list (contract).
+        n += unsafe { count_of::<C>(last, cap) } + 1;
+        // SAFETY: as above.
+        let next = unsafe { shard::next_of::<C>(last) };
+        if n >= max && !next.is_null() {
+            // SAFETY: as above: the link of `last` is the caller's to cut.
+            unsafe { set_next::<C>(last, core::ptr::null_mut()) };
+            return (next, n);
+        }
+        last = next;
+    }
+    (core::ptr::null_mut(), n)
 }
 
 /// A thread's buffer of pending remote frees (a part of its cache).
@@ -551,15 +590,11 @@ mod tests {
                 // SAFETY: align 16 is a power of two.
                 second.push(unsafe { alloc::<T>(size, 16) } as usize);
             }
-            let mut stashed = 0;
             // SAFETY: `tc` is this thread's live cache; the stash is a
-            // null-terminated list of its free blocks, read and not changed.
-            let mut b = unsafe { (*tc).stash[bin] };
-            while !b.is_null() {
-                stashed += 1;
-                // SAFETY: as above.
-                b = unsafe { shard::next_of::<T>(b) };
-            }
+            // carrier list of its free blocks, counted and not changed (no
+            // cut with `max` = all).
+            let (_, stashed) = unsafe { split_carriers::<T>((*tc).stash[bin], carrier_cap(bin), u32::MAX) };
+            let stashed = stashed as usize;
             assert!(stashed > 0, "the refill stashed nothing");
             assert!(stashed <= (crate::tcache::STASH_SMALL_BYTES as usize / size).max(2), "stash of {stashed} blocks");
             while second.len() < n {
@@ -676,6 +711,19 @@ mod tests {
     fn every_remote_batch_holds_two_blocks_or_more() {
         for (bin, info) in BINS.iter().enumerate() {
             assert!(info.remote_batch >= 2, "bin {bin}: remote batch {}", info.remote_batch);
+        }
+    }
+
+    /// A refill unpacks whole carriers until it has half a bin: one carrier
+    /// more than that still fits the bin (a carrier holds fewer than
+    /// `remote_batch` blocks, and a bin's threshold is at least two refill
+    /// batches), so a refill from the inbox never over-fills a bin.
+    #[test]
+    fn remote_batch_fits_a_refill() {
+        for (bin, info) in BINS.iter().enumerate() {
+            assert!(info.remote_batch <= info.batch, "bin {bin}: remote batch {} > refill batch {}", info.remote_batch, info.batch);
+            assert!(info.max_cached >= 2 * info.batch, "bin {bin}");
+            assert!(carrier_cap(bin) < info.remote_batch as u32, "bin {bin}");
         }
     }
 

@@ -40,24 +40,6 @@ impl Chain {
     /// The empty chain.
     pub const EMPTY: Chain = Chain { head: core::ptr::null_mut(), tail: core::ptr::null_mut(), n: 0 };
 
-    /// The chain formed by the null-terminated list starting at `head`
-    /// (non-null): walks it once for its tail and length.
-    ///
-    /// # Safety
-    /// `head` starts a null-terminated list of free blocks owned by the caller.
-    pub unsafe fn of_list<C: Config>(head: *mut u8) -> Chain {
-        let mut chain = Chain { head, tail: head, n: 1 };
-        // SAFETY: `chain.tail` is a block of the caller's null-terminated
-        // list of free blocks (contract), whose links only the caller reads.
-        while !unsafe { next_of::<C>(chain.tail) }.is_null() {
-            // SAFETY: as the loop condition.
-            chain.tail = unsafe { next_of::<C>(chain.tail) };
-            chain.n += 1;
-        }
-        walks::add(chain.n as u64);
-        chain
-    }
-
     /// Append `b` (its link is overwritten).
     ///
     /// # Safety
@@ -418,7 +400,7 @@ pub unsafe fn give_inbox<C: Config>(st: &State<C>, si: usize, bin: usize) {
         // SAFETY: the taken list is a whole inbox list of shard `si`: a
         // carrier list of free blocks of `bin` it owns, now ours alone; `put`
         // links each block once into `chain`.
-        unsafe { crate::remote::unpack::<C>(head, crate::remote::carrier_cap(bin), put) };
+        unsafe { crate::remote::unpack::<C>(head, crate::remote::carrier_cap(bin), u32::MAX, put) };
         walks::add(chain.n as u64);
         // SAFETY: the chain holds those blocks.
         unsafe { give_chain::<C>(st, si, bin, chain) };

@@ -89,8 +89,8 @@ pub struct ThreadCache {
     /// in the pool, or when it must never be reclaimed (inherited by a
     /// `fork()` child). Written under the pool lock.
     pub tid: i32,
-    /// Per bin: the rest of the last chain taken from the shard's inbox
-    /// (null-terminated), which later refills pop from. Taking
+    /// Per bin: the rest of the last carrier list taken from the shard's
+    /// inbox (`remote::unpack`), which later refills unpack from. Taking
     /// a whole inbox chain here, instead of splitting it and pushing the rest
     /// back, makes each block cost a bounded number of link steps however
     /// long the chain is (a re-push needs the rest's tail: a walk per refill).
@@ -309,7 +309,7 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
     if from_inbox {
         head = sh.inbox.take(bin);
     }
-    let mut n;
+    let n;
     if head.is_null() && tcr.fresh[bin].left != 0 {
         // A non-zeroed refill links the blocks of the fresh run into the bin.
         let f = &mut tcr.fresh[bin];
@@ -346,70 +346,54 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
         sh.lock.unlock();
         head = chain.head;
         n = chain.n;
-    } else if from_inbox {
-        // The inbox holds carrier lists (`remote::unpack`): each block is
-        // linked here once, on this thread's side, into one of three lists —
-        // at most half a bin (plus the block returned), so the thread's own
-        // frees do not overflow the bin at once (that would grow its
-        // threshold); then the stash, which the next refills take (through
-        // the central each block would cost a give and a take under the
-        // shard lock, and its run might be released and carved again — a
-        // medium run purged and faulted in again); a small class's stash
-        // holds at most `STASH_SMALL_BYTES` and the rest goes to the central
-        // (measured: an uncapped stash of 128 classes raised mt_remote's peak
-        // RSS 19%: blocks idle beside the bins whose runs the central would
-        // release for other classes). The heartbeat gives the stash of a
-        // class the thread stopped refilling to the central.
+    } else {
+        // The inbox and the stash hold carrier lists (`remote::unpack`).
+        // Whole carriers are unpacked until half a bin (plus the block
+        // returned) is linked, on this thread's side; the rest stays in
+        // carrier form, unread, in the stash for the next refills (each
+        // block is touched once, when a refill takes it, as the program is
+        // about to use it). Not more than half a bin (and at most one
+        // carrier more, see `remote_batch_fits_a_refill`), so the thread's
+        // own frees do not overflow the bin at once (that would grow its
+        // threshold). Through the central each block would cost a give and
+        // a take under the shard lock, and its run might be released and
+        // carved again (a medium run purged and faulted in again). A small
+        // class's stash holds at most `STASH_SMALL_BYTES` when it is filled
+        // from the inbox; the rest goes to the central (measured: an uncapped
+        // stash of 128 classes raised mt_remote's peak RSS 19%: blocks idle
+        // beside the bins whose runs the central would release for other
+        // classes). The heartbeat gives the stash of a class the thread
+        // stopped refilling to the central.
         let keep = tcr.bins[bin].max() / 2 + 1;
-        let stash_max = if BINS[bin].blocks == 1 { u32::MAX } else { (STASH_SMALL_BYTES / BINS[bin].size).max(2) };
-        let (mut mine, mut stash, mut rest) = (Chain::EMPTY, Chain::EMPTY, Chain::EMPTY);
-        let put = |b: *mut u8| {
-            let to = if mine.n < keep {
-                &mut mine
-            } else if stash.n < stash_max {
-                &mut stash
-            } else {
-                &mut rest
-            };
-            // SAFETY: `unpack` hands each block of the list below to us
-            // once: a free block of `bin` nothing else references.
-            unsafe { to.push_back::<C>(b) };
-        };
-        // SAFETY: `head` is a whole inbox list of shard `si`, detached by the
-        // take: a carrier list of free blocks of `bin` that shard owns, now
-        // this thread's alone; `put` links each block once into one chain.
-        let total = unsafe { remote::unpack::<C>(head, remote::carrier_cap(bin), put) };
-        shard::walks::add(total as u64);
-        tcr.stash[bin] = stash.head;
-        if rest.n != 0 {
-            // SAFETY: `rest` holds free blocks of `bin` owned by shard `si`.
-            unsafe { shard::give_chain::<C>(st, si, bin, rest) };
+        let cap = remote::carrier_cap(bin);
+        let mut mine = Chain::EMPTY;
+        // SAFETY: `unpack` hands each block of the list below to us once: a
+        // free block of `bin` nothing else references.
+        let put = |b: *mut u8| unsafe { mine.push_back::<C>(b) };
+        // SAFETY: `head` is a carrier list of free blocks of `bin` owned by
+        // shard `si`, detached from the stash or (whole) from the inbox: this
+        // thread's alone; `put` links each block it visits once.
+        let (rest, _) = unsafe { remote::unpack::<C>(head, cap, keep, put) };
+        shard::walks::add(mine.n as u64);
+        if from_inbox && !rest.is_null() && BINS[bin].blocks != 1 {
+            let stash_max = (STASH_SMALL_BYTES / BINS[bin].size).max(2);
+            // SAFETY: `rest` is the untouched rest of that list.
+            let (over, kept) = unsafe { remote::split_carriers::<C>(rest, cap, stash_max) };
+            shard::walks::add(kept as u64);
+            if !over.is_null() {
+                let mut more = Chain::EMPTY;
+                // SAFETY: as `put`.
+                let put = |b: *mut u8| unsafe { more.push_back::<C>(b) };
+                // SAFETY: `over` is the cut-off rest of that list.
+                unsafe { remote::unpack::<C>(over, cap, u32::MAX, put) };
+                shard::walks::add(more.n as u64);
+                // SAFETY: `more` holds free blocks of `bin` owned by shard `si`.
+                unsafe { shard::give_chain::<C>(st, si, bin, more) };
+            }
         }
+        tcr.stash[bin] = rest;
         head = mine.head;
         n = mine.n;
-    } else {
-        // From the stash (a plain list, capped when it was filled): keep at
-        // most half a bin plus the block returned, as above; the rest stays
-        // in the stash. Each block is walked once, when a refill takes it.
-        let keep = tcr.bins[bin].max() / 2 + 1;
-        let mut last = head;
-        n = 1;
-        // SAFETY: `head` is a null-terminated list of free blocks of `bin`
-        // owned by shard `si`, detached from the stash, so this thread alone
-        // reads and writes their links; `last` is one of them.
-        while n < keep && !unsafe { next_of::<C>(last) }.is_null() {
-            // SAFETY: as the loop condition: `last` is a block of that list.
-            last = unsafe { next_of::<C>(last) };
-            n += 1;
-        }
-        shard::walks::add(n as u64);
-        // SAFETY: as the loop condition: `last` is a block of that list.
-        let rest = unsafe { next_of::<C>(last) };
-        if !rest.is_null() {
-            // SAFETY: as the loop condition: `last` is a block of that list.
-            unsafe { set_next::<C>(last, core::ptr::null_mut()) };
-            tcr.stash[bin] = rest;
-        }
     }
     if head.is_null() {
         return (head, false);
@@ -591,9 +575,16 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
 unsafe fn give_stash<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize) {
     let head = core::mem::replace(&mut tcr.stash[bin], core::ptr::null_mut());
     if !head.is_null() {
-        // SAFETY: the stash is a null-terminated list of free blocks of `bin`
-        // owned by the cache's shard, now detached.
-        unsafe { shard::give_chain::<C>(st, tcr.shard as usize, bin, Chain::of_list::<C>(head)) };
+        let mut chain = Chain::EMPTY;
+        // SAFETY: `unpack` hands each block of the list below to us once: a
+        // free block of `bin` nothing else references.
+        let put = |b: *mut u8| unsafe { chain.push_back::<C>(b) };
+        // SAFETY: the stash is a carrier list of free blocks of `bin` owned
+        // by the cache's shard, now detached.
+        unsafe { remote::unpack::<C>(head, remote::carrier_cap(bin), u32::MAX, put) };
+        shard::walks::add(chain.n as u64);
+        // SAFETY: the chain holds those blocks.
+        unsafe { shard::give_chain::<C>(st, tcr.shard as usize, bin, chain) };
     }
 }
 
