@@ -515,33 +515,36 @@ mod tests {
         owner.join().unwrap();
     }
 
-    /// A remote free writes only into the batch's carriers: of 32 blocks of
-    /// 256 bytes (one batch; a carrier carries 30) freed by another thread,
-    /// two had their first words written and the other 30 read as the owner
-    /// left them, until the owner unpacks the batch; then every block comes
-    /// back to the owner.
+    /// A remote free writes only into the batch's carriers: of one batch of
+    /// 256-byte blocks freed by another thread, only the carriers were
+    /// written (one per `carrier_cap + 1` blocks) and the others read as the
+    /// owner left them, until the owner unpacks the batch; then every block
+    /// comes back to the owner.
     #[test]
     fn remote_frees_write_only_into_carriers() {
         type T = rcar::T;
         let size = 256;
         let bin = bin_of(size);
-        assert_eq!((BINS[bin].remote_batch, carrier_cap(bin)), (32, 30));
+        let batch = BINS[bin].remote_batch as usize;
+        let carriers = batch.div_ceil(carrier_cap(bin) as usize + 1);
+        assert!(carriers < batch, "256-byte carriers carry nothing");
         let (to_owner, from_freer) = std::sync::mpsc::channel::<()>();
         let (to_freer, from_owner) = std::sync::mpsc::channel::<Vec<usize>>();
         let owner = std::thread::spawn(move || {
             // SAFETY: align 16 is a power of two.
-            let ps: Vec<usize> = (0..32).map(|_| unsafe { alloc::<T>(size, 16) } as usize).collect();
+            let ps: Vec<usize> = (0..batch).map(|_| unsafe { alloc::<T>(size, 16) } as usize).collect();
             for (i, &p) in ps.iter().enumerate() {
                 fill(p, size, i as u64);
             }
             to_freer.send(ps.clone()).unwrap();
             from_freer.recv().unwrap();
             let intact = ps.iter().enumerate().filter(|&(i, &p)| intact(p, size, i as u64)).count();
-            assert_eq!(intact, 30, "blocks the remote frees left unwritten (all but the two carriers)");
+            assert_eq!(intact, batch - carriers, "blocks the remote frees left unwritten (all but the carriers)");
             // SAFETY: align 16 is a power of two.
-            let again: Vec<usize> = (0..32).map(|_| unsafe { alloc::<T>(size, 16) } as usize).collect();
-            let old: std::collections::HashSet<usize> = ps.into_iter().collect();
-            assert!(again.iter().all(|p| old.contains(p)), "a block of the batch did not come back");
+            // (What the bin still holds from its first refill comes first.)
+            let again: Vec<usize> = (0..4 * batch).map(|_| unsafe { alloc::<T>(size, 16) } as usize).collect();
+            let new: std::collections::HashSet<usize> = again.iter().copied().collect();
+            assert!(ps.iter().all(|p| new.contains(p)), "a block of the batch did not come back");
             for p in again {
                 // SAFETY: each p is live.
                 unsafe { free::<T>(p as *mut u8) };
