@@ -283,6 +283,9 @@ unsafe fn publish_slot<C: Config>(st: &State<C>, buf: &mut RemoteBuffer, ctr: &C
 pub const INBOX_LONG_BYTES: usize = 1 << 20;
 /// How long a long inbox bin waits for its owner before others collect it.
 pub const INBOX_AGE_MS: u64 = 50;
+/// A publish into a bin already marked long checks its age when the bin's
+/// count crosses a multiple of this many bytes.
+const AGE_CHECK_BYTES: usize = 256 << 10;
 /// `collect_long` runs at most once per this many milliseconds.
 const COLLECT_EVERY_MS: u64 = 10;
 
@@ -304,7 +307,16 @@ pub unsafe fn publish<C: Config>(st: &State<C>, owner: usize, bin: usize, chain:
     // central itself when the shard is unheld.
     // SAFETY: the chain holds free blocks of `bin` owned by `owner` (contract).
     let n = unsafe { crate::thread::publish_to_inbox::<C>(st, owner, bin, chain) };
-    if n as usize * BINS[bin].size as usize >= INBOX_LONG_BYTES {
+    let size = BINS[bin].size as usize;
+    let bytes = n as usize * size;
+    // Once the bin is marked long, its age is looked at each time another
+    // `AGE_CHECK_BYTES` arrive, not at every publish: a bulk of medium
+    // frees (two blocks a batch) read the clock and ran a locked CAS on
+    // the mark at every batch.
+    let before = bytes.saturating_sub(chain.n as usize * size);
+    if bytes >= INBOX_LONG_BYTES
+        && (sh.inbox.long_since(bin) == 0 || before / AGE_CHECK_BYTES != bytes / AGE_CHECK_BYTES)
+    {
         let now = crate::os::now_ms();
         let since = sh.inbox.mark_long(bin, now);
         if crate::os::ms_since(now, since) >= INBOX_AGE_MS {
