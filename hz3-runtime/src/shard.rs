@@ -42,24 +42,6 @@ impl Chain {
     /// The empty chain.
     pub const EMPTY: Chain = Chain { head: core::ptr::null_mut(), tail: core::ptr::null_mut(), n: 0 };
 
-    /// The chain formed by the null-terminated list starting at `head`
-    /// (non-null): walks it once for its tail and length.
-    ///
-    /// # Safety
-    /// `head` starts a null-terminated list of free blocks owned by the caller.
-    pub unsafe fn of_list<C: Config>(head: *mut u8) -> Chain {
-        let mut chain = Chain { head, tail: head, n: 1 };
-        // SAFETY: `chain.tail` is a block of the caller's null-terminated
-        // list of free blocks (contract), whose links only the caller reads.
-        while !unsafe { next_of::<C>(chain.tail) }.is_null() {
-            // SAFETY: as the loop condition.
-            chain.tail = unsafe { next_of::<C>(chain.tail) };
-            chain.n += 1;
-        }
-        walks::add(chain.n as u64);
-        chain
-    }
-
     /// Append `b` (its link is overwritten).
     ///
     /// # Safety
@@ -219,7 +201,10 @@ impl Inbox {
             // publishes them (contract), so its tail's link is ours to write.
             unsafe { set_next::<C>(chain.tail, old) };
             // Release: the links written above are visible to the drainer.
-            match head.compare_exchange_weak(old, chain.head, Ordering::Release, Ordering::Relaxed) {
+            // SeqCst: the publisher's re-check of the shard's `live` count
+            // after this push relies on it (see `thread::publish_to_inbox`;
+            // on x86 the same locked instruction as a release CAS).
+            match head.compare_exchange_weak(old, chain.head, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(cur) => old = cur,
             }
@@ -228,15 +213,19 @@ impl Inbox {
         self.bins[bin].count.fetch_add(chain.n, Ordering::Relaxed).wrapping_add(chain.n)
     }
 
-    /// Take everything published for `bin` (null when nothing).
+    /// Take everything published for `bin`: a carrier list
+    /// (`remote::unpack`), null when nothing.
     #[inline]
     pub fn take(&self, bin: usize) -> *mut u8 {
         let b = &self.bins[bin];
-        if b.head.load(Ordering::Relaxed).is_null() {
+        // SeqCst: the last thread leaving the shard drains it after its
+        // SeqCst `live` decrement, and a publisher's SeqCst push must then
+        // be seen here (see `thread::publish_to_inbox`; on x86 a plain load).
+        if b.head.load(Ordering::SeqCst).is_null() {
             return core::ptr::null_mut();
         }
         // Acquire pairs with the publisher's release: the links are visible.
-        let head = b.head.swap(core::ptr::null_mut(), Ordering::Acquire);
+        let head = b.head.swap(core::ptr::null_mut(), Ordering::SeqCst);
         b.count.store(0, Ordering::Relaxed);
         if b.since.load(Ordering::Relaxed) != 0 {
             b.since.store(0, Ordering::Relaxed);
@@ -395,16 +384,24 @@ pub unsafe fn give_chain<C: Config>(st: &State<C>, si: usize, bin: usize, chain:
 }
 
 /// Give everything published to shard `si`'s inbox bin `bin` to its central
-/// (takes the lock): one walk and one give per block.
+/// (takes the lock): one unpacking step and one give per block.
 ///
 /// # Safety
 /// The state is initialised and `si` is one of its shards.
 pub unsafe fn give_inbox<C: Config>(st: &State<C>, si: usize, bin: usize) {
     let head = shard(st, si).inbox.take(bin);
     if !head.is_null() {
-        // SAFETY: the taken chain is a whole inbox chain of shard `si`: a
-        // null-terminated list of free blocks of `bin` it owns, now ours alone.
-        unsafe { give_chain::<C>(st, si, bin, Chain::of_list::<C>(head)) };
+        let mut chain = Chain::EMPTY;
+        // SAFETY: `unpack` hands each block of the list below to us once: a
+        // free block of `bin` nothing else references.
+        let put = |b: *mut u8| unsafe { chain.push_back::<C>(b) };
+        // SAFETY: the taken list is a whole inbox list of shard `si`: a
+        // carrier list of free blocks of `bin` it owns, now ours alone; `put`
+        // links each block once into `chain`.
+        unsafe { crate::remote::unpack::<C>(head, crate::remote::carrier_cap(bin), u32::MAX, put) };
+        walks::add(chain.n as u64);
+        // SAFETY: the chain holds those blocks.
+        unsafe { give_chain::<C>(st, si, bin, chain) };
     }
 }
 

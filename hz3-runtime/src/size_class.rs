@@ -54,7 +54,10 @@ pub struct BinInfo {
     /// (64 KiB of small blocks, 512 KiB of medium ones).
     pub max_limit: u16,
     /// Remote frees of this bin buffered per (owner, bin) before they are
-    /// published (about 4 KiB, 2..=32 blocks: 64 slots hold at most ~256 KiB).
+    /// published (about 4 KiB, 2..=32 blocks: at most ~4 KiB per (owner, bin) for
+    /// small classes; 8 KiB measured 5-10% fewer instructions per op on
+    /// mt_remote and prodcons but 5% more peak RSS, held by threads that free
+    /// and never allocate).
     pub remote_batch: u16,
     /// Empty runs a live shard keeps for the bin instead of releasing them
     /// (one small run; 128 KiB of medium runs).

@@ -175,10 +175,12 @@ unsafe fn retire<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
     unsafe { tcache::drain_all::<C>(tc) };
     // SAFETY: as above; the cache stays mapped (caches are never unmapped).
     let si = unsafe { (*tc).shard } as usize;
-    if shard::shard(st, si).live.fetch_sub(1, Ordering::AcqRel) == 1 {
-        // Pairs with the fence in `publish_to_inbox`: either this drain sees
-        // a chain pushed before the publisher's fence, or the publisher sees
-        // `live == 0` and drains it itself. Nothing is left behind.
+    if shard::shard(st, si).live.fetch_sub(1, Ordering::SeqCst) == 1 {
+        // SeqCst decrement, then the drain's SeqCst inbox loads — against
+        // the publisher's SeqCst push, then SeqCst load of `live` (see
+        // `publish_to_inbox`): either this drain sees the push, or the
+        // publisher sees `live == 0` and drains it itself. Nothing is left
+        // behind. (The fence is redundant with that; it is on a rare path.)
         fence(Ordering::SeqCst);
         // SAFETY: `si` is the cache's shard, which exists.
         unsafe { tcache::drain_inbox::<C>(st, si) };
@@ -192,19 +194,26 @@ unsafe fn retire<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
 /// back out and gives it to the central itself. Returns the blocks now counted
 /// in the inbox bin (a hint, 0 when the publisher drained it).
 ///
-/// Ordering: push (release CAS), SeqCst fence, load `live` — against the
-/// owner's `live` decrement, SeqCst fence, inbox drain (in `retire`). Of two
-/// SeqCst fences one comes first: if the owner's, the publisher's load sees
-/// `live == 0`; if the publisher's, the owner's drain sees the push.
+/// Ordering: push (SeqCst CAS of the inbox head), then SeqCst load of
+/// `live` — against the owner's SeqCst `live` decrement, then its drain's
+/// SeqCst loads of the inbox heads (in `retire`). All four are in one total
+/// order consistent with program order (a store-buffering pattern, which
+/// SeqCst forbids to end with both loads reading the old values): if the
+/// publisher's load comes after the decrement it reads `live == 0` (or a
+/// later holder's increment, and that holder then owns the inbox); else the
+/// push precedes the drain's load, which sees it (or a later push or take
+/// that includes it). On x86 a SeqCst CAS is the same locked instruction as
+/// a release one and a SeqCst load a plain load: no fence instruction per
+/// publish (there was one).
 ///
 /// # Safety
-/// The chain holds free blocks of `bin` owned by shard `owner`.
+/// The chain is a sealed carrier list (`remote::unpack`) of free blocks of
+/// `bin` owned by shard `owner`, the caller's alone.
 pub unsafe fn publish_to_inbox<C: Config>(st: &State<C>, owner: usize, bin: usize, chain: Chain) -> u32 {
     let sh = shard::shard(st, owner);
     // SAFETY: the chain holds free blocks of `bin` owned by `owner` (contract).
     let n = unsafe { sh.inbox.push::<C>(bin, chain) };
-    fence(Ordering::SeqCst);
-    if sh.live.load(Ordering::Relaxed) == 0 {
+    if sh.live.load(Ordering::SeqCst) == 0 {
         // SAFETY: `owner` is one of this state's shards (the chain's blocks are its).
         unsafe { shard::give_inbox::<C>(st, owner, bin) };
         return 0;
@@ -443,10 +452,9 @@ mod tests {
         let st = Race::state();
         assert_eq!(shard::shard(st, si).live.load(Ordering::Relaxed), 0, "the owner has left");
         let bin = crate::size_class::bin_of(64);
-        let mut c = Chain::EMPTY;
         // SAFETY: `p` is a block of the exited thread's shard, freed here once.
         unsafe {
-            c.push_back::<Race>(p as *mut u8);
+            let c = crate::remote::carrier_of_one::<Race>(p as *mut u8);
             publish_to_inbox::<Race>(st, si, bin, c);
         }
         assert!(shard::shard(st, si).inbox.take(bin).is_null(), "the freed block was left in an unheld shard's inbox");
