@@ -440,6 +440,7 @@ unsafe fn heartbeat<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
         // SAFETY: shard `si`'s lock is held.
         unsafe { shard::purge_tick(st, si) };
         sh.lock.unlock();
+        shard::purge_parked(st, false);
     }
 }
 
