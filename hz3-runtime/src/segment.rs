@@ -477,4 +477,49 @@ mod tests {
         // SAFETY: the mapping was made above and is no longer used.
         unsafe { crate::os::unmap(mem, SEG_SIZE) };
     }
+
+    #[test]
+    fn warm_runs_are_found_and_purged_a_stretch_at_a_time() {
+        let mem = crate::os::map_rw(SEG_SIZE);
+        assert!(!mem.is_null());
+        // SAFETY: `mem` is a fresh read/write mapping of a whole segment.
+        let h = unsafe { SegHdr::at(mem as usize) };
+        h.init_runs(0, true);
+        h.mark(HDR_PAGES, USABLE_PAGES, true);
+        assert_eq!(h.find_warm_run(1, 1), None, "no dirty page yet");
+        // Free pages 10..20 (dirty 10..13 and 16..20, 13..16 clean) and 40..41 (dirty).
+        h.mark(10, 10, false);
+        h.mark_dirty(10, 3, true);
+        h.mark_dirty(16, 4, true);
+        h.mark(40, 1, false);
+        h.mark_dirty(40, 1, true);
+        assert_eq!(h.find_warm_run(3, 1), Some(10));
+        assert_eq!(h.find_warm_run(4, 1), Some(16), "the first dirty stretch is 3 pages");
+        assert_eq!(h.find_warm_run(2, 2), Some(10));
+        assert_eq!(h.find_warm_run(4, 4), Some(16));
+        assert_eq!(h.find_warm_run(5, 1), None, "clean pages do not count as warm");
+        // Write the free pages so a purge can be seen (they read zero after it).
+        for p in [10usize, 14, 19, 40] {
+            // SAFETY: page `p` lies in the mapping.
+            unsafe { *mem.add(p * PAGE_SIZE) = 7 };
+        }
+        // Only stretches of at least 8 pages: 10..20 (ending at its last dirty page).
+        // SAFETY: the free pages hold no data.
+        assert_eq!(unsafe { h.purge_dirty_stretches(8) }, 7);
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(*mem.add(10 * PAGE_SIZE), 0);
+            assert_eq!(*mem.add(14 * PAGE_SIZE), 0, "the clean page inside the stretch went with it");
+            assert_eq!(*mem.add(19 * PAGE_SIZE), 0);
+            assert_eq!(*mem.add(40 * PAGE_SIZE), 7, "the short stretch was kept");
+        }
+        assert_eq!(h.find_warm_run(1, 1), Some(40));
+        // SAFETY: as above.
+        assert_eq!(unsafe { h.purge_dirty() }, 1);
+        // SAFETY: as above.
+        assert_eq!(unsafe { *mem.add(40 * PAGE_SIZE) }, 0);
+        assert_eq!(h.find_warm_run(1, 1), None);
+        // SAFETY: the mapping was made above and is no longer used.
+        unsafe { crate::os::unmap(mem, SEG_SIZE) };
+    }
 }
