@@ -7,7 +7,16 @@
 //!   50 MiB each of small, medium and large blocks (every page written), free all
 //!   of it (half of each thread's blocks are freed by its neighbour: remote frees)
 //!   and exit. Afterwards resident memory must be back within 2 MiB + 5% of the
-//!   peak above the starting level.
+//!   peak above the starting level (the last thread of the type returns
+//!   everything as it exits).
+//! - `rss_returns_after_free_all_while_a_thread_lives`: the same while one more
+//!   thread of the type lives on. Free pages are then kept for the purge delay
+//!   (50 ms) for threads to come; the test polls, the survivor allocating, for
+//!   at most 40 delays, and the same bound must be met by then.
+//! - `exited_threads_free_pages_are_reused_warm`: waves of one thread that
+//!   empties whole runs between runs it hands on, then exits; the next wave's
+//!   thread takes its shard and must reuse those pages without faulting them
+//!   in again (median page faults per wave under a quarter of its pages).
 //! - `exited_threads_pages_are_reused_{no_purge,purge}`: one long-lived thread and
 //!   30 sequential waves of 1..3 threads that each allocate 8 MiB, free half, hand
 //!   the other half to the long-lived thread (freed after they exit) and exit.
@@ -67,17 +76,15 @@ fn in_child(test: &str, scenario: &str) -> bool {
     false
 }
 
-#[test]
-fn rss_returns_after_free_all() {
-    if !in_child("rss_returns_after_free_all", "rss") {
-        return;
-    }
+/// The workload of the RSS tests: `scale()` rounds of 4 threads that each
+/// allocate 50 MiB of small, medium and large blocks, free half of them and
+/// hand the rest to their neighbour (remote frees), free what they were
+/// handed and exit. Returns the peak RSS seen (all blocks live).
+fn free_all_rounds() -> usize {
     const T: usize = 4;
-    let t0 = Instant::now();
     let mut recs: Vec<Vec<Blk>> = (0..T).map(|_| records(64 * 1024)).collect();
     let handed: Arc<Vec<Mutex<Vec<Blk>>>> = Arc::new((0..T).map(|_| Mutex::new(records(32 * 1024))).collect());
     let mut peak = 0;
-    let rss0 = rss();
     for round in 0..scale() {
         let ready = Arc::new(Barrier::new(T + 1));
         let measured = Arc::new(Barrier::new(T + 1));
@@ -120,8 +127,27 @@ fn rss_returns_after_free_all() {
             recs[i] = h.join().unwrap();
         }
     }
+    peak
+}
+
+/// RSS allowed once everything is freed: the start plus 2 MiB and 5% of
+/// the peak (what the allocator keeps for reuse: a few free segments, the
+/// thread caches, page tables).
+fn allowed_after(rss0: usize, peak: usize) -> usize {
+    rss0 + 2 * MIB + peak / 20
+}
+
+#[test]
+fn rss_returns_after_free_all() {
+    if !in_child("rss_returns_after_free_all", "rss") {
+        return;
+    }
+    let t0 = Instant::now();
+    let rss0 = rss();
+    let peak = free_all_rounds();
+    // The last thread of the type has left: its exit returned everything.
     let end = rss();
-    let allowed = rss0 + 2 * MIB + peak / 20;
+    let allowed = allowed_after(rss0, peak);
     report("rss_start", rss0);
     report("rss_peak", peak);
     report("rss_end", end);
@@ -135,6 +161,146 @@ fn rss_returns_after_free_all() {
         mib(rss0),
         mib(peak),
         mib(allowed)
+    );
+}
+
+/// The purge delay of the engine (`PURGE_DELAY_MS` in the runtime's arena):
+/// free pages the next threads may reuse are kept resident this long.
+const PURGE_DELAY_MS: u64 = 50;
+
+/// Small blocks allocated and freed by the surviving thread per poll: more
+/// than its cache holds, so its bins refill (the refills drive the heartbeat
+/// that purges the shards the exited threads left).
+fn survivor_churn(a: &Pg, rng: &mut Rng, keep: &mut Vec<Blk>) {
+    for _ in 0..8192 {
+        keep.push(Blk::new(a, rng.range(16, 256), 16, 1));
+    }
+    for b in keep.drain(..) {
+        b.free(a, "survivor");
+    }
+}
+
+/// As `rss_returns_after_free_all`, while one thread of the type lives on:
+/// the shards the exited threads left are kept for the purge delay (a next
+/// thread would reuse them warm), then purged at the surviving thread's
+/// heartbeat. The test polls (the survivor allocating) for at most 40 delays;
+/// it fails if the memory never comes back.
+#[test]
+fn rss_returns_after_free_all_while_a_thread_lives() {
+    if !in_child("rss_returns_after_free_all_while_a_thread_lives", "rss_live") {
+        return;
+    }
+    let a = Pg::new();
+    let mut rng = Rng::new(5);
+    let mut keep = records(8192);
+    // The survivor's own working set is part of the start level.
+    survivor_churn(&a, &mut rng, &mut keep);
+    let rss0 = rss();
+    let peak = free_all_rounds();
+    let allowed = allowed_after(rss0, peak);
+    let freed = Instant::now();
+    let deadline = std::time::Duration::from_millis(40 * PURGE_DELAY_MS);
+    let mut end = rss();
+    while end > allowed && freed.elapsed() < deadline {
+        survivor_churn(&a, &mut rng, &mut keep);
+        thread::sleep(std::time::Duration::from_millis(PURGE_DELAY_MS / 5));
+        end = rss();
+    }
+    report("rss_start", rss0);
+    report("rss_peak", peak);
+    report("rss_end", end);
+    report("rss_allowed", allowed);
+    report("returned_after_ms", freed.elapsed().as_millis());
+    assert!(
+        end <= allowed,
+        "RSS {} ms after freeing everything, one thread of the type alive: {} (start {}, peak {}; allowed {})",
+        freed.elapsed().as_millis(),
+        mib(end),
+        mib(rss0),
+        mib(peak),
+        mib(allowed)
+    );
+}
+
+/// Minor page faults of this process so far.
+fn minor_faults() -> u64 {
+    // SAFETY: `ru` is a valid out-pointer; RUSAGE_SELF has no preconditions.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru.ru_minflt as u64
+    }
+}
+
+/// Waves of one short-lived thread while another thread of the type lives:
+/// each frees what the previous wave handed it, allocates 1 MiB of small
+/// blocks (written), frees those below 224 bytes and hands the others on (so
+/// whole runs empty between runs that stay in use), and exits. Its shard,
+/// left with those free pages (within the 1 MiB a parked shard keeps), is
+/// taken by the next wave's thread, which must reuse them warm: the page
+/// faults per wave stay well below the pages it writes. (Purging the shard
+/// at each exit made every wave fault most of its pages in again.)
+#[test]
+fn exited_threads_free_pages_are_reused_warm() {
+    if !in_child("exited_threads_free_pages_are_reused_warm", "warm") {
+        return;
+    }
+    let a = Pg::new();
+    let mut rng = Rng::new(9);
+    let mut keep = records(8192);
+    survivor_churn(&a, &mut rng, &mut keep);
+    let waves = 24;
+    let per_wave = MIB;
+    let mut handed: Vec<Blk> = Vec::new();
+    let mut faults = Vec::with_capacity(waves);
+    for w in 0..waves {
+        let before = minor_faults();
+        let old = std::mem::take(&mut handed);
+        handed = thread::Builder::new()
+            .stack_size(256 * KIB)
+            .spawn(move || {
+                let a = Pg::new();
+                for b in old {
+                    b.free(&a, "previous wave's");
+                }
+                let mut rng = Rng::new(100 + w as u64);
+                let mut mine = Vec::with_capacity(per_wave / 64);
+                let mut got = 0;
+                while got < per_wave {
+                    let size = rng.range(16, 256);
+                    got += size;
+                    mine.push(Blk::new(&a, size, 16, got as u64));
+                }
+                // Free the blocks of the smaller classes, hand the rest on.
+                let mut out = Vec::with_capacity(mine.len() / 4 + 1);
+                for b in mine {
+                    if b.size < 224 {
+                        b.free(&a, "own");
+                    } else {
+                        out.push(b);
+                    }
+                }
+                out
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        faults.push(minor_faults() - before);
+    }
+    for b in handed {
+        b.free(&a, "last wave's");
+    }
+    // The first waves build the working set; later ones should reuse it.
+    let mut later = faults[4..].to_vec();
+    later.sort_unstable();
+    let median = later[later.len() / 2];
+    let pages = (per_wave / 4096) as u64;
+    report("faults_per_wave_median", median);
+    report("pages_written_per_wave", pages);
+    println!("minor faults per wave: {faults:?}");
+    assert!(
+        median * 4 < pages,
+        "a wave faults {median} pages in (median) for {pages} pages written: the free pages of the exited thread's shard were not reused warm"
     );
 }
 

@@ -348,6 +348,39 @@ impl SegRuns {
         None
     }
 
+    /// First page index, a multiple of `a` pages (a power of two up to 32),
+    /// of `k <= 64` contiguous free pages that are still resident (dirty), if
+    /// any (first fit, the window test of [`Self::find_run_aligned`] over
+    /// the dirty map). Carving these first reuses warm memory instead of
+    /// faulting in pages that were purged or never touched: a thread that
+    /// takes a parked shard, or a program that frees and allocates again,
+    /// keeps its resident set instead of growing it.
+    pub fn find_warm_run(&self, k: usize, a: usize) -> Option<usize> {
+        debug_assert!(k <= 64 && a <= 32 && a.is_power_of_two());
+        let words = self.dirty_map.len();
+        let want: u128 = if k == 64 { u64::MAX as u128 } else { (1u128 << k) - 1 };
+        // One bit at every multiple of `a` (every bit when `a <= 1`).
+        let starts = if a <= 1 { u64::MAX } else { u64::MAX / ((1u64 << a) - 1) };
+        for w in 0..words {
+            let lo = self.dirty_map[w];
+            if lo == 0 {
+                continue;
+            }
+            let hi = if w + 1 < words { self.dirty_map[w + 1] } else { 0 };
+            let window = lo as u128 | (hi as u128) << 64;
+            let mut cand = lo & starts;
+            while cand != 0 {
+                let b = cand.trailing_zeros() as usize;
+                // Dirty pages are free pages past the header (never page 0 or 1).
+                if w * 64 + b + k <= PAGES_PER_SEG && (window >> b) & want == want {
+                    return Some(w * 64 + b);
+                }
+                cand &= cand - 1;
+            }
+        }
+        None
+    }
+
     /// Mark pages `[pi, pi+k)` used (`used = true`) or free.
     pub fn mark(&mut self, pi: usize, k: usize, used: bool) {
         for p in pi..pi + k {
@@ -401,33 +434,64 @@ impl SegRuns {
         changed
     }
 
-    /// Purge every dirty page of this segment (contiguous ranges at a time);
-    /// returns the number of pages purged.
+    /// Purge every dirty page of this segment, a stretch of free pages at a
+    /// time: a stretch is purged whole, with the clean free pages between its
+    /// dirty ones (they read as zero either way), so a segment whose free
+    /// pages alternate dirty and clean costs one call per stretch, not per
+    /// dirty piece. Returns the number of dirty pages purged.
     ///
     /// # Safety
     /// `self` is the run state of a committed runs segment; dirty pages hold no data.
     pub unsafe fn purge_dirty(&mut self) -> u32 {
+        // SAFETY: the caller's contract.
+        unsafe { self.purge_dirty_stretches(1) }
+    }
+
+    /// [`Self::purge_dirty`] for the stretches of at least `min` pages only
+    /// (the most pages per call; short stretches are the likeliest to be
+    /// carved again soon).
+    ///
+    /// # Safety
+    /// As [`Self::purge_dirty`].
+    pub unsafe fn purge_dirty_stretches(&mut self, min: usize) -> u32 {
         // The run state lies in the header, at the start of its segment.
         let seg = seg_base(self as *mut SegRuns as usize) as *mut u8;
         let mut purged = 0;
         let mut p = HDR_PAGES;
+        let bit = |m: &[u64; PAGES_PER_SEG / 64], p: usize| m[p / 64] & (1u64 << (p % 64)) != 0;
         while p < PAGES_PER_SEG {
-            if self.dirty_map[p / 64] & (1u64 << (p % 64)) == 0 {
+            if !bit(&self.dirty_map, p) {
                 p += 1;
                 continue;
             }
             let start = p;
-            while p < PAGES_PER_SEG && self.dirty_map[p / 64] & (1u64 << (p % 64)) != 0 {
+            let mut end = p;
+            while p < PAGES_PER_SEG && bit(&self.free_map, p) {
+                if bit(&self.dirty_map, p) {
+                    end = p + 1;
+                }
                 p += 1;
             }
+            if end == start {
+                // A dirty page is always free; never purge one that is not.
+                debug_assert!(false, "dirty page {start} is not free");
+                p = start + 1;
+                continue;
+            }
+            // The stretch ends at its last dirty page (trailing clean pages
+            // need no call).
+            p = end;
+            if end - start < min {
+                continue;
+            }
+            // Only the dirty pages of purged stretches are counted.
+            purged += self.mark_dirty(start, end - start, false);
             // SAFETY: pages `start..p` lie in this committed segment (below
-            // PAGES_PER_SEG) and, being dirty, hold no data (contract).
+            // PAGES_PER_SEG) and, being free, hold no data (contract).
             unsafe { crate::os::purge(seg.add(start * PAGE_SIZE), (p - start) * PAGE_SIZE) };
-            purged += (p - start) as u32;
             // Purged pages read as zero until carved again.
             self.set_zero(start, p - start);
         }
-        self.dirty_map = [0; PAGES_PER_SEG / 64];
         purged
     }
 }
@@ -499,5 +563,56 @@ mod tests {
         assert_eq!(h.find_run_aligned(17, 16), None);
         // SAFETY: the mapping was made above and is no longer used.
         unsafe { crate::os::unmap(mem, SEG_SIZE) };
+    }
+
+    #[test]
+    fn warm_runs_are_found_and_purged_a_stretch_at_a_time() {
+        // A segment-aligned segment: the purge finds its segment from the
+        // header's address, as the engine's segments are aligned.
+        let map = crate::os::map_rw(2 * SEG_SIZE);
+        assert!(!map.is_null());
+        let mem = seg_base(map as usize + SEG_SIZE - 1) as *mut u8;
+        // SAFETY: `mem` is a read/write, segment-aligned whole segment inside `map`.
+        let hdr = unsafe { SegHdr::of(mem as usize) };
+        // SAFETY: the mapping is this test's alone.
+        unsafe { hdr.init_runs(0, true) };
+        // SAFETY: as above.
+        let h = unsafe { hdr.runs() };
+        h.mark(HDR_PAGES, USABLE_PAGES, true);
+        assert_eq!(h.find_warm_run(1, 1), None, "no dirty page yet");
+        // Free pages 10..20 (dirty 10..13 and 16..20, 13..16 clean) and 40..41 (dirty).
+        h.mark(10, 10, false);
+        h.mark_dirty(10, 3, true);
+        h.mark_dirty(16, 4, true);
+        h.mark(40, 1, false);
+        h.mark_dirty(40, 1, true);
+        assert_eq!(h.find_warm_run(3, 1), Some(10));
+        assert_eq!(h.find_warm_run(4, 1), Some(16), "the first dirty stretch is 3 pages");
+        assert_eq!(h.find_warm_run(2, 2), Some(10));
+        assert_eq!(h.find_warm_run(4, 4), Some(16));
+        assert_eq!(h.find_warm_run(5, 1), None, "clean pages do not count as warm");
+        // Write the free pages so a purge can be seen (they read zero after it).
+        for p in [10usize, 14, 19, 40] {
+            // SAFETY: page `p` lies in the mapping.
+            unsafe { *mem.add(p * PAGE_SIZE) = 7 };
+        }
+        // Only stretches of at least 8 pages: 10..20 (ending at its last dirty page).
+        // SAFETY: the free pages hold no data.
+        assert_eq!(unsafe { h.purge_dirty_stretches(8) }, 7);
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(*mem.add(10 * PAGE_SIZE), 0);
+            assert_eq!(*mem.add(14 * PAGE_SIZE), 0, "the clean page inside the stretch went with it");
+            assert_eq!(*mem.add(19 * PAGE_SIZE), 0);
+            assert_eq!(*mem.add(40 * PAGE_SIZE), 7, "the short stretch was kept");
+        }
+        assert_eq!(h.find_warm_run(1, 1), Some(40));
+        // SAFETY: as above.
+        assert_eq!(unsafe { h.purge_dirty() }, 1);
+        // SAFETY: as above.
+        assert_eq!(unsafe { *mem.add(40 * PAGE_SIZE) }, 0);
+        assert_eq!(h.find_warm_run(1, 1), None);
+        // SAFETY: the mapping was made above and is no longer used.
+        unsafe { crate::os::unmap(map, 2 * SEG_SIZE) };
     }
 }

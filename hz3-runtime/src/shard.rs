@@ -6,9 +6,12 @@
 //! lock-free per-(shard, bin) inbox that remote frees are published to.
 //! Runs carved from pages that read as zero are marked (`ZERO_RUN`) so zeroed
 //! allocations can take their untouched ends (`take_zero_tail`). Dirty free
-//! pages are purged once above a threshold for the purge delay.
+//! pages are carved first (warm reuse) and purged when they have stayed
+//! above a threshold for the purge delay (half of them at a time, long
+//! stretches first), or when the shard's last thread leaves beyond a small
+//! parked reserve, which goes after the delay or with the type's last thread.
 //! Must never: be entered on the hot path; every function here except the inbox
-//! push and take runs under the shard lock, and takes the lock's guard (the
+//! push and take runs under the shard lock (the parked-shard purges take each lock in turn), and takes the lock's guard (the
 //! central, reachable only through [`Shard::lock`]) as the proof. The shard's
 //! segment headers are written by the same lock holder (`SegHdr::runs`,
 //! `PageDesc::run`).
@@ -138,17 +141,25 @@ pub struct Central {
     /// Empty runs kept on each bin's partial list (`used == 0`).
     empty: [u16; NBINS],
     /// When `dirty` was first seen above `PURGE_THRESHOLD_PAGES` (ms, never
-    /// 0), or 0.
+    /// 0) since it last was at or below it, or 0.
     dirty_since: u64,
 }
 
-/// A shard purges its dirty free pages once they have exceeded this many
-/// (4 MiB) for `arena::PURGE_DELAY_MS` (checked when runs are released and
-/// at the owner's heartbeat), or at once beyond `PURGE_CAP_PAGES`: a program
-/// that frees in bulk and allocates as much again reuses warm pages.
+/// A shard purges half of its dirty free pages (down to half this many at
+/// least) once they have stayed above this many (4 MiB) for
+/// `arena::PURGE_DELAY_MS` (checked when runs are released and at the
+/// owner's heartbeat), or at once beyond `PURGE_CAP_PAGES`: a program that
+/// frees in bulk and allocates as much again reuses warm pages, and pages
+/// left unused decay away, half per delay.
 pub const PURGE_THRESHOLD_PAGES: u32 = 1024;
 /// Dirty free pages a shard keeps at most (64 MiB).
 pub const PURGE_CAP_PAGES: u32 = 16384;
+/// Dirty free pages a shard whose last thread left keeps for the next
+/// thread (1 MiB), for at most `arena::PURGE_DELAY_MS`; the rest is purged
+/// when it is parked.
+pub const PARK_KEEP_PAGES: u32 = 256;
+/// Free stretches of at least this many pages are purged first.
+const PURGE_LONG_STRETCH: usize = 8;
 /// Freed segments (with large blocks' slots) the arena keeps resident at
 /// most, each for `arena::PURGE_DELAY_MS` (192 MiB): a program that frees
 /// that much in bulk and allocates as much again within the delay (phases,
@@ -162,6 +173,10 @@ const _: () = assert!(SEG_DIRTY_CAP < crate::arena::PURGE_QUEUE);
 pub struct Shard {
     /// Live threads holding this shard.
     pub live: AtomicU32,
+    /// When the shard's last thread left while other threads lived on (ms,
+    /// never 0), its dirty pages kept resident for the next thread; 0 = none
+    /// waiting (see [`purge_parked`]). Written under the lock.
+    parked_at: AtomicU64,
     /// The central, behind the shard lock.
     central: SpinMutex<Central>,
     /// Remote frees per bin, pushed lock-free by any thread, drained by a holder.
@@ -577,23 +592,32 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     // Runs of whole-page classes start at their natural alignment, so
     // aligned requests can use them (`size_class::bin_for`).
     let a = run_align(bin) / PAGE_SIZE;
-    let mut s = cen.segs;
     let mut found = None;
     // Look at a bounded number of segments: a shard whose segments all have
     // a few scattered free pages must not walk them all for each run (those
     // pages still serve shorter runs; the walk starts at the newest segment).
-    let mut probes = 0;
-    while s != 0 && probes < SEG_PROBES {
-        let seg = st.arena.slot_addr(s as usize - 1) as usize;
-        // SAFETY: the shard's segment list holds committed runs segments it
-        // owns (slot + 1), and its lock is held.
-        let hdr = unsafe { SegHdr::of(seg).runs() };
-        if let Some(pi) = hdr.find_run_aligned(k, a) {
-            found = Some((seg, pi));
-            break;
+    // Resident (dirty) free pages first, then any free pages (a second look
+    // at the same segments): reused warm pages keep the resident set
+    // instead of faulting in pages that were purged or never touched.
+    for warm in [true, false] {
+        if found.is_some() || (warm && (!C::PURGE || cen.dirty < k as u32)) {
+            continue;
         }
-        s = hdr.next_seg;
-        probes += 1;
+        let mut s = cen.segs;
+        let mut probes = 0;
+        while s != 0 && probes < SEG_PROBES {
+            let seg = st.arena.slot_addr(s as usize - 1) as usize;
+            // SAFETY: the shard's segment list holds committed runs segments it
+            // owns (slot + 1), and its lock is held.
+            let hdr = unsafe { SegHdr::of(seg).runs() };
+            let pi = if warm { hdr.find_warm_run(k, a) } else { hdr.find_run_aligned(k, a) };
+            if let Some(pi) = pi {
+                found = Some((seg, pi));
+                break;
+            }
+            s = hdr.next_seg;
+            probes += 1;
+        }
     }
     let (seg, pi) = match found {
         Some(f) => f,
@@ -620,6 +644,10 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     let runs = unsafe { hdr.runs() };
     runs.mark(pi, k, true);
     cen.dirty -= runs.mark_dirty(pi, k, false);
+    if cen.dirty <= PURGE_THRESHOLD_PAGES {
+        // The delay counts from when the dirty pages last rose above the threshold.
+        cen.dirty_since = 0;
+    }
     let zero = runs.take_zero(pi, k);
     if runs.n_free == 0 {
         // SAFETY: lock held; the segment is this shard's and listed (it had
@@ -742,6 +770,9 @@ unsafe fn return_segment<C: Config>(st: &State<C>, cen: &mut Central, seg: usize
     unsafe { unlink_seg(st, cen, runs) };
     cen.nsegs -= 1;
     cen.dirty -= runs.mark_dirty(segment::HDR_PAGES, USABLE_PAGES, false);
+    if cen.dirty <= PURGE_THRESHOLD_PAGES {
+        cen.dirty_since = 0;
+    }
     // Relaxed: the slot goes back to the arena under its lock (a release);
     // this only makes stray pointers into it fail the magic check.
     hdr.magic.store(0, Ordering::Relaxed);
@@ -772,8 +803,13 @@ unsafe fn purge_if_due<C: Config>(st: &State<C>, cen: &mut Central) {
     }
     let waited = crate::os::ms_since(now, cen.dirty_since);
     if cen.dirty > PURGE_CAP_PAGES || waited >= crate::arena::PURGE_DELAY_MS {
+        // Half of them (decay: what stays unused for several delays goes),
+        // long stretches first: the pages the program reuses soonest (short
+        // holes between its runs) stay warm.
+        let keep = (cen.dirty / 2).clamp(PURGE_THRESHOLD_PAGES / 2, PURGE_CAP_PAGES / 2);
         // SAFETY: the caller holds the shard's lock (it passed its central).
-        unsafe { purge_all(st, cen) };
+        unsafe { purge_down_to(st, cen, keep) };
+        cen.dirty_since = 0;
     }
 }
 
@@ -806,13 +842,19 @@ unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
     cen.dirty_since = 0;
 }
 
-/// Return what an idle shard holds: release its empty runs, give back its
-/// empty segments (the last one too) and purge dirty pages. Called when the
-/// shard's last thread leaves.
+/// Return what an idle shard holds: release its empty runs and give back its
+/// empty segments (the last one too), which stay resident for the purge delay
+/// in the arena. Called when the shard's last thread leaves. Its dirty free
+/// pages are purged down to `PARK_KEEP_PAGES` (long stretches first) and the
+/// shard is parked with the rest: the next thread to take it (threads
+/// created in waves take the shards the last wave left) reuses them warm,
+/// and [`purge_parked`] purges them once parked for `arena::PURGE_DELAY_MS`,
+/// or at once when the exiting thread was the type's last
+/// ([`purge_at_exit`]).
 ///
 /// # Safety
-/// `cen` is the locked central of one of `st`'s shards.
-pub unsafe fn trim<C: Config>(st: &State<C>, cen: &mut Central) {
+/// `cen` is the locked central of `sh`, one of `st`'s shards.
+pub unsafe fn trim<C: Config>(st: &State<C>, sh: &Shard, cen: &mut Central) {
     let base = st.arena.base.load(Ordering::Relaxed);
     for bin in 0..NBINS {
         let mut id = cen.partial[bin];
@@ -845,9 +887,90 @@ pub unsafe fn trim<C: Config>(st: &State<C>, cen: &mut Central) {
         }
         s = next;
     }
-    if C::PURGE {
+    if C::PURGE && cen.dirty != 0 {
         // SAFETY: lock held.
-        unsafe { purge_all(st, cen) };
+        unsafe { purge_down_to(st, cen, PARK_KEEP_PAGES) };
+        if cen.dirty != 0 {
+            // Relaxed: read under this lock by `purge_parked`; the lock-free
+            // reads are hints, except the exit's (see `purge_at_exit`).
+            sh.parked_at.store(crate::os::now_ms().max(1), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Purge the dirty pages of the shard's segments until at most `keep` are
+/// left: first the long stretches of free pages (the most pages per call),
+/// then the others, a segment at a time in list order.
+///
+/// # Safety
+/// The caller holds the lock of the shard whose central is `cen`.
+unsafe fn purge_down_to<C: Config>(st: &State<C>, cen: &mut Central, keep: u32) {
+    for min in [PURGE_LONG_STRETCH, 1] {
+        let mut s = cen.segs;
+        while s != 0 && cen.dirty > keep {
+            // SAFETY: the shard's segment list holds committed runs segments it
+            // owns (slot + 1), lock held; their dirty pages are free, holding no
+            // data.
+            let hdr = unsafe { SegHdr::of(st.arena.slot_addr(s as usize - 1) as usize).runs() };
+            // SAFETY: as above.
+            cen.dirty -= unsafe { hdr.purge_dirty_stretches(min) };
+            s = hdr.next_seg;
+        }
+    }
+    if cen.dirty == 0 {
+        cen.dirty_since = 0;
+    }
+}
+
+/// At a thread's exit, after its shard was released (and parked by [`trim`]
+/// if it was the shard's last thread): when no thread of the type holds a
+/// shard any more, purge every parked shard now — nobody is coming for their
+/// pages — and return true; otherwise purge those whose delay is over and
+/// return false.
+///
+/// Ordering: parking (a store under the lock), then a SeqCst fence, then the
+/// load of every shard's `live`. Of two threads leaving at once, the one
+/// whose fence comes second sees the other's `live == 0` and its parked
+/// stamp, so the last of them purges both shards.
+pub fn purge_at_exit<C: Config>(st: &State<C>) -> bool {
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let idle = !(0..C::SHARDS).any(|i| shard(st, i).live.load(Ordering::Relaxed) != 0);
+    purge_parked(st, idle);
+    idle
+}
+
+/// Purge the dirty pages of shards parked by [`trim`] for the purge delay
+/// (all parked shards at once with `all`), unless a thread has taken the
+/// shard since (its holder then purges as usual). Called at thread exits and
+/// at each thread's heartbeat; costs one load per shard when none is due.
+/// Takes each shard's lock in turn: the caller holds none.
+pub fn purge_parked<C: Config>(st: &State<C>, all: bool) {
+    if !C::PURGE || !st.ready() {
+        return;
+    }
+    let mut now = 0;
+    for i in 0..C::SHARDS {
+        let sh = shard(st, i);
+        // Relaxed: a hint, checked again under the lock.
+        let at = sh.parked_at.load(Ordering::Relaxed);
+        if at == 0 {
+            continue;
+        }
+        if now == 0 {
+            now = crate::os::now_ms();
+        }
+        if !all && crate::os::ms_since(now, at) < crate::arena::PURGE_DELAY_MS {
+            continue;
+        }
+        let mut cen = sh.lock();
+        let at = sh.parked_at.load(Ordering::Relaxed);
+        if at != 0 && (all || crate::os::ms_since(now, at) >= crate::arena::PURGE_DELAY_MS) {
+            sh.parked_at.store(0, Ordering::Relaxed);
+            if sh.live.load(Ordering::Relaxed) == 0 {
+                // SAFETY: the guard is shard `i`'s locked central.
+                unsafe { purge_all(st, &mut cen) };
+            }
+        }
     }
 }
 

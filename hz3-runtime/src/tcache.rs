@@ -462,6 +462,7 @@ unsafe fn heartbeat<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
     if C::PURGE {
         // SAFETY: the guard is the locked central of shard `si`, one of `st`'s.
         unsafe { shard::purge_tick(st, &mut sh.lock()) };
+        shard::purge_parked(st, false);
     }
 }
 
@@ -613,6 +614,6 @@ pub unsafe fn drain_inbox<C: Config>(st: &State<C>, si: usize) {
         // SAFETY: shard `si` exists (contract).
         unsafe { shard::give_inbox::<C>(st, si, bin) };
     }
-    // SAFETY: the guard is shard `si`'s locked central.
-    unsafe { shard::trim(st, &mut sh.lock()) };
+    // SAFETY: the guard is `sh`'s locked central, `sh` shard `si` of `st`.
+    unsafe { shard::trim(st, sh, &mut sh.lock()) };
 }

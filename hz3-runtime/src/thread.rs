@@ -161,7 +161,13 @@ extern "C" fn thread_exit<C: Config>(arg: *mut libc::c_void) {
         pool.free = tc as usize;
         drop(pool);
     }
-    crate::large::purge_at_exit(st);
+    // The last thread of the type returns every freed page at once; others
+    // leave what the next threads may reuse for the purge delay.
+    if shard::purge_at_exit::<C>(st) {
+        crate::large::purge_at_exit(st);
+    } else {
+        crate::large::purge_tick(st);
+    }
 }
 
 /// Empty a cache whose thread is gone (flush, publish remote frees) and give
