@@ -49,9 +49,12 @@ impl Chain {
         let mut chain = Chain { head, tail: head, n: 1 };
         // SAFETY: `chain.tail` is a block of the caller's null-terminated
         // list of free blocks (contract), whose links only the caller reads.
-        while !unsafe { next_of::<C>(chain.tail) }.is_null() {
-            // SAFETY: as the loop condition.
-            chain.tail = unsafe { next_of::<C>(chain.tail) };
+        // Each link is read once (under `harden` a read decodes and checks).
+        let mut next = unsafe { next_of::<C>(chain.tail) };
+        while !next.is_null() {
+            chain.tail = next;
+            // SAFETY: as above.
+            next = unsafe { next_of::<C>(chain.tail) };
             chain.n += 1;
         }
         walks::add(chain.n as u64);

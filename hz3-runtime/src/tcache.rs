@@ -442,17 +442,18 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
         let keep = tcr.max(bin) / 2 + 1;
         let mut last = head;
         n = 1;
+        // Each link is read once (under `harden` a read decodes and checks).
         // SAFETY: `head` is a null-terminated list of free blocks of `bin`
         // owned by shard `si`, detached from the stash or the inbox, so this
         // thread alone reads and writes their links; `last` is one of them.
-        while n < keep && !unsafe { next_of::<C>(last) }.is_null() {
-            // SAFETY: as the loop condition: `last` is a block of that list.
-            last = unsafe { next_of::<C>(last) };
+        let mut rest = unsafe { next_of::<C>(last) };
+        while n < keep && !rest.is_null() {
+            last = rest;
+            // SAFETY: as above: `last` is a block of that list.
+            rest = unsafe { next_of::<C>(last) };
             n += 1;
         }
         shard::walks::add(n as u64);
-        // SAFETY: as the loop condition: `last` is a block of that list.
-        let rest = unsafe { next_of::<C>(last) };
         if !rest.is_null() {
             // SAFETY: as the loop condition: `last` is a block of that list.
             unsafe { set_next::<C>(last, core::ptr::null_mut()) };
@@ -561,10 +562,13 @@ unsafe fn split_front<C: Config>(tcr: &mut ThreadCache, bin: usize, n: u32) -> C
     if !b.freed.is_null() {
         // One list: `freed`, then `head`.
         let mut last = b.freed;
+        // Each link is read once (under `harden` a read decodes and checks).
         // SAFETY: `last` is a block of the bin's `freed` list (caller's contract).
-        while !unsafe { next_of::<C>(last) }.is_null() {
-            // SAFETY: as the loop condition.
-            last = unsafe { next_of::<C>(last) };
+        let mut next = unsafe { next_of::<C>(last) };
+        while !next.is_null() {
+            last = next;
+            // SAFETY: as above.
+            next = unsafe { next_of::<C>(last) };
         }
         // SAFETY: `last` is the last block of `freed`, a block of this bin.
         unsafe { set_next::<C>(last, b.head) };
