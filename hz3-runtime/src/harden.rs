@@ -159,18 +159,21 @@ impl Keys {
     }
 
     /// The stored form of link `next` in block `b`: keyed, and tied to `b`
-    /// so the same link in two blocks is stored differently (mimalloc's
-    /// secure mode: xor, rotate and add with the key). A write into a freed
-    /// block that does not know the key decodes to a pointer the checks reject.
+    /// so the same link in two blocks is stored differently (xor with one
+    /// key and the block's address, rotate by the other: mimalloc's secure
+    /// mode, whose encoding also adds a key). A write into a freed block
+    /// that does not know the keys decodes to a pointer the checks reject.
     #[inline(always)]
     pub fn encode(self, b: *mut u8, next: *mut u8) -> usize {
-        (next as usize ^ b as usize ^ self.k0).rotate_left(self.k1 as u32 & 63).wrapping_add(self.k1)
+        (next as usize ^ (b as usize ^ self.k0)).rotate_left(self.k1 as u32)
     }
 
     /// The link stored as `raw` in block `b` (inverse of [`Keys::encode`]).
+    /// Two steps after the load (rotate, xor): a pop's decode is on the
+    /// chain from one pop to the next, and `b ^ k0` is ready before `raw`.
     #[inline(always)]
     pub fn decode(self, b: *mut u8, raw: usize) -> *mut u8 {
-        (raw.wrapping_sub(self.k1).rotate_right(self.k1 as u32 & 63) ^ self.k0 ^ b as usize) as *mut u8
+        (raw.rotate_right(self.k1 as u32) ^ (b as usize ^ self.k0)) as *mut u8
     }
 
 }
