@@ -284,6 +284,64 @@ fn interior_dealloc_aborts_under_harden_header_route() {
     });
 }
 
+/// Runs of several pages (the block-start test takes the run's first page
+/// from the page descriptor): a pointer one page into the run of a 2304-byte
+/// class is 16-byte aligned and at the start of its page, but not a block
+/// start; so is one page into a 20000-byte (five-page, one-block) run.
+#[test]
+fn interior_free_in_a_multi_page_run_aborts_under_harden() {
+    expect_abort("interior_free_in_a_multi_page_run_aborts_under_harden", "HardScale", &["interior"], || {
+        let a = HardScale::new();
+        // SAFETY: deliberate interior free in a child expected to abort.
+        unsafe {
+            let v: Vec<*mut u8> = (0..8).map(|_| a.alloc(lay(2304))).collect();
+            let first = v.iter().copied().find(|&q| q as usize & 4095 == 0).expect("a run's first block");
+            announce(first as usize + 4096);
+            a.dealloc(first.add(4096), lay(2304));
+        }
+    });
+}
+
+#[test]
+fn interior_free_in_a_medium_run_aborts_under_harden() {
+    // (Its later pages may carry no tag or descriptor bin: either message.)
+    expect_abort("interior_free_in_a_medium_run_aborts_under_harden", "HardScale", &["interior", "not a block"], || {
+        let a = HardScale::new();
+        // SAFETY: deliberate interior free in a child expected to abort.
+        unsafe {
+            let p = a.alloc(lay(20000));
+            announce(p as usize + 4096);
+            a.dealloc(p.add(4096), lay(20000));
+        }
+    });
+}
+
+/// Every block start of every class is accepted under harden (the exact
+/// test rejects nothing it should take): blocks of each class, freed in
+/// allocation order, then allocated again.
+#[test]
+fn every_class_frees_cleanly_under_harden() {
+    let a = HardScale::new();
+    let big = [80 << 10, 96 << 10, 112 << 10, 128 << 10, 160 << 10, 192 << 10, 224 << 10, 256 << 10];
+    let sizes: Vec<usize> =
+        (1..=128).map(|k| k * 16).chain([2304, 2816, 3328, 3840]).chain((1..=16).map(|k| k << 12)).chain(big).collect();
+    for &size in &sizes {
+        let n = (64 << 10) / size + 2;
+        // SAFETY: each block is freed once with its own layout.
+        unsafe {
+            let v: Vec<*mut u8> = (0..n).map(|_| a.alloc(lay(size))).collect();
+            assert!(v.iter().all(|p| !p.is_null()), "size {size}");
+            for &p in &v {
+                a.dealloc(p, lay(size));
+            }
+            let w: Vec<*mut u8> = (0..n).map(|_| a.alloc(lay(size))).collect();
+            for &p in &w {
+                a.dealloc(p, lay(size));
+            }
+        }
+    }
+}
+
 /// A large block freed through an interior pointer aborts under harden.
 #[test]
 fn large_interior_free_aborts_under_harden() {

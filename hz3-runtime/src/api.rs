@@ -65,25 +65,42 @@ pub unsafe fn alloc<C: Config>(size: usize, align: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn alloc_cached<C: Config>(size: usize, align: usize) -> *mut u8 {
     // Size 0 takes the slow path, so a small size's bin is the range test's
-    // `size - 1` shifted.
-    let small = size.wrapping_sub(1) < SMALL_MAX;
-    if align <= 16 && (small || (size > SMALL_MAX && size <= MEDIUM_MAX)) {
-        let tc = thread::raw::<C>();
-        if is_live(tc) {
-            let bin = if small { size_class::small_bin_nonzero(size) } else { size_class::bin_of(size) };
-            // Not counted: `allocs` is derived from the bins' block flow.
-            // SAFETY: `tc` is this thread's live cache (`is_live`) and the
-            // size tests above give `bin < NBINS`.
-            let p = unsafe { tcache::pop::<C>(tc, bin) };
-            if !p.is_null() {
-                if C::FAILFAST {
-                    failfast::mark_live(C::state(), p as usize);
-                }
-                return p;
-            }
+    // `size - 1` shifted (and its bin's offset in the cache that masked and
+    // doubled). Each size range pops on its own path: no jump joins them.
+    let below = size.wrapping_sub(1);
+    if align <= 16 {
+        if below < SMALL_MAX {
+            // SAFETY: `below < SMALL_MAX` gives the offset of a small bin.
+            return unsafe { pop_cached::<C>((below & !15) * 2) };
+        }
+        if below < MEDIUM_MAX {
+            // SAFETY: a size in (SMALL_MAX, MEDIUM_MAX] has a medium bin.
+            return unsafe { pop_cached::<C>(size_class::bin_of(size) * tcache::BIN_BYTES) };
         }
     }
     core::ptr::null_mut()
+}
+
+/// A block from the bin `off` bytes into this thread's cache, or null (no
+/// cache yet, or the bin is empty).
+///
+/// # Safety
+/// `off = bin * BIN_BYTES` of a `bin < NBINS`.
+#[inline(always)]
+unsafe fn pop_cached<C: Config>(off: usize) -> *mut u8 {
+    let tc = thread::raw::<C>();
+    if !is_live(tc) {
+        return core::ptr::null_mut();
+    }
+    // Not counted: `allocs` is derived from the bins' block flow. A
+    // corrupted link (`harden`) answers null: the slow path pops again and aborts.
+    // SAFETY: `tc` is this thread's live cache (`is_live`) and `off` a bin's
+    // offset (contract).
+    let p = unsafe { tcache::pop_at::<C>(tc, off, false) };
+    if C::FAILFAST && !p.is_null() {
+        failfast::mark_live(C::state(), p as usize);
+    }
+    p
 }
 
 /// Allocate zeroed memory, writing none that is known to read as zero: a
@@ -203,10 +220,11 @@ pub unsafe fn free_hot<C: Config>(p: *mut u8) -> bool {
         let st = C::state();
         // SAFETY: a live cache exists only after the state was initialised.
         if let Some((tag, ev)) = unsafe { free_route::fast::<C>(st, p as usize) } {
+            // A misuse a hardened type detects answers false: the slow path
+            // routes again and aborts (no call, so no stack frame, here).
             // SAFETY: `tc` is this thread's live cache and the route gave
             // `p`'s tag: `p` is a block of this type (caller's contract).
-            unsafe { free_block::<C>(st, tc, p, tag, ev) };
-            return true;
+            return unsafe { free_block::<C>(st, tc, p, tag, ev, false) };
         }
     }
     false
@@ -217,33 +235,60 @@ pub unsafe fn free_hot<C: Config>(p: *mut u8) -> bool {
 /// bin + 1 (one xor and one compare decide and decode); everything else —
 /// another shard's block, or a large block on the tag route (a large tag has no
 /// owner half) — goes to [`free_foreign`]. `ev`: the route's events, counted
-/// together with local/remote in one bump.
+/// together with local/remote in one bump. `slow`: called from the slow path,
+/// whose route already tested that `p` is a block start (`free_route::route`
+/// does with `harden`), and where a misuse aborts at once. On the hot path a
+/// hardened type tests the start here (on a local free with the bin's copy
+/// of the test, on the line the push touches anyway) and a detected misuse
+/// (interior or double free) answers false, having done nothing, so that
+/// the caller's slow path aborts; otherwise true.
 ///
 /// # Safety
 /// `tc` is this thread's live cache; `p` is a live block of this type whose
 /// tag (as the route found it) is `tag`.
 #[inline(always)]
-unsafe fn free_block<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u8, tag: u32, ev: Events) {
+unsafe fn free_block<C: Config>(
+    st: &State<C>,
+    tc: *mut ThreadCache,
+    p: *mut u8,
+    tag: u32,
+    ev: Events,
+    slow: bool,
+) -> bool {
     // SAFETY: `tc` is this thread's live cache (contract).
-    let bin_plus1 = tag ^ unsafe { (*tc).owner_half };
-    if bin_plus1 <= tagmap::BIN_MASK {
-        // `bin_plus1 - 1` folds into the push's address.
-        let bin = bin_plus1 as usize - 1;
+    let bin_plus1 = tag as usize ^ unsafe { (*tc).owner_half };
+    if bin_plus1 <= tagmap::BIN_MASK as usize {
+        // The end of the bin's entry in the cache: the push folds the `- 1`.
+        let end = bin_plus1 * tcache::BIN_BYTES;
         if C::FAILFAST {
             // SAFETY: a block with a bin tag lies in a committed runs segment.
-            unsafe { failfast::check_free::<C>(st, "free", p as usize, bin) };
+            unsafe { failfast::check_free::<C>(st, "free", p as usize, bin_plus1 - 1) };
+        } else if C::HARDEN && !slow {
+            // SAFETY: `tc` is live and the bin ending at `end` is `p`'s (its
+            // tag): `p` lies on a page of a live run of it.
+            if unsafe { !crate::harden::starts_block(p as usize, tcache::start_test(tc, end)) } {
+                return false;
+            }
         }
         // SAFETY: `tc` is this thread's live cache (contract); the tag says
-        // `p` is a block of `bin` (< NBINS) owned by its shard, which the
-        // caller no longer uses.
+        // `p` is a block of bin `bin_plus1 - 1` (< NBINS) owned by its
+        // shard, which the caller no longer uses.
+        // (Counted before the push, so the flush is a tail call; a misuse
+        // the push detects aborts, so its count never shows.)
         unsafe {
             (*tc).count_events::<C>(ev.with(Ctr::Local));
-            tcache::push::<C>(tc, bin, p);
+            if !tcache::push_end::<C>(tc, end, p) {
+                if slow {
+                    crate::harden::double_free::<C>(p as usize);
+                }
+                return false;
+            }
         }
     } else {
         // SAFETY: as this function's contract.
-        unsafe { free_foreign::<C>(st, tc, p, tag, ev) };
+        unsafe { free_foreign::<C>(st, tc, p, tag, ev, slow) };
     }
+    true
 }
 
 /// A block [`free_block`] did not push: another shard's (a remote free), or a
@@ -253,7 +298,14 @@ unsafe fn free_block<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u8,
 /// As [`free_block`].
 #[cold]
 #[inline(never)]
-unsafe fn free_foreign<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u8, tag: u32, ev: Events) {
+unsafe fn free_foreign<C: Config>(
+    st: &State<C>,
+    tc: *mut ThreadCache,
+    p: *mut u8,
+    tag: u32,
+    ev: Events,
+    slow: bool,
+) {
     if tag == tagmap::LARGE {
         // SAFETY: `p` is a live block of this type (contract).
         unsafe { free_slow::<C>(p) };
@@ -263,6 +315,11 @@ unsafe fn free_foreign<C: Config>(st: &State<C>, tc: *mut ThreadCache, p: *mut u
     if C::FAILFAST {
         // SAFETY: a block with a bin tag lies in a committed runs segment.
         unsafe { failfast::check_free::<C>(st, "free", p as usize, bin) };
+    } else if C::HARDEN && !slow {
+        // SAFETY: a bin tag marks a page of a live run of its bin.
+        if unsafe { !crate::harden::is_block_start(p as usize, bin) } {
+            crate::harden::interior_free::<C>(p as usize);
+        }
     }
     // SAFETY: `tc` is this thread's live cache (contract), so its remote
     // buffer and counters are this thread's; the tag says `p` is a live block
@@ -296,13 +353,18 @@ pub unsafe fn dealloc<C: Config>(p: *mut u8, size: usize, align: usize) {
                 let tag = tagmap::encode(bin, unsafe { free_route::owner_of(p as usize) });
                 // SAFETY: `tc` is this thread's live cache; `tag` is `p`'s
                 // tag (its bin from its size, its owner from its segment).
-                unsafe { free_block::<C>(st, tc, p, tag, Events::NONE) };
+                unsafe { free_block::<C>(st, tc, p, tag, Events::NONE, false) };
                 return;
             }
         }
     }
+    // A live block is never null: no null test.
     // SAFETY: `p` is a live block of this type (contract).
-    unsafe { free::<C>(p) };
+    unsafe {
+        if !free_hot::<C>(p) {
+            free_slow::<C>(p);
+        }
+    }
 }
 
 /// Everything that is not a hot small/medium free: a thread without a cache
@@ -331,7 +393,7 @@ pub unsafe fn free_slow<C: Config>(p: *mut u8) -> bool {
             if is_live(tc) {
                 // SAFETY: `tc` is this thread's live cache; the route found
                 // `p` a block of `bin` owned by `owner`.
-                unsafe { free_block::<C>(st, tc, p, tagmap::encode(bin, owner), Events::NONE) };
+                unsafe { free_block::<C>(st, tc, p, tagmap::encode(bin, owner), Events::NONE, true) };
             } else {
                 if C::FAILFAST {
                     // SAFETY: the route found `p` in a committed runs segment.

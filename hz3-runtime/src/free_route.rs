@@ -98,7 +98,9 @@ fn meta_observes<C: Config>() -> bool {
 /// everything else (not in the arena, a miss; large on the other routes).
 /// Counts nothing: on `None` the caller's slow path runs [`route`], which takes
 /// every configured step again and counts them; on a hit the caller counts
-/// `events` with the free's own (one bump per free).
+/// `events` with the free's own (one bump per free). Tests no block start:
+/// with `harden` the caller does, once it has decoded the tag (see
+/// `api::free_block`).
 ///
 /// The first routing step in the flags' order ([`steps`]): `ptag: first`, the
 /// S110 step when it routes, `ptag: late`, the header route. An S110 step that
@@ -137,13 +139,7 @@ pub unsafe fn fast<C: Config>(st: &State<C>, p: usize) -> Option<(u32, Events)> 
         unsafe { by_header::<C>(st, p) }
     };
     match r {
-        Route::Block { bin, owner } => {
-            if C::HARDEN {
-                // SAFETY: the header route found `p`'s page in a live run of `bin`.
-                unsafe { check_start::<C>(p, tagmap::encode(bin, owner)) };
-            }
-            Some((tagmap::encode(bin, owner), ev))
-        }
+        Route::Block { bin, owner } => Some((tagmap::encode(bin, owner), ev)),
         _ => None,
     }
 }
@@ -176,28 +172,8 @@ unsafe fn fast_tag<C: Config>(st: &State<C>, p: usize, off: usize, ev: Events, o
         }
         note::<C>(&mut ev, Ctr::MetaHit);
     }
-    if C::HARDEN {
-        // SAFETY: a non-zero tag other than LARGE marks a page of a live run
-        // of its bin (check_start leaves LARGE alone).
-        unsafe { check_start::<C>(p, tag) };
-    }
     note::<C>(&mut ev, Ctr::PtagHit);
     Some((tag, ev))
-}
-
-/// `harden`: abort unless `p`, routed to the small/medium block tag `tag`, is
-/// a block start (a large tag is left to the slow route, which tests the
-/// large block's exact start).
-///
-/// # Safety
-/// Unless `tag` is [`tagmap::LARGE`], `p` lies on a page of a live run of the
-/// tag's bin.
-#[inline(always)]
-unsafe fn check_start<C: Config>(p: usize, tag: u32) {
-    // SAFETY: a small/medium tag's page is in a live run of its bin (contract).
-    if tag != tagmap::LARGE && unsafe { !crate::harden::is_block_start(p, tagmap::decode_trusted(tag).0) } {
-        failfast::fail::<C>("free", p, "interior pointer (not a block start)");
-    }
 }
 
 /// Route `p` (non-null) by the configured routes, ending with the header
@@ -226,7 +202,9 @@ pub unsafe fn route<C: Config>(st: &State<C>, p: usize, t: Tally) -> Route {
         match r {
             // SAFETY: every route returns `Block` only for a page of a live
             // run of `bin`.
-            Route::Block { bin, owner } => unsafe { check_start::<C>(p, tagmap::encode(bin, owner)) },
+            Route::Block { bin, .. } if unsafe { !crate::harden::is_block_start(p, bin) } => {
+                crate::harden::interior_free::<C>(p)
+            }
             // SAFETY: `Large` is returned only for a page of a live large
             // block, which lies in a committed slot.
             Route::Large if unsafe { !crate::large::is_live_block(st, p) } => {

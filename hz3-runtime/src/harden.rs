@@ -3,9 +3,9 @@
 //! `harden: true` adds — free-list links encoded with a per-process key and
 //! checked when followed, and the freed-block mark that catches a double free.
 //!
-//! Owns: the per-class tables of the block-start test (a reciprocal per class,
-//! so "is this offset a multiple of the block size" is one multiply and one
-//! compare), the keys of a hardened type, the link encoding, the mark, and the
+//! Owns: the per-class table of the block-start test (an inverse and a
+//! rotation per class, so "is this offset a block start of the run" is one
+//! multiply, one rotate and one compare), the keys of a hardened type, the link encoding, the mark, and the
 //! checks a refill applies to the blocks it puts into a bin. Must never:
 //! allocate, divide on a path a free can reach, or cost anything in a type
 //! whose flags do not ask for it (every caller tests `C::HARDEN` or
@@ -23,20 +23,42 @@ use crate::segment::{self, SegHdr};
 use crate::size_class::{BIG_SIZES, MEDIUM_BINS, MEDIUM_FIRST, NBINS, SMALL_BINS, SUB4K_SIZES};
 use crate::{tagmap, Config, Ptag, State};
 
-/// `ceil(2^64 / size)` of each bin: `off` (below 2^32) is a multiple of the
-/// size iff `off * RECIP[bin] mod 2^64 < RECIP[bin]` (Lemire, Kaser & Kurz,
-/// "Faster remainder by direct computation", 2019).
-pub static RECIP: [u64; NBINS] = build_recip();
+/// The exact block-start test of one bin, O(1) and without division: the
+/// offset `off` of a pointer in its run (below 2^20) is a block start iff
+/// `(off * inv).rotate_right(rot) <= last` in 32-bit arithmetic, where the
+/// block size is `odd << rot` and `inv` is `odd`'s inverse modulo 2^32
+/// (Granlund & Montgomery's exact-division test with the rotation of Hacker's
+/// Delight 10-17). A remainder modulo `1 << rot` leaves low bits that the
+/// rotation moves to the top; otherwise the product is `off / size` exactly
+/// when `off` is a multiple of the size and above `last` when it is not; and
+/// `last` (the run's last block) rejects the run's unused tail. One
+/// multiply, one rotate, one compare.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct StartTest {
+    /// Inverse of the block size's odd part modulo 2^32.
+    pub inv: u32,
+    /// Index of the run's last block.
+    pub last: u32,
+    /// Power of two in the block size.
+    pub rot: u8,
+    /// The run spans several pages: a block's offset in its run needs the
+    /// run's first page from the page descriptor (for one-page runs it is
+    /// the offset in the page).
+    pub multi_page: bool,
+}
 
-/// Bytes of a run of each bin holding whole blocks (`blocks * size`: offsets
-/// at or past it are the run's unused tail), with [`MULTI_PAGE`] set when the
-/// run spans several pages (then a block's offset in its run needs the run's
-/// first page from the page descriptor; for one-page runs it is the offset
-/// in the page, and the flag being clear lets the value serve as the bound).
-pub static SPAN: [u32; NBINS] = build_span();
+impl StartTest {
+    /// Whether offset `off` in a run of this bin is a block start (`off`
+    /// is below 2^32: an offset in a segment).
+    #[inline(always)]
+    pub fn admits(self, off: usize) -> bool {
+        (off as u32).wrapping_mul(self.inv).rotate_right(self.rot as u32) <= self.last
+    }
+}
 
-/// Flag of [`SPAN`]: the run has more than one page.
-pub const MULTI_PAGE: u32 = 1 << 31;
+/// The block-start test of each bin (each thread cache keeps a copy per bin).
+pub static START: [StartTest; NBINS] = build_start();
 
 /// Block size and pages per run of bin `i`, by the rules of `size_class`
 /// (checked against its table by a unit test).
@@ -54,40 +76,47 @@ const fn size_and_pages(i: usize) -> (usize, usize) {
     }
 }
 
-const fn build_recip() -> [u64; NBINS] {
-    let mut t = [0; NBINS];
-    let mut i = 0;
-    while i < NBINS {
-        t[i] = u64::MAX / size_and_pages(i).0 as u64 + 1;
-        i += 1;
-    }
-    t
-}
-
-const fn build_span() -> [u32; NBINS] {
-    let mut t = [0; NBINS];
+const fn build_start() -> [StartTest; NBINS] {
+    let mut t = [StartTest { inv: 0, last: 0, rot: 0, multi_page: false }; NBINS];
     let mut i = 0;
     while i < NBINS {
         let (size, pages) = size_and_pages(i);
-        let span = (pages * PAGE_SIZE / size * size) as u32;
-        t[i] = if pages == 1 { span } else { span | MULTI_PAGE };
+        let rot = size.trailing_zeros();
+        let odd = (size >> rot) as u32;
+        // Newton's iteration doubles the correct low bits of the inverse:
+        // `odd` itself is right to 3 bits, so four steps reach 48.
+        let mut inv = odd;
+        let mut k = 0;
+        while k < 4 {
+            inv = inv.wrapping_mul(2u32.wrapping_sub(odd.wrapping_mul(inv)));
+            k += 1;
+        }
+        t[i] = StartTest { inv, last: (pages * PAGE_SIZE / size - 1) as u32, rot: rot as u8, multi_page: pages > 1 };
         i += 1;
     }
     t
 }
 
 /// Whether `p`, a pointer into a run of `bin` (the free route says so), is the
-/// start of one of its blocks. O(1): two table loads, at most one descriptor
-/// load, one multiply, two compares.
+/// start of one of its blocks. O(1): a table load, at most one descriptor
+/// load, one multiply, one compare.
 ///
 /// # Safety
 /// `p` lies on a page of a live run of `bin` in a committed runs segment.
 #[inline(always)]
 pub unsafe fn is_block_start(p: usize, bin: usize) -> bool {
-    // SAFETY: callers pass `bin < NBINS` (a decoded route).
-    let span = unsafe { *SPAN.get_unchecked(bin) };
-    let (off, span) = if span & MULTI_PAGE == 0 {
-        (p & (PAGE_SIZE - 1), span)
+    // SAFETY: callers pass `bin < NBINS` (a decoded route); the contract is ours.
+    unsafe { starts_block(p, *START.get_unchecked(bin)) }
+}
+
+/// [`is_block_start`] with the bin's test at hand (a thread cache's copy).
+///
+/// # Safety
+/// As [`is_block_start`], `t` being the test of the run's bin.
+#[inline(always)]
+pub unsafe fn starts_block(p: usize, t: StartTest) -> bool {
+    let off = if !t.multi_page {
+        p & (PAGE_SIZE - 1)
     } else {
         let seg = segment::seg_base(p);
         // SAFETY: the caller guarantees the segment is a committed runs
@@ -95,11 +124,9 @@ pub unsafe fn is_block_start(p: usize, bin: usize) -> bool {
         // run is carved or released, so no write races this plain read (an
         // atomic load here costs one more instruction on the hot free).
         let rs = unsafe { *(*SegHdr::ptr(seg)).descs[segment::page_index(p)].run_start.as_ptr() } as usize;
-        (p.wrapping_sub(seg + rs * PAGE_SIZE), span & !MULTI_PAGE)
+        p.wrapping_sub(seg + rs * PAGE_SIZE)
     };
-    // SAFETY: as above.
-    let recip = unsafe { *RECIP.get_unchecked(bin) };
-    off < span as usize && (off as u64).wrapping_mul(recip) < recip
+    t.admits(off)
 }
 
 /// The keys of a hardened type: two words for the links, one for the
@@ -135,18 +162,21 @@ impl Keys {
     }
 
     /// The stored form of link `next` in block `b`: keyed, and tied to `b`
-    /// so the same link in two blocks is stored differently (mimalloc's
-    /// secure mode: xor, rotate and add with the key). A write into a freed
-    /// block that does not know the key decodes to a pointer the checks reject.
+    /// so the same link in two blocks is stored differently (xor with one
+    /// key and the block's address, rotate by the other: mimalloc's secure
+    /// mode, whose encoding also adds a key). A write into a freed block
+    /// that does not know the keys decodes to a pointer the checks reject.
     #[inline(always)]
     pub fn encode(self, b: *mut u8, next: *mut u8) -> usize {
-        (next as usize ^ b as usize ^ self.k0).rotate_left(self.k1 as u32 & 63).wrapping_add(self.k1)
+        (next as usize ^ (b as usize ^ self.k0)).rotate_left(self.k1 as u32)
     }
 
     /// The link stored as `raw` in block `b` (inverse of [`Keys::encode`]).
+    /// Two steps after the load (rotate, xor): a pop's decode is on the
+    /// chain from one pop to the next, and `b ^ k0` is ready before `raw`.
     #[inline(always)]
     pub fn decode(self, b: *mut u8, raw: usize) -> *mut u8 {
-        (raw.wrapping_sub(self.k1).rotate_right(self.k1 as u32 & 63) ^ self.k0 ^ b as usize) as *mut u8
+        (raw.rotate_right(self.k1 as u32) ^ (b as usize ^ self.k0)) as *mut u8
     }
 
 }
@@ -215,11 +245,17 @@ pub fn decode<C: Config>(b: *mut u8, raw: usize) -> *mut u8 {
 /// misaligned offset turns into one above the arena's length.
 #[inline(always)]
 pub fn check_link<C: Config>(b: *mut u8, next: *mut u8) {
-    let st = C::state();
-    let off = (next as usize).wrapping_sub(st.arena.base.load(Ordering::Relaxed));
-    if !next.is_null() && (off.rotate_right(4) >= st.arena.len.load(Ordering::Relaxed) >> 4 || next == b) {
+    if !link_ok::<C>(b, next) {
         corrupted::<C>(b);
     }
+}
+
+/// [`check_link`]'s test: whether `next` may follow `b` in a free list.
+#[inline(always)]
+pub fn link_ok<C: Config>(b: *mut u8, next: *mut u8) -> bool {
+    let st = C::state();
+    let off = (next as usize).wrapping_sub(st.arena.base.load(Ordering::Relaxed));
+    next.is_null() || (off.rotate_right(4) < st.arena.len.load(Ordering::Relaxed) >> 4 && next != b)
 }
 
 /// Abort unless `next`, the decoded link of `b` in a thread-cache bin of
@@ -260,9 +296,10 @@ pub unsafe fn check_bin_link<C: Config>(b: *mut u8, next: *mut u8, bin: usize, o
     }
 }
 
+/// Abort: the free list holding `b` is corrupted.
 #[cold]
 #[inline(never)]
-fn corrupted<C: Config>(b: *mut u8) -> ! {
+pub fn corrupted<C: Config>(b: *mut u8) -> ! {
     crate::failfast::fail::<C>(
         "malloc",
         b as usize,
@@ -270,20 +307,35 @@ fn corrupted<C: Config>(b: *mut u8) -> ! {
     )
 }
 
-/// On a local free: abort when `p` carries the freed-block mark (it is free
-/// already: a double free), else mark it.
+/// On a local free: false when `p` carries the freed-block mark (it is free
+/// already: a double free), else mark it and answer true.
 ///
 /// # Safety
 /// `p` is a block of at least 16 bytes the program is freeing.
 #[inline(always)]
-pub unsafe fn mark_freed<C: Config>(p: *mut u8) {
+pub unsafe fn mark_freed<C: Config>(p: *mut u8) -> bool {
     let m = mark_of::<C>(p);
     // SAFETY: the block has a second word (16 bytes at least).
     let w = unsafe { &mut *(p as *mut usize).add(1) };
     if *w == m {
-        crate::failfast::fail::<C>("free", p as usize, "double free (the block is already free)");
+        return false;
     }
     *w = m;
+    true
+}
+
+/// Abort: `p` is freed a second time.
+#[cold]
+#[inline(never)]
+pub fn double_free<C: Config>(p: usize) -> ! {
+    crate::failfast::fail::<C>("free", p, "double free (the block is already free)")
+}
+
+/// Abort: `p` is not the start of a block of its run.
+#[cold]
+#[inline(never)]
+pub fn interior_free<C: Config>(p: usize) -> ! {
+    crate::failfast::fail::<C>("free", p, "interior pointer (not a block start)")
 }
 
 /// On handing `p` to the program: clear the freed-block mark, so its next
@@ -310,7 +362,7 @@ pub unsafe fn admit_refill<C: Config>(tc: *mut crate::tcache::ThreadCache, bin: 
     }
     // SAFETY: `tc` is live; the bin's head was just set by the refill.
     unsafe {
-        let oh = (*tc).owner_half;
+        let oh = (*tc).owner_half as u32;
         check_bin_link::<C>(core::ptr::null_mut(), p, bin, oh);
         check_bin_link::<C>(p, (*tc).bins[bin].head, bin, oh);
         clear_mark(p);
@@ -328,19 +380,20 @@ mod tests {
             let (size, pages) = size_and_pages(i);
             assert_eq!(size, b.size as usize, "bin {i}");
             assert_eq!(pages, b.run_pages as usize, "bin {i}");
-            assert_eq!((SPAN[i] & !MULTI_PAGE) as usize, b.blocks as usize * b.size as usize, "bin {i}");
-            assert_eq!(SPAN[i] & MULTI_PAGE != 0, b.run_pages > 1, "bin {i}");
+            assert_eq!(START[i].last as usize + 1, b.blocks as usize, "bin {i}");
+            assert_eq!(START[i].multi_page, b.run_pages > 1, "bin {i}");
         }
     }
 
     #[test]
-    fn reciprocal_test_is_exact_for_every_offset_of_every_run() {
+    fn start_test_is_exact_for_every_offset_of_every_run() {
         for (i, b) in BINS.iter().enumerate() {
-            let (recip, span) = (RECIP[i], (SPAN[i] & !MULTI_PAGE) as u64);
             let run = b.run_pages as usize * PAGE_SIZE;
-            for off in 0..run as u64 {
-                let fast = off < span && off.wrapping_mul(recip) < recip;
-                let slow = off % b.size as u64 == 0 && off / (b.size as u64) < b.blocks as u64;
+            // Past the run too, up to a segment, and a few far offsets.
+            let far = [1usize << 20, (1 << 32) - 16, (1 << 32) - b.size as usize];
+            for off in (0..(run + 4 * PAGE_SIZE).min(1 << 20)).chain(far) {
+                let fast = START[i].admits(off);
+                let slow = off % b.size as usize == 0 && off / (b.size as usize) < b.blocks as usize;
                 assert_eq!(fast, slow, "bin {i} offset {off}");
             }
         }

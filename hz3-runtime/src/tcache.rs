@@ -21,50 +21,26 @@ use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 /// load of the head waits for the previous free's store to it, whose address
 /// waits for the free's tag load: a chain through memory from one pair to the
 /// next (measured: ~15% of a malloc/free pair).
-#[repr(C)]
+///
+/// 32 bytes: a small request's bin offset in the cache is `(size - 1) & !15`
+/// scaled by 2 in the address, with no multiply; the rest of the line holds
+/// what a hardened free tests (`start`), so the hot paths touch one line per bin.
+#[repr(C, align(32))]
 pub struct Bin {
     /// The list pops take from (null when empty).
     pub head: *mut u8,
     /// Blocks freed by this thread since `head` last ran empty.
     pub freed: *mut u8,
-    /// `max` minus the blocks cached in both lists, wrapping below zero when
-    /// the bin is over-full: a push is one decrement whose borrow says
-    /// "flush". Written only by the owning thread (relaxed load and store, the
-    /// same instructions as a plain field); atomic so a stats snapshot on
-    /// another thread may read it: `allocs` is derived from the cached count.
+    /// The cache's `max[bin]` minus the blocks cached in both lists, below
+    /// zero as an `i32` when the bin is over-full: a push is one decrement
+    /// whose sign says "flush". Written only by the owning thread (relaxed
+    /// load and store, the same instructions as a plain field); atomic so a
+    /// stats snapshot on another thread may read it: `allocs` is derived
+    /// from the cached count.
     room: AtomicU32,
-    /// Flush threshold: starts at `BINS[bin].max_cached`, doubles (up to
-    /// `max_limit`) each time the bin fills up, so a bin whose working set is
-    /// larger stops trading blocks with the central. Atomic for the same
-    /// reason as `room`.
-    max: AtomicU32,
-}
-
-impl Bin {
-    /// Blocks cached in both lists.
-    #[inline]
-    pub fn cached(&self) -> u32 {
-        self.max().wrapping_sub(self.room.load(Relaxed))
-    }
-
-    /// The flush threshold.
-    #[inline]
-    pub fn max(&self) -> u32 {
-        self.max.load(Relaxed)
-    }
-
-    /// Record that the lists hold `n` blocks.
-    #[inline]
-    fn set_cached(&self, n: u32) {
-        self.room.store(self.max().wrapping_sub(n), Relaxed);
-    }
-
-    /// Change the flush threshold, keeping the cached count.
-    fn set_max(&self, max: u32) {
-        let n = self.cached();
-        self.max.store(max, Relaxed);
-        self.set_cached(n);
-    }
+    /// The exact block-start test of this bin's blocks (`harden`), copied
+    /// from `harden::START` so a free finds it on the bin's line.
+    pub start: crate::harden::StartTest,
 }
 
 /// A thread's cache for one generated type (lives in its own mapping, recycled).
@@ -72,11 +48,18 @@ impl Bin {
 pub struct ThreadCache {
     /// Bins, indexed like `size_class::BINS`.
     pub bins: [Bin; NBINS],
+    /// Per bin, the flush threshold: starts at `BINS[bin].max_cached`,
+    /// doubles (up to `max_limit`) each time the bin fills up, so a bin whose
+    /// working set is larger stops trading blocks with the central. Atomic for
+    /// the same reason as `Bin::room`; read only on slow paths.
+    max: [AtomicU32; NBINS],
     /// The owner shard this thread holds.
     pub shard: u32,
     /// `tagmap::owner_half(shard)`: a tag xor this is the bin + 1 of a block
-    /// this thread's shard owns (the free hot path's local test).
-    pub owner_half: u32,
+    /// this thread's shard owns (the free hot path's local test). A word, so
+    /// the xor with a zero-extended tag is a full word whose shift into a bin
+    /// offset needs no extension.
+    pub owner_half: usize,
     /// Buffered remote frees (same layout as its two fields had here).
     pub remote: RemoteBuffer,
     /// This thread's counters (cumulative over every thread that used this cache).
@@ -128,19 +111,46 @@ impl FreshRun {
 impl ThreadCache {
     /// Prepare a freshly mapped (zeroed) or recycled cache for a thread on `shard`.
     pub fn reset(&mut self, shard: usize) {
-        for (b, info) in self.bins.iter_mut().zip(BINS.iter()) {
+        for (bin, info) in BINS.iter().enumerate() {
+            let b = &mut self.bins[bin];
             b.head = core::ptr::null_mut();
             b.freed = core::ptr::null_mut();
-            b.max.store(info.max_cached as u32, Relaxed);
-            b.set_cached(0);
+            b.start = crate::harden::START[bin];
+            self.max[bin].store(info.max_cached as u32, Relaxed);
+            self.set_cached(bin, 0);
         }
         self.shard = shard as u32;
-        self.owner_half = crate::tagmap::owner_half(shard);
+        self.owner_half = crate::tagmap::owner_half(shard) as usize;
         self.remote.reset();
         self.stash = [core::ptr::null_mut(); NBINS];
         self.fresh = [FreshRun::EMPTY; NBINS];
         self.beat = 0;
         self.touched = [0; NBINS.div_ceil(64)];
+    }
+
+    /// Blocks cached in both lists of bin `bin`.
+    #[inline]
+    pub fn cached(&self, bin: usize) -> u32 {
+        self.max(bin).wrapping_sub(self.bins[bin].room.load(Relaxed))
+    }
+
+    /// The flush threshold of bin `bin`.
+    #[inline]
+    pub fn max(&self, bin: usize) -> u32 {
+        self.max[bin].load(Relaxed)
+    }
+
+    /// Record that bin `bin`'s lists hold `n` blocks.
+    #[inline]
+    fn set_cached(&self, bin: usize, n: u32) {
+        self.bins[bin].room.store(self.max(bin).wrapping_sub(n), Relaxed);
+    }
+
+    /// Change bin `bin`'s flush threshold, keeping its cached count.
+    fn set_max(&self, bin: usize, max: u32) {
+        let n = self.cached(bin);
+        self.max[bin].store(max, Relaxed);
+        self.set_cached(bin, n);
     }
 
     /// Count an event when stats are on.
@@ -162,7 +172,7 @@ impl ThreadCache {
 
     /// Blocks held in the bins now (read by stats snapshots on any thread).
     pub fn cached_blocks(&self) -> u64 {
-        self.bins.iter().map(|b| b.cached() as u64).sum()
+        (0..NBINS).map(|bin| self.cached(bin) as u64).sum()
     }
 
     /// Count the events of one free (one bump) when stats are on.
@@ -174,74 +184,141 @@ impl ThreadCache {
     }
 }
 
-/// Hot pop; null when the bin is empty. With `harden` the popped block's
-/// link is decoded and checked before it becomes the bin's head (null, or an
-/// aligned arena address other than the block; else abort: a write into a
-/// freed block that does not know the key fails this), and its freed-block
-/// mark is cleared. (Every block entered the bin through a free, whose route
-/// tested its exact start, or a refill, which tests the blocks it admits.)
+/// Bytes of one [`Bin`]: bin `i` starts `i * BIN_BYTES` bytes into the cache.
+pub const BIN_BYTES: usize = core::mem::size_of::<Bin>();
+const _: () = assert!(BIN_BYTES == 32 && core::mem::offset_of!(ThreadCache, bins) == 0);
+
+/// The bin `off` bytes into cache `tc` (`off` a multiple of [`BIN_BYTES`]).
+/// Hot paths compute the offset, not the index: a small request's offset is
+/// `((size - 1) & !15) * 2`, and a free's `(bin + 1) * 32` with the `- 32`
+/// folded into the addresses.
+#[inline(always)]
+fn bin_at(tc: *mut ThreadCache, off: usize) -> *mut Bin {
+    (tc as *mut u8).wrapping_add(off) as *mut Bin
+}
+
+/// The block-start test of the bin that ends `end` bytes into the cache
+/// (as [`push_end`]).
+///
+/// # Safety
+/// `tc` is a live cache and `end` as in [`push_end`].
+#[inline(always)]
+pub unsafe fn start_test(tc: *mut ThreadCache, end: usize) -> crate::harden::StartTest {
+    // SAFETY: the bin is one of `tc`'s (contract).
+    unsafe { (*bin_at(tc, end).wrapping_sub(1)).start }
+}
+
+/// Hot pop; null when the bin is empty.
 ///
 /// # Safety
 /// `tc` is this thread's live cache and `bin < NBINS`.
 #[inline(always)]
 pub unsafe fn pop<C: Config>(tc: *mut ThreadCache, bin: usize) -> *mut u8 {
+    // SAFETY: the caller's contract.
+    unsafe { pop_at::<C>(tc, bin * BIN_BYTES, true) }
+}
+
+/// [`pop`] from the bin `off` bytes into the cache. With `harden` the popped
+/// block's link is decoded and checked before it becomes the bin's head
+/// (null, or an aligned arena address other than the block: a write into a
+/// freed block that does not know the key fails this), and its freed-block
+/// mark is cleared. (Every block entered the bin through a free, whose route
+/// tested its exact start, or a refill, which tests the blocks it admits.) A
+/// bad link aborts when `abort`; otherwise the pop answers null and changes
+/// nothing, so the caller's slow path pops the same block again and aborts
+/// there: the hot path makes no call and needs no stack frame.
+///
+/// # Safety
+/// `tc` is this thread's live cache and `off = bin * BIN_BYTES` of a `bin < NBINS`.
+#[inline(always)]
+pub unsafe fn pop_at<C: Config>(tc: *mut ThreadCache, off: usize, abort: bool) -> *mut u8 {
     // SAFETY: `tc` is this thread's live cache, so no other reference to it
-    // exists, and `bin < NBINS` (caller's contract).
-    let b = unsafe { (*tc).bins.get_unchecked_mut(bin) };
+    // exists, and `off` is the offset of one of its bins (caller's contract).
+    let b = unsafe { &mut *bin_at(tc, off) };
     let mut p = b.head;
-    if p.is_null() {
+    let from_freed = p.is_null();
+    if from_freed {
         p = b.freed;
         if p.is_null() {
             return p;
         }
         b.freed = core::ptr::null_mut();
     }
-    if C::HARDEN {
+    let next = if C::HARDEN {
         // SAFETY: `p` is a free block of this bin (every block entered it
         // through a checked free or a refill), so its first word is its link.
         let next = crate::harden::Keys::of::<C>().decode(p, unsafe { *(p as *mut usize) });
-        crate::harden::check_link::<C>(p, next);
+        if !crate::harden::link_ok::<C>(p, next) {
+            if abort {
+                crate::harden::corrupted::<C>(p);
+            }
+            if from_freed {
+                b.freed = p;
+            }
+            return core::ptr::null_mut();
+        }
         // SAFETY: `p` is a free block of this bin, now taken by this thread.
         unsafe { crate::harden::clear_mark(p) };
-        b.head = next;
+        next
     } else {
         // SAFETY: `p` is a free block of this bin, so its link is readable.
-        b.head = unsafe { next_of::<C>(p) };
-    }
+        unsafe { next_of::<C>(p) }
+    };
+    b.head = next;
     b.room.store(b.room.load(Relaxed).wrapping_add(1), Relaxed);
     p
 }
 
-/// Hot push of a block owned by this thread's shard. With `harden`, a block
-/// that carries the freed-block mark aborts (a double free).
+/// Hot push of a block owned by this thread's shard into the bin that ends
+/// `end` bytes into the cache, `(bin + 1) * BIN_BYTES`: what a free computes
+/// from its tag test (the bin + 1) with one shift; the `- 1` folds into the
+/// addresses. With `harden`, a block that carries the freed-block mark (a
+/// double free) is not pushed and the push answers false (the caller
+/// aborts, or takes the slow path that does); otherwise true.
 ///
 /// # Safety
-/// `tc` is this thread's live cache; `p` is a free block of `bin` owned by its shard.
+/// `tc` is this thread's live cache; `p` is a free block of bin
+/// `end / BIN_BYTES - 1` (< NBINS, `end > 0`) owned by its shard.
 #[inline(always)]
-pub unsafe fn push<C: Config>(tc: *mut ThreadCache, bin: usize, p: *mut u8) {
+pub unsafe fn push_end<C: Config>(tc: *mut ThreadCache, end: usize, p: *mut u8) -> bool {
     // SAFETY: `tc` is this thread's live cache, so no other reference to it
-    // exists, and `bin < NBINS` (caller's contract).
-    let b = unsafe { (*tc).bins.get_unchecked_mut(bin) };
+    // exists, and the bin is one of its bins (caller's contract).
+    let b = unsafe { &mut *bin_at(tc, end).wrapping_sub(1) };
     if C::HARDEN {
-        // SAFETY: `p` is a free block of `bin` owned by this thread's shard
-        // (caller's contract): its first words are ours to write; the mark
-        // and the encoded link both go there.
+        // SAFETY: `p` is a free block of the bin owned by this thread's shard
+        // (caller's contract): its first words are ours to read and write;
+        // the mark and the encoded link both go there.
         unsafe {
-            crate::harden::mark_freed::<C>(p);
+            if !crate::harden::mark_freed::<C>(p) {
+                return false;
+            }
             *(p as *mut usize) = crate::harden::Keys::of::<C>().encode(p, b.freed);
         }
     } else {
-        // SAFETY: `p` is a free block of `bin` (caller's contract): its link is ours to write.
+        // SAFETY: `p` is a free block of the bin (caller's contract): its link is ours to write.
         unsafe { set_next::<C>(p, b.freed) };
     }
     b.freed = p;
-    let (room, over_full) = b.room.load(Relaxed).overflowing_sub(1);
+    let room = b.room.load(Relaxed).wrapping_sub(1);
     b.room.store(room, Relaxed);
-    if over_full {
-        // SAFETY: `tc` is this thread's live cache and the borrow says the
-        // bin now holds more than `max` blocks.
-        unsafe { flush::<C>(tc, bin) };
+    // A sign test (not the borrow): the bin is over-full below zero.
+    if (room as i32) < 0 {
+        // SAFETY: `tc` is this thread's live cache and the bin now holds
+        // more than `max` blocks.
+        unsafe { flush_bin::<C>(tc, b) };
     }
+    true
+}
+
+/// [`flush`] of the bin at `b` (its index found here, off the hot path).
+///
+/// # Safety
+/// `tc` is this thread's live cache and `b` one of its bins, over-full.
+#[cold]
+#[inline(never)]
+unsafe fn flush_bin<C: Config>(tc: *mut ThreadCache, b: *mut Bin) {
+    // SAFETY: the caller's contract; the index of a bin of `tc`.
+    unsafe { flush::<C>(tc, (b as usize - tc as usize) / BIN_BYTES) };
 }
 
 /// Refill an empty bin and return one block: drain the shard's inbox first
@@ -303,7 +380,7 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
     }
     let si = tcr.shard as usize;
     let sh = shard::shard(st, si);
-    let want = (BINS[bin].batch as u32).max(tcr.bins[bin].max() / 2);
+    let want = (BINS[bin].batch as u32).max(tcr.max(bin) / 2);
     let mut head = core::mem::replace(&mut tcr.stash[bin], core::ptr::null_mut());
     let from_inbox = head.is_null();
     if from_inbox {
@@ -364,7 +441,7 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
         // beside the bins whose runs the central would release for other
         // classes). The heartbeat gives the stash of a class the thread
         // stopped refilling to the central.
-        let keep = tcr.bins[bin].max() / 2 + 1;
+        let keep = tcr.max(bin) / 2 + 1;
         let cap = remote::carrier_cap(bin);
         let mut mine = Chain::EMPTY;
         // SAFETY: `unpack` hands each block of the list below to us once: a
@@ -402,11 +479,10 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
     // rest is counted in (see `StatsSnapshot::allocs`).
     tcr.count::<C>(Ctr::Allocs);
     tcr.add::<C>(Ctr::CacheIn, n as u64 - 1);
-    let bn = &mut tcr.bins[bin];
     // SAFETY: `head` is the first block of the `n` just taken, a free block
     // of `bin` this thread alone holds.
-    bn.head = unsafe { next_of::<C>(head) };
-    bn.set_cached(n - 1);
+    tcr.bins[bin].head = unsafe { next_of::<C>(head) };
+    tcr.set_cached(bin, n - 1);
     // SAFETY: `tc` is this thread's live cache; bin `bin` now holds the
     // refilled blocks after `head`.
     unsafe { crate::harden::admit_refill::<C>(tc, bin, head) };
@@ -480,40 +556,41 @@ pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
     // reference to it exists while this call runs.
     let tcr = unsafe { &mut *tc };
     let limit = BINS[bin].max_limit as u32;
-    let b = &mut tcr.bins[bin];
-    if b.max() < limit {
-        b.set_max((b.max() * 2).min(limit));
-        if b.cached() <= b.max() {
+    if tcr.max(bin) < limit {
+        tcr.set_max(bin, (tcr.max(bin) * 2).min(limit));
+        if tcr.cached(bin) <= tcr.max(bin) {
             return;
         }
     }
     tcr.count::<C>(Ctr::Flushes);
-    let b = &mut tcr.bins[bin];
-    let n = b.cached() - b.max() / 2;
+    let n = tcr.cached(bin) - tcr.max(bin) / 2;
     tcr.add::<C>(Ctr::CacheOut, n as u64);
-    let b = &mut tcr.bins[bin];
     // SAFETY: the bin holds `cached() > n` blocks, all free blocks of `bin`
     // owned by this thread's shard; the detached chain goes to that shard.
     unsafe {
-        let chain = split_front::<C>(b, n);
+        let chain = split_front::<C>(tcr, bin, n);
         shard::give_chain::<C>(st, tcr.shard as usize, bin, chain);
     }
 }
 
-/// Detach the first `n` blocks of a bin as a chain, the most recently freed
-/// first.
+/// Detach the first `n` blocks of bin `bin` as a chain, the most recently
+/// freed first.
 ///
 /// # Safety
-/// `b` is a bin of the calling thread's cache (its lists hold free blocks
-/// only this thread links) and `1 <= n <= b.cached()`.
-unsafe fn split_front<C: Config>(b: &mut Bin, n: u32) -> Chain {
+/// `tcr` is the calling thread's cache (its lists hold free blocks only this
+/// thread links) and `1 <= n <= tcr.cached(bin)`.
+unsafe fn split_front<C: Config>(tcr: &mut ThreadCache, bin: usize, n: u32) -> Chain {
+    let b = &mut tcr.bins[bin];
     if !b.freed.is_null() {
         // One list: `freed`, then `head`.
         let mut last = b.freed;
+        // Each link is read once (under `harden` a read decodes and checks).
         // SAFETY: `last` is a block of the bin's `freed` list (caller's contract).
-        while !unsafe { next_of::<C>(last) }.is_null() {
-            // SAFETY: as the loop condition.
-            last = unsafe { next_of::<C>(last) };
+        let mut next = unsafe { next_of::<C>(last) };
+        while !next.is_null() {
+            last = next;
+            // SAFETY: as above.
+            next = unsafe { next_of::<C>(last) };
         }
         // SAFETY: `last` is the last block of `freed`, a block of this bin.
         unsafe { set_next::<C>(last, b.head) };
@@ -529,7 +606,7 @@ unsafe fn split_front<C: Config>(b: &mut Bin, n: u32) -> Chain {
     // SAFETY: `tail` is the `n`-th block of the bin's list (`n <= cached()`):
     // its link is this thread's to read and to cut.
     b.head = unsafe { next_of::<C>(tail) };
-    b.set_cached(b.cached() - n);
+    tcr.set_cached(bin, tcr.cached(bin) - n);
     // SAFETY: as the read of `tail`'s link just above.
     unsafe { set_next::<C>(tail, core::ptr::null_mut()) };
     Chain { head, tail, n }
@@ -553,12 +630,11 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
             give_stash::<C>(st, tcr, bin);
             give_fresh::<C>(st, tcr, bin);
         }
-        let b = &mut tcr.bins[bin];
-        let n = b.cached();
+        let n = tcr.cached(bin);
         if n > 0 {
-            // SAFETY: `b` is a bin of the exiting thread's cache and `n` is
-            // its cached count (> 0).
-            let chain = unsafe { split_front::<C>(b, n) };
+            // SAFETY: `tcr` is the exiting thread's cache and `n` is bin
+            // `bin`'s cached count (> 0).
+            let chain = unsafe { split_front::<C>(tcr, bin, n) };
             tcr.add::<C>(Ctr::CacheOut, n as u64);
             // SAFETY: the chain holds free blocks of `bin` owned by the
             // cache's shard, detached from the bin.
