@@ -155,9 +155,9 @@ pub const PURGE_THRESHOLD_PAGES: u32 = 1024;
 /// Dirty free pages a shard keeps at most (64 MiB).
 pub const PURGE_CAP_PAGES: u32 = 16384;
 /// Dirty free pages a shard whose last thread left keeps for the next
-/// thread (1 MiB), for at most `arena::PURGE_DELAY_MS`; the rest is purged
+/// thread (512 KiB), for at most `arena::PURGE_DELAY_MS`; the rest is purged
 /// when it is parked.
-pub const PARK_KEEP_PAGES: u32 = 256;
+pub const PARK_KEEP_PAGES: u32 = 128;
 /// Free stretches of at least this many pages are purged first.
 const PURGE_LONG_STRETCH: usize = 8;
 /// Freed segments (with large blocks' slots) the arena keeps resident at
