@@ -95,6 +95,9 @@ pub struct Arena {
     oldest_at: AtomicU64,
     /// Entries in the purge queue.
     queued: AtomicUsize,
+    /// Slots held by live large blocks (kept by `large`; sizes the cap on
+    /// freed large slots kept resident).
+    pub large_live: AtomicUsize,
     /// Serialises slot-table changes.
     pub lock: SpinLock,
 }
@@ -123,6 +126,7 @@ impl Arena {
             }),
             oldest_at: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
+            large_live: AtomicUsize::new(0),
             lock: SpinLock::new(),
         }
     }
