@@ -7,9 +7,9 @@
 //! bounded cache of freed-but-unpurged large slots (delayed purging), and the
 //! registry of direct `mmap` blocks (huge requests, alignments above half a
 //! segment, and anything the arena cannot hold). A large block holds at most
-//! one slot more than its bytes need (under 25% above 4 MiB), and the pages of
-//! its last slot past the request are given back when the slot was reused
-//! dirty, so what stays resident follows the bytes the program uses. Must
+//! one slot more than its bytes need (under 25% above 4 MiB; the pages past
+//! the request are never touched unless the run was reused dirty, and the
+//! cap on freed slots bounds those). Must
 //! never: keep more freed large slots resident than `dirty_cap` allows when
 //! purging is on (more than `LARGE_CACHE_SLOTS` for longer than the purge
 //! delay, give or take the next allocator activity), or look at memory it does
@@ -29,18 +29,15 @@ pub const LARGE_CACHE_SLOTS: usize = 8;
 /// Freed large slots kept resident at most (128 MiB): above `LARGE_CACHE_SLOTS`
 /// a freed run is purged `arena::PURGE_DELAY_MS` after its free (at the next
 /// large operation, refill or thread exit), or at once beyond the cap
-/// [`dirty_cap`] gives (an eighth of the large footprint, between
-/// `LARGE_DIRTY_MIN` and this), so a burst of frees followed by allocations
-/// reuses warm memory instead of faulting it in again, and a program's
-/// resident size stays within about an eighth of the large bytes it holds.
+/// [`dirty_cap`] gives (half the large footprint, between `LARGE_DIRTY_MIN`
+/// and this), so a burst of frees followed by allocations reuses warm memory
+/// instead of faulting it in again, and freed large slots kept resident
+/// never outnumber the slots of the live large blocks by more than the
+/// minimum.
 pub const LARGE_DIRTY_CAP: usize = 128;
 /// The cap on freed large slots kept resident is never below this (32 MiB).
 pub const LARGE_DIRTY_MIN: usize = 32;
 const _: () = assert!(LARGE_CACHE_SLOTS < LARGE_DIRTY_MIN && LARGE_DIRTY_MIN <= LARGE_DIRTY_CAP);
-/// The unused end of a large block's last slot is purged on reuse of a
-/// dirty run when it is at least this long (a shorter one costs less
-/// resident memory than the call).
-const TAIL_PURGE_MIN: usize = 64 << 10;
 // Dirty runs never outnumber the purge queue, so it never purges early.
 const _: () = assert!(LARGE_DIRTY_CAP < crate::arena::PURGE_QUEUE);
 /// Requests of at least this share of the arena (1/16) are mapped directly.
@@ -106,10 +103,6 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
                     // SAFETY: `[p, end of the run)` lies in the slots just
                     // claimed, which hold no live data.
                     unsafe { os::purge(p, (n << SEG_SHIFT) - off) };
-                } else if !clean {
-                    // SAFETY: the run `[seg, seg + n slots)` was just claimed
-                    // and holds no live data.
-                    unsafe { purge_tail(seg, n, off + size) };
                 }
                 return p;
             }
@@ -199,30 +192,13 @@ unsafe fn give_slots<C: Config>(st: &State<C>, first: usize, n: usize) {
     }
 }
 
-/// Freed large slots kept resident at most now: an eighth of the slots that
-/// live large blocks and freed resident slots take, between
+/// Freed large slots kept resident at most now: half the slots that live
+/// large blocks and freed resident slots take, between
 /// `LARGE_DIRTY_MIN` and `LARGE_DIRTY_CAP` (relaxed reads: a stale count
 /// moves the cap by a few slots).
 fn dirty_cap<C: Config>(st: &State<C>) -> usize {
     let footprint = st.arena.large_live.load(Ordering::Relaxed) + st.arena.dirty_slots();
-    (footprint / 8).clamp(LARGE_DIRTY_MIN, LARGE_DIRTY_CAP)
-}
-
-/// Purge the end of a large block's run past its first `used` bytes when it
-/// is at least `TAIL_PURGE_MIN` long: a reused dirty run then keeps resident
-/// only what the new block uses.
-///
-/// # Safety
-/// `[seg, seg + n slots)` is a large block's run, held by the caller, with
-/// no live data past `seg + used`.
-unsafe fn purge_tail(seg: usize, n: usize, used: usize) {
-    let from = (used + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
-    let end = n << SEG_SHIFT;
-    if end - from >= TAIL_PURGE_MIN {
-        // SAFETY: `[seg + from, seg + end)` lies in the caller's run and holds
-        // no live data (contract).
-        unsafe { os::purge((seg + from) as *mut u8, end - from) };
-    }
+    (footprint / 2).clamp(LARGE_DIRTY_MIN, LARGE_DIRTY_CAP)
 }
 
 /// Purge the freed large runs that are due (free for the purge delay, above
