@@ -31,8 +31,6 @@ const RECENT_DIRTY: usize = 256;
 
 /// Freed dirty runs above the kept floor are purged this long after their free.
 pub const PURGE_DELAY_MS: u64 = 50;
-/// Newest purge-queue entries a multi-slot request looks at for a dirty run to reuse.
-const DIRTY_FIT_PROBES: usize = 32;
 /// Entries of the purge queue (a full queue first drops entries of reused
 /// slots; it purges its oldest entry only when more runs than this are dirty).
 pub const PURGE_QUEUE: usize = 256;
@@ -335,15 +333,8 @@ impl Arena {
             self.lock.unlock();
             return r;
         }
-        // A large run: the tightest recently freed dirty run that holds it
-        // (warm memory, and freed memory stays resident only while nothing
-        // reuses it), else first fit from the lowest free slot (a request
-        // that finds none is remembered until a slot is freed).
-        if let Some(first) = self.dirty_fit(n) {
-            let r = self.claim(first, n);
-            self.lock.unlock();
-            return r;
-        }
+        // A large run: first fit from the lowest free slot (a request that
+        // finds none is remembered until a slot is freed).
         let mut i = self.lowest_free().unwrap_or(count);
         let mut found = None;
         while i + n <= count {
@@ -368,34 +359,6 @@ impl Arena {
         };
         self.lock.unlock();
         result
-    }
-
-    /// Under the lock: the first slot of a run of `n` free dirty slots that
-    /// starts one of the last `DIRTY_FIT_PROBES` queued runs: the smallest
-    /// such queued run that holds `n` slots, else one whose freed
-    /// neighbours make up the rest (at most `DIRTY_FIT_PROBES * n` state
-    /// reads).
-    fn dirty_fit(&self, n: usize) -> Option<usize> {
-        // SAFETY: the lock is held by the caller.
-        let q = unsafe { &*self.queue.get() };
-        let count = self.slot_count();
-        let mut best: Option<(usize, usize)> = None;
-        for k in 0..q.len.min(DIRTY_FIT_PROBES) {
-            let r = q.runs[(q.head + q.len - 1 - k) % PURGE_QUEUE];
-            let (first, len) = (r.first as usize, r.n as usize);
-            // Rank: a queued run holding `n` by its length, then the others.
-            let rank = if len >= n { len } else { usize::MAX };
-            if best.is_some_and(|(_, b)| b <= rank) || first + n > count {
-                continue;
-            }
-            if (first..first + n).all(|j| self.slot_state(j) == SLOT_DIRTY) {
-                best = Some((first, rank));
-                if len == n {
-                    break;
-                }
-            }
-        }
-        best.map(|(first, _)| first)
     }
 
     /// Under the lock: commit and mark `[first, first+n)`.
