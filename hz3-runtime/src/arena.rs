@@ -13,7 +13,7 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::os::{self, PAGE_SHIFT};
-use crate::sync::SpinLock;
+use crate::sync::SpinMutex;
 
 /// 1 MiB segments.
 pub const SEG_SHIFT: usize = 20;
@@ -83,13 +83,8 @@ pub struct Arena {
     no_run_of: AtomicUsize,
     /// Free slots in the `SLOT_DIRTY` state.
     dirty: AtomicUsize,
-    /// Recently freed dirty slots, most recent last (under the lock): a
-    /// single-slot allocation reuses warm memory instead of the lowest slot.
-    recent_dirty: core::cell::UnsafeCell<[u32; RECENT_DIRTY]>,
     /// Entries in `recent_dirty`.
     recent_len: AtomicUsize,
-    /// Freed dirty runs in free order (delayed purging).
-    queue: core::cell::UnsafeCell<PurgeQueue>,
     /// Free time of the oldest queued run (valid while `queued` is non-zero):
     /// lets threads check for due purges without the lock.
     oldest_at: AtomicU64,
@@ -98,13 +93,19 @@ pub struct Arena {
     /// Slots held by live large blocks (kept by `large`; sizes the cap on
     /// freed large slots kept resident).
     pub large_live: AtomicUsize,
-    /// Serialises slot-table changes.
-    pub lock: SpinLock,
+    /// Serialises slot-table changes; holds the lists only its holder reaches.
+    pub lock: SpinMutex<ArenaLocked>,
 }
 
-// SAFETY: `recent_dirty` and `queue` are read and written only with `lock`
-// held; every other field is atomic.
-unsafe impl Sync for Arena {}
+/// What the arena lock protects besides the slot table's atomics (whose
+/// writers it serialises): reachable only through the lock's guard.
+pub struct ArenaLocked {
+    /// Recently freed dirty slots, most recent last: a single-slot
+    /// allocation reuses warm memory instead of the lowest slot.
+    recent_dirty: [u32; RECENT_DIRTY],
+    /// Freed dirty runs in free order (delayed purging).
+    queue: PurgeQueue,
+}
 
 impl Arena {
     /// An arena with nothing reserved.
@@ -117,17 +118,14 @@ impl Arena {
             free_n: AtomicUsize::new(0),
             no_run_of: AtomicUsize::new(usize::MAX),
             dirty: AtomicUsize::new(0),
-            recent_dirty: core::cell::UnsafeCell::new([0; RECENT_DIRTY]),
             recent_len: AtomicUsize::new(0),
-            queue: core::cell::UnsafeCell::new(PurgeQueue {
-                runs: [Freed { first: 0, n: 0, at: 0 }; PURGE_QUEUE],
-                head: 0,
-                len: 0,
-            }),
             oldest_at: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
             large_live: AtomicUsize::new(0),
-            lock: SpinLock::new(),
+            lock: SpinMutex::new(ArenaLocked {
+                recent_dirty: [0; RECENT_DIRTY],
+                queue: PurgeQueue { runs: [Freed { first: 0, n: 0, at: 0 }; PURGE_QUEUE], head: 0, len: 0 },
+            }),
         }
     }
 
@@ -320,17 +318,17 @@ impl Arena {
         if n == 0 || n > count || self.free_n.load(Ordering::Relaxed) < n + leave || n >= self.no_run_of.load(Ordering::Relaxed) {
             return None;
         }
-        self.lock.lock();
+        let held = self.lock.lock();
         if self.free_n.load(Ordering::Relaxed) < n + leave {
-            self.lock.unlock();
+            drop(held);
             return None;
         }
         if n == 1 {
-            let r = match self.pop_recent_dirty().or_else(|| self.lowest_free()) {
+            let r = match self.pop_recent_dirty(&held.recent_dirty).or_else(|| self.lowest_free()) {
                 Some(j) => self.claim(j, 1),
                 None => None,
             };
-            self.lock.unlock();
+            drop(held);
             return r;
         }
         // A large run: first fit from the lowest free slot (a request that
@@ -357,7 +355,7 @@ impl Arena {
                 None
             }
         };
-        self.lock.unlock();
+        drop(held);
         result
     }
 
@@ -393,7 +391,7 @@ impl Arena {
         if first + m > self.slot_count() || self.free_n.load(Ordering::Relaxed) < (m - n) + leave {
             return None;
         }
-        self.lock.lock();
+        let held = self.lock.lock();
         let free = self.free_n.load(Ordering::Relaxed) >= (m - n) + leave
             && (first + n..first + m).all(|j| self.slot_state(j) < SLOT_HEAD);
         let result = if free {
@@ -420,7 +418,7 @@ impl Arena {
         } else {
             None
         };
-        self.lock.unlock();
+        drop(held);
         result
     }
 
@@ -432,7 +430,7 @@ impl Arena {
     /// # Safety
     /// The slots must be a run handed out by `alloc_slots` holding no live data.
     pub unsafe fn free_slots(&self, first: usize, n: usize, dirty_limit: usize) {
-        self.lock.lock();
+        let mut held = self.lock.lock();
         let purge = self.dirty.load(Ordering::Relaxed) + n > dirty_limit;
         if purge {
             // SAFETY: the slots are a run of ours holding no live data (contract).
@@ -445,9 +443,9 @@ impl Arena {
             self.set_state(j, s);
         }
         if !purge && n == 1 {
-            self.push_recent_dirty(first);
+            self.push_recent_dirty(&mut held.recent_dirty, first);
         }
-        self.lock.unlock();
+        drop(held);
     }
 
     /// Return the large run `[first, first+n)` to the free set, resident: it is
@@ -458,9 +456,8 @@ impl Arena {
     /// # Safety
     /// The slots must be a run handed out by `alloc_slots` holding no live data.
     pub unsafe fn free_slots_delayed(&self, first: usize, n: usize, floor: usize, cap: usize, now: u64) {
-        self.lock.lock();
-        // SAFETY: the lock is held.
-        let q = unsafe { &mut *self.queue.get() };
+        let mut held = self.lock.lock();
+        let ArenaLocked { recent_dirty, queue: q } = &mut *held;
         // A run too big to keep beside the floor goes at once; otherwise the
         // oldest runs make room for it.
         while n + floor <= cap && self.dirty.load(Ordering::Relaxed) + n > cap && q.len > 0 {
@@ -491,11 +488,11 @@ impl Arena {
             q.len += 1;
             self.sync_queue(q);
             if n == 1 {
-                self.push_recent_dirty(first);
+                self.push_recent_dirty(recent_dirty, first);
             }
         }
         self.purge_due(q, floor, now, false);
-        self.lock.unlock();
+        drop(held);
     }
 
     /// Whether a queued run may be due for purging at `now` while more than
@@ -510,11 +507,9 @@ impl Arena {
     /// Purge queued runs down to `floor` dirty slots: the ones free for
     /// `PURGE_DELAY_MS` at `now`, or all of them (oldest first) with `all`.
     pub fn purge_queued(&self, floor: usize, now: u64, all: bool) {
-        self.lock.lock();
-        // SAFETY: the lock is held.
-        let q = unsafe { &mut *self.queue.get() };
-        self.purge_due(q, floor, now, all);
-        self.lock.unlock();
+        let mut held = self.lock.lock();
+        self.purge_due(&mut held.queue, floor, now, all);
+        drop(held);
     }
 
     /// Under the lock: the body of `purge_queued`.
@@ -589,9 +584,7 @@ impl Arena {
     }
 
     /// Under the lock: remember dirty slot `j` (the oldest entry is dropped when full).
-    fn push_recent_dirty(&self, j: usize) {
-        // SAFETY: the arena lock is held by the caller.
-        let stack = unsafe { &mut *self.recent_dirty.get() };
+    fn push_recent_dirty(&self, stack: &mut [u32; RECENT_DIRTY], j: usize) {
         let mut len = self.recent_len.load(Ordering::Relaxed);
         if len == RECENT_DIRTY {
             stack.copy_within(1.., 0);
@@ -602,9 +595,7 @@ impl Arena {
     }
 
     /// Under the lock: the most recently freed slot that is still dirty and free.
-    fn pop_recent_dirty(&self) -> Option<usize> {
-        // SAFETY: the arena lock is held by the caller.
-        let stack = unsafe { &*self.recent_dirty.get() };
+    fn pop_recent_dirty(&self, stack: &[u32; RECENT_DIRTY]) -> Option<usize> {
         let mut len = self.recent_len.load(Ordering::Relaxed);
         let mut found = None;
         while len > 0 {

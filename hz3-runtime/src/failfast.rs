@@ -50,9 +50,9 @@ pub unsafe fn check_free<C: Config>(st: &State<C>, op: &str, p: usize, bin: usiz
     let hdr = SegHdr::ptr(seg);
     // SAFETY: `p`'s segment is a committed runs segment (contract); its
     // descriptors are read in place (written at run life-cycle events).
-    let rs = unsafe { (*hdr).descs[segment::page_index(p)].run_start } as usize;
+    let rs = unsafe { (*hdr).descs[segment::page_index(p)].run_start.load(Ordering::Relaxed) } as usize;
     // SAFETY: as above; `run_start` is a page index of the same segment.
-    if unsafe { (*hdr).descs[rs].bin_plus1 } as usize != bin + 1 {
+    if unsafe { (*hdr).descs[rs].bin_plus1.load(Ordering::Relaxed) } as usize != bin + 1 {
         fail::<C>(op, p, "route and page descriptor disagree (tag/meta mismatch)");
     }
     // SAFETY: `p`'s page is in a live run of `bin` (just checked against its

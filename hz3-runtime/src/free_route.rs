@@ -322,9 +322,14 @@ unsafe fn by_meta<C: Config>(st: &State<C>, p: usize, ev: &mut Events) -> Option
         return None;
     }
     let hdr = SegHdr::ptr(seg);
-    // SAFETY: a slot in state HEAD is committed, so its header is readable;
-    // the magic is written once when the segment is set up.
-    if unsafe { (*hdr).magic } != SEG_MAGIC {
+    // SAFETY: a slot in state HEAD is committed, so its header is readable.
+    // The magic is written when the segment is set up, before any of its
+    // blocks is handed out, and when it is given back, after all came back:
+    // no write races this read for a pointer the program owns, so a plain
+    // read is sound (an atomic load would not fold into the compare: one
+    // more instruction on this step). Only a stray pointer, outside free's
+    // contract, could meet a write.
+    if unsafe { *(*hdr).magic.as_ptr() } != SEG_MAGIC {
         note::<C>(ev, Ctr::SegMiss);
         return None;
     }
@@ -339,7 +344,7 @@ unsafe fn by_meta<C: Config>(st: &State<C>, p: usize, ev: &mut Events) -> Option
     if C::FREE_FAST {
         // SAFETY: the owner is written when the segment is set up, before any
         // of its pages has meta (the acquire above orders it).
-        Some(decode_bin(m - 1, unsafe { (*hdr).owner } as usize))
+        Some(decode_bin(m - 1, unsafe { (*hdr).owner.load(Ordering::Relaxed) } as usize))
     } else {
         None
     }
@@ -404,7 +409,7 @@ pub unsafe fn by_header<C: Config>(st: &State<C>, p: usize) -> Route {
     // SAFETY: a slot in state HEAD is committed, so its header is readable;
     // magic, kind and owner are written when the segment is set up, before any
     // of its blocks is handed out.
-    let (magic, kind) = unsafe { ((*hdr).magic, (*hdr).kind) };
+    let (magic, kind) = unsafe { ((*hdr).magic.load(Ordering::Relaxed), (*hdr).kind.load(Ordering::Relaxed)) };
     if magic != SEG_MAGIC {
         return Route::Invalid("not in a live segment");
     }
@@ -415,12 +420,12 @@ pub unsafe fn by_header<C: Config>(st: &State<C>, p: usize) -> Route {
             // life-cycle events (carve, release), before the run's blocks are
             // handed out. Read in place: no reference to the descriptors
             // other threads write.
-            let b = unsafe { (*hdr).descs[segment::page_index(p)].bin_plus1 } as usize;
+            let b = unsafe { (*hdr).descs[segment::page_index(p)].bin_plus1.load(Ordering::Relaxed) } as usize;
             if b == 0 {
                 Route::Invalid("not a block of a live run")
             } else {
                 // SAFETY: as above.
-                Route::Block { bin: b - 1, owner: unsafe { (*hdr).owner } as usize }
+                Route::Block { bin: b - 1, owner: unsafe { (*hdr).owner.load(Ordering::Relaxed) } as usize }
             }
         }
         _ => Route::Invalid("unknown segment kind"),
@@ -436,5 +441,5 @@ pub unsafe fn by_header<C: Config>(st: &State<C>, p: usize) -> Route {
 pub unsafe fn owner_of(p: usize) -> usize {
     // SAFETY: a live block's segment header is committed; the owner is
     // written when the segment is set up, before the block was handed out.
-    unsafe { (*SegHdr::ptr(segment::seg_base(p))).owner as usize }
+    unsafe { (*SegHdr::ptr(segment::seg_base(p))).owner.load(Ordering::Relaxed) as usize }
 }

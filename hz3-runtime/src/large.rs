@@ -70,11 +70,12 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
                 let seg = st.arena.slot_addr(slot) as usize;
                 // SAFETY: the slots were just claimed (committed, ours alone
                 // until the magic below is published).
-                let hdr = unsafe { SegHdr::at(seg) };
-                hdr.kind = KIND_LARGE;
-                hdr.owner = 0;
-                hdr.large_slots = n as u32;
-                hdr.large_off = off as u32;
+                let hdr = unsafe { SegHdr::of(seg) };
+                // Relaxed: published by the release store of the magic below.
+                hdr.kind.store(KIND_LARGE, Ordering::Relaxed);
+                hdr.owner.store(0, Ordering::Relaxed);
+                hdr.large_slots.store(n as u32, Ordering::Relaxed);
+                hdr.large_off.store(off as u32, Ordering::Relaxed);
                 hdr.large_live.store(1, Ordering::Relaxed);
                 let pi = off >> PAGE_SHIFT;
                 if C::S110_META {
@@ -90,10 +91,7 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
                     unsafe { tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, tagmap::LARGE) };
                 }
                 // Release: a reader that sees the magic sees the fields above.
-                // SAFETY: `magic` is an aligned u64 of the header, which
-                // readers on other threads load; storing through an atomic
-                // view makes the publication a release store.
-                unsafe { (*(&hdr.magic as *const u64 as *const core::sync::atomic::AtomicU64)).store(SEG_MAGIC, Ordering::Release) };
+                hdr.magic.store(SEG_MAGIC, Ordering::Release);
                 st.arena.large_live.fetch_add(n, Ordering::Relaxed);
                 let p = (seg + off) as *mut u8;
                 if zero && !clean {
@@ -120,7 +118,7 @@ pub unsafe fn usable(p: usize) -> usize {
     let hdr = SegHdr::ptr(segment::seg_base(p));
     // SAFETY: a live large block's header is committed; its slot count and
     // offset change only through the block's holder (the caller).
-    let (slots, off) = unsafe { ((*hdr).large_slots as usize, (*hdr).large_off as usize) };
+    let (slots, off) = unsafe { ((*hdr).large_slots.load(Ordering::Relaxed) as usize, (*hdr).large_off.load(Ordering::Relaxed) as usize) };
     (slots << SEG_SHIFT) - off
 }
 
@@ -136,7 +134,11 @@ pub unsafe fn is_live_block<C: Config>(st: &State<C>, p: usize) -> bool {
     let hdr = SegHdr::ptr(seg);
     // SAFETY: a slot in state HEAD is committed, so its header is readable;
     // read field by field in place (no reference to a header others write).
-    unsafe { (*hdr).magic == SEG_MAGIC && (*hdr).kind == KIND_LARGE && seg + (*hdr).large_off as usize == p }
+    unsafe {
+        (*hdr).magic.load(Ordering::Relaxed) == SEG_MAGIC
+            && (*hdr).kind.load(Ordering::Relaxed) == KIND_LARGE
+            && seg + (*hdr).large_off.load(Ordering::Relaxed) as usize == p
+    }
 }
 
 /// Free the large block at `p`. Returns false (and does nothing) when `p` is
@@ -151,11 +153,11 @@ pub unsafe fn free<C: Config>(st: &State<C>, p: usize) -> bool {
     let seg = segment::seg_base(p);
     // SAFETY: the first slot of a large block is committed (contract); the
     // live flag swap below makes this free the header's only writer.
-    let hdr = unsafe { SegHdr::at(seg) };
-    if seg + hdr.large_off as usize != p || hdr.large_live.swap(0, Ordering::AcqRel) == 0 {
+    let hdr = unsafe { SegHdr::of(seg) };
+    if seg + hdr.large_off.load(Ordering::Relaxed) as usize != p || hdr.large_live.swap(0, Ordering::AcqRel) == 0 {
         return false;
     }
-    let pi = hdr.large_off as usize >> PAGE_SHIFT;
+    let pi = hdr.large_off.load(Ordering::Relaxed) as usize >> PAGE_SHIFT;
     if C::S110_META {
         hdr.meta[pi].store(0, Ordering::Release);
     }
@@ -165,8 +167,10 @@ pub unsafe fn free<C: Config>(st: &State<C>, p: usize) -> bool {
         // array's page count.
         unsafe { tagmap::store(st.arena.tag_array(), segment::page_id(base, seg, pi) as usize, 0) };
     }
-    let n = hdr.large_slots as usize;
-    hdr.magic = 0;
+    let n = hdr.large_slots.load(Ordering::Relaxed) as usize;
+    // Relaxed: the slots go back to the arena under its lock (a release);
+    // this only makes stray pointers into them fail the magic check.
+    hdr.magic.store(0, Ordering::Relaxed);
     let first = segment::slot_index(base, seg);
     // SAFETY: slots `first..first + n` are this block's, now free (the live
     // flag was ours to clear).
@@ -231,14 +235,14 @@ pub unsafe fn resize_in_place<C: Config>(st: &State<C>, p: usize, new_size: usiz
     let hdr = SegHdr::ptr(seg);
     // SAFETY: a live large block's header is committed; its slot count and
     // offset change only through the block's holder (the caller).
-    let (n, off) = unsafe { ((*hdr).large_slots as usize, (*hdr).large_off as usize) };
+    let (n, off) = unsafe { ((*hdr).large_slots.load(Ordering::Relaxed) as usize, (*hdr).large_off.load(Ordering::Relaxed) as usize) };
     let need = (off + new_size + SEG_SIZE - 1) >> SEG_SHIFT;
     if need <= n {
         if need < n {
             // Shrinking: the slots past the new size go back to the arena.
             // SAFETY: the header is committed and its slot count is written
             // only by the block's holder, the caller.
-            unsafe { (*hdr).large_slots = need as u32 };
+            unsafe { (*hdr).large_slots.store(need as u32, Ordering::Relaxed) };
             let base = st.arena.base.load(Ordering::Relaxed);
             // SAFETY: slots `need..n` of the caller's block hold nothing the
             // block keeps (its data ends within the first `need`), and are no
@@ -266,7 +270,7 @@ unsafe fn grow_in_place<C: Config>(st: &State<C>, seg: usize, n: usize, need: us
         st.arena.large_live.fetch_add(need - n, Ordering::Relaxed);
         // SAFETY: the header is committed and its slot count is written only
         // by the block's holder, the caller.
-        unsafe { (*SegHdr::ptr(seg)).large_slots = need as u32 };
+        unsafe { (*SegHdr::ptr(seg)).large_slots.store(need as u32, Ordering::Relaxed) };
         return true;
     }
     false

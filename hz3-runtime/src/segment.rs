@@ -7,11 +7,20 @@
 //! inside one segment. Must never: decide policy (which shard, when to purge) —
 //! that is the shard's — or be reached for a pointer that is not in the arena.
 //!
+//! Who reaches what: any thread may read a header (`&SegHdr` or
+//! [`SegHdr::ptr`]), because the fields read without a lock (magic, kind,
+//! owner, large-block fields, page meta, each page's `bin_plus1` and
+//! `run_start`) are atomics written at life-cycle events. The page maps,
+//! the segment-list links ([`SegRuns`]) and the run state of each page
+//! ([`RunDesc`]) sit in `UnsafeCell`s that only the holder of the owning
+//! shard's lock opens. No `&mut SegHdr` is ever made.
+//!
 //! Pages 0 and 1 hold the header of a small/medium segment. A large block's
 //! first segment uses only page 0 for its header; its data starts at page 1 or
 //! later, over the unused descriptor area.
 
-use core::sync::atomic::{AtomicU16, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use crate::arena::{PAGES_PER_SEG, SEG_SHIFT, SEG_SIZE};
 use crate::os::{PAGE_SHIFT, PAGE_SIZE};
@@ -33,14 +42,29 @@ pub const IN_PARTIAL: u8 = 1;
 /// blocks at index >= `bump` (never handed out) still do.
 pub const ZERO_RUN: u8 = 2;
 
-/// Per-page descriptor, written by the shard that owns the segment under its lock.
+/// Per-page descriptor. The free route of any thread reads `bin_plus1` and
+/// `run_start` without a lock, so they are atomics; the rest (`run`) is
+/// reached only by the holder of the owning shard's lock.
 #[repr(C)]
 pub struct PageDesc {
-    /// `bin + 1` on pages where a block of the run starts, else 0.
-    pub bin_plus1: u16,
-    /// Page index of the run's first page.
-    pub run_start: u8,
-    /// `IN_PARTIAL` (run-start pages only).
+    /// `bin + 1` on pages where a block of the run starts, else 0. Written
+    /// under the shard lock when the run is carved or released. Relaxed
+    /// everywhere: a free of a live block is ordered after the carve by the
+    /// chain that handed the block out (shard lock, then the program's own
+    /// synchronisation); a stray pointer may read either value, and both are
+    /// checked.
+    pub bin_plus1: AtomicU16,
+    /// Page index of the run's first page (as `bin_plus1`, Relaxed).
+    pub run_start: AtomicU8,
+    /// The run's state, for the shard lock holder only.
+    run: UnsafeCell<RunDesc>,
+}
+
+/// What a run's first page says about the run: read and written only by
+/// the holder of the lock of the shard that owns the segment.
+#[repr(C)]
+pub struct RunDesc {
+    /// `IN_PARTIAL`, `ZERO_RUN` (run-start pages only).
     pub flags: u8,
     /// Blocks of the run that are out of the central (in caches, in flight, or live).
     pub used: u16,
@@ -54,20 +78,72 @@ pub struct PageDesc {
     pub prev: u32,
 }
 
+impl RunDesc {
+    /// The state of a page that starts no run yet.
+    pub const EMPTY: RunDesc = RunDesc { flags: 0, used: 0, bump: 0, free_head: 0, next: 0, prev: 0 };
+}
+
+impl PageDesc {
+    /// The run state of this page, for the lock holder.
+    ///
+    /// # Safety
+    /// The caller holds the lock of the shard that owns this segment (or
+    /// holds the segment alone: a slot just claimed), and makes no other
+    /// reference to this page's run state while the one returned lives.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    pub unsafe fn run(&self) -> &mut RunDesc {
+        // SAFETY: the run state is reached only by the holder of the shard
+        // lock, who makes one reference at a time (contract).
+        unsafe { &mut *self.run.get() }
+    }
+}
+
 /// Segment header (page 0, and page 1 for the descriptors).
+///
+/// Shared by every thread: the fields the free route and the failfast checks
+/// read without a lock are atomics (written at the segment's life-cycle
+/// events), and the rest sits behind an `UnsafeCell` that only the holder of
+/// the owning shard's lock opens ([`SegHdr::runs`], [`PageDesc::run`]). So a
+/// `&SegHdr` may be held by any thread; no `&mut SegHdr` is ever made.
 #[repr(C)]
 pub struct SegHdr {
-    /// `SEG_MAGIC` while the segment is live.
-    pub magic: u64,
-    /// `KIND_RUNS` or `KIND_LARGE`.
-    pub kind: u32,
-    /// Owner shard (runs segments).
-    pub owner: u32,
+    /// `SEG_MAGIC` while the segment is live. Stored with release when the
+    /// segment is set up (after the fields below), cleared when it is given
+    /// back; readers load it relaxed (see `bin_plus1`).
+    pub magic: AtomicU64,
+    /// `KIND_RUNS` or `KIND_LARGE` (relaxed: published by the magic).
+    pub kind: AtomicU32,
+    /// Owner shard (runs segments; relaxed: published by the magic).
+    pub owner: AtomicU32,
+    /// Page maps and the shard's segment-list links, for the shard lock holder.
+    runs: UnsafeCell<SegRuns>,
+    /// Large block: slots in the run. Written by the block's holder (alloc,
+    /// in-place growth); relaxed, the holder orders its own accesses.
+    pub large_slots: AtomicU32,
+    /// Large block: offset of the user pointer from the segment base (as `large_slots`).
+    pub large_off: AtomicU32,
+    /// Large block: 1 while the block is live (failfast double-free check).
+    pub large_live: core::sync::atomic::AtomicU32,
+    /// S110 page meta: `bin_plus1` per page (0 = unknown / not a block start).
+    pub meta: [AtomicU16; PAGES_PER_SEG],
+    /// Page descriptors (runs segments only; overlaps large-block data).
+    pub descs: [PageDesc; PAGES_PER_SEG],
+}
+
+/// The part of a runs segment's header only the holder of its shard's lock
+/// reads or writes: which pages are free, dirty or zero, and the links of
+/// the shard's list of segments with free pages.
+#[repr(C)]
+pub struct SegRuns {
     /// Free pages (bit set = free).
     pub free_map: [u64; PAGES_PER_SEG / 64],
     /// Free pages whose memory is still resident (bit set = dirty); purging
     /// clears them.
     pub dirty_map: [u64; PAGES_PER_SEG / 64],
+    /// Free pages known to read as zero (bit set): fresh from the OS or
+    /// purged, and not carved into a run since.
+    pub zero_map: [u64; PAGES_PER_SEG / 64],
     /// Number of free pages.
     pub n_free: u32,
     /// Slot index + 1 of the next/previous segment on the shard's list of
@@ -77,19 +153,6 @@ pub struct SegHdr {
     pub prev_seg: u32,
     /// Whether the segment is on its shard's list.
     pub listed: u32,
-    /// Large block: slots in the run.
-    pub large_slots: u32,
-    /// Large block: offset of the user pointer from the segment base.
-    pub large_off: u32,
-    /// Large block: 1 while the block is live (failfast double-free check).
-    pub large_live: core::sync::atomic::AtomicU32,
-    /// S110 page meta: `bin_plus1` per page (0 = unknown / not a block start).
-    pub meta: [AtomicU16; PAGES_PER_SEG],
-    /// Page descriptors (runs segments only; overlaps large-block data).
-    pub descs: [PageDesc; PAGES_PER_SEG],
-    /// Free pages known to read as zero (bit set): fresh from the OS or
-    /// purged, and not carved into a run since (runs segments only).
-    pub zero_map: [u64; PAGES_PER_SEG / 64],
 }
 
 const _: () = assert!(core::mem::size_of::<SegHdr>() <= HDR_PAGES * PAGE_SIZE);
@@ -137,48 +200,68 @@ impl SegHdr {
         seg as *mut SegHdr
     }
 
-    /// View the header of the segment at `seg`.
+    /// The header of the segment at `seg`, shared: every field another
+    /// thread may change is atomic or behind the shard lock's `UnsafeCell`.
     ///
     /// # Safety
-    /// `seg` is the base of a committed slot of the arena.
+    /// `seg` is the base of a committed slot of the arena, which stays
+    /// committed while the reference lives.
     #[inline(always)]
-    pub unsafe fn at<'a>(seg: usize) -> &'a mut SegHdr {
+    pub unsafe fn of<'a>(seg: usize) -> &'a SegHdr {
         // SAFETY: `seg` is the base of a committed slot (contract), which
-        // starts with its header.
-        unsafe { &mut *(seg as *mut SegHdr) }
+        // starts with its header; a shared reference is sound because
+        // nothing in it changes outside atomics and `UnsafeCell`s.
+        unsafe { &*(seg as *const SegHdr) }
+    }
+
+    /// The page maps and list links of this runs segment, for the lock holder.
+    ///
+    /// # Safety
+    /// The caller holds the lock of the shard that owns this segment (or
+    /// holds the segment alone: a slot just claimed), and makes no other
+    /// reference to them while the one returned lives.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    pub unsafe fn runs(&self) -> &mut SegRuns {
+        // SAFETY: only the shard lock holder opens this cell, one reference
+        // at a time (contract).
+        unsafe { &mut *self.runs.get() }
     }
 
     /// Initialise a fresh runs segment owned by `owner` (all usable pages
     /// free); `clean`: its memory reads as zero (fresh or purged slot).
-    pub fn init_runs(&mut self, owner: usize, clean: bool) {
-        self.kind = KIND_RUNS;
-        self.owner = owner as u32;
-        self.free_map = [!0u64; PAGES_PER_SEG / 64];
-        self.free_map[0] &= !((1u64 << HDR_PAGES) - 1);
-        self.dirty_map = [0; PAGES_PER_SEG / 64];
-        self.zero_map = if clean { self.free_map } else { [0; PAGES_PER_SEG / 64] };
-        self.n_free = USABLE_PAGES as u32;
-        self.next_seg = 0;
-        self.prev_seg = 0;
-        self.listed = 0;
+    ///
+    /// # Safety
+    /// The caller holds this segment alone: a committed slot just claimed
+    /// from the arena, whose run state nobody else references.
+    pub unsafe fn init_runs(&self, owner: usize, clean: bool) {
+        // Relaxed: published by the release store of the magic below.
+        self.kind.store(KIND_RUNS, Ordering::Relaxed);
+        self.owner.store(owner as u32, Ordering::Relaxed);
+        // SAFETY: the segment is the caller's alone (contract).
+        let r = unsafe { self.runs() };
+        r.free_map = [!0u64; PAGES_PER_SEG / 64];
+        r.free_map[0] &= !((1u64 << HDR_PAGES) - 1);
+        r.dirty_map = [0; PAGES_PER_SEG / 64];
+        r.zero_map = if clean { r.free_map } else { [0; PAGES_PER_SEG / 64] };
+        r.n_free = USABLE_PAGES as u32;
+        r.next_seg = 0;
+        r.prev_seg = 0;
+        r.listed = 0;
         for m in self.meta.iter() {
             m.store(0, Ordering::Relaxed);
         }
-        for d in self.descs.iter_mut() {
-            d.bin_plus1 = 0;
-            d.flags = 0;
-            d.used = 0;
-            d.bump = 0;
-            d.free_head = 0;
-            d.next = 0;
-            d.prev = 0;
+        for d in self.descs.iter() {
+            d.bin_plus1.store(0, Ordering::Relaxed);
+            // SAFETY: as above; one page's run state at a time.
+            unsafe { *d.run() = RunDesc::EMPTY };
         }
         // Release: a reader that sees the magic sees the initialised header.
-        // SAFETY: `magic` is an aligned u64 field of this header; AtomicU64 has the
-        // same layout, and this thread holds the segment exclusively.
-        unsafe { (*(&self.magic as *const u64 as *const core::sync::atomic::AtomicU64)).store(SEG_MAGIC, Ordering::Release) };
+        self.magic.store(SEG_MAGIC, Ordering::Release);
     }
+}
 
+impl SegRuns {
     /// First page index of `k` contiguous free pages, if any (first fit,
     /// scanning runs of set bits a word at a time).
     pub fn find_run(&self, k: usize) -> Option<usize> {
@@ -283,7 +366,7 @@ impl SegHdr {
     }
 }
 
-impl SegHdr {
+impl SegRuns {
     /// Whether every page of `[pi, pi+k)` reads as zero; clears their zero
     /// marks (called when the pages are carved into a run, whose blocks are
     /// then written).
@@ -322,9 +405,10 @@ impl SegHdr {
     /// returns the number of pages purged.
     ///
     /// # Safety
-    /// `self` is the header of a committed runs segment; dirty pages hold no data.
+    /// `self` is the run state of a committed runs segment; dirty pages hold no data.
     pub unsafe fn purge_dirty(&mut self) -> u32 {
-        let seg = self as *mut SegHdr as *mut u8;
+        // The run state lies in the header, at the start of its segment.
+        let seg = seg_base(self as *mut SegRuns as usize) as *mut u8;
         let mut purged = 0;
         let mut p = HDR_PAGES;
         while p < PAGES_PER_SEG {
@@ -369,9 +453,12 @@ mod tests {
         let mem = crate::os::map_rw(SEG_SIZE);
         assert!(!mem.is_null());
         // SAFETY: `mem` is a fresh read/write mapping of a whole segment.
-        let h = unsafe { SegHdr::at(mem as usize) };
-        h.init_runs(3, true);
-        assert_eq!(h.magic, SEG_MAGIC);
+        let hdr = unsafe { SegHdr::of(mem as usize) };
+        // SAFETY: the mapping is this test's alone.
+        unsafe { hdr.init_runs(3, true) };
+        assert_eq!(hdr.magic.load(Ordering::Relaxed), SEG_MAGIC);
+        // SAFETY: as above.
+        let h = unsafe { hdr.runs() };
         assert_eq!(h.find_run(1), Some(HDR_PAGES));
         assert_eq!(h.find_run(USABLE_PAGES), Some(HDR_PAGES));
         assert_eq!(h.find_run(USABLE_PAGES + 1), None);

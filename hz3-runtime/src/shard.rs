@@ -8,21 +8,23 @@
 //! allocations can take their untouched ends (`take_zero_tail`). Dirty free
 //! pages are purged once above a threshold for the purge delay.
 //! Must never: be entered on the hot path; every function here except the inbox
-//! push and take runs under the shard lock.
+//! push and take runs under the shard lock, and takes the lock's guard (the
+//! central, reachable only through [`Shard::lock`]) as the proof. The shard's
+//! segment headers are written by the same lock holder (`SegHdr::runs`,
+//! `PageDesc::run`).
 //!
 //! Block accounting: a run's `used` counts blocks outside the central (in thread
 //! caches, inboxes, remote buffers, or live in the program). A run whose `used`
 //! drops to zero is released unless it is the bin's only partial run.
 
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use crate::arena::SEG_SIZE;
 use crate::large::LARGE_CACHE_SLOTS;
 use crate::os::PAGE_SIZE;
-use crate::segment::{self, SegHdr, IN_PARTIAL, USABLE_PAGES, ZERO_RUN};
+use crate::segment::{self, SegHdr, SegRuns, IN_PARTIAL, USABLE_PAGES, ZERO_RUN};
 use crate::size_class::{run_align, BINS, NBINS};
-use crate::sync::SpinLock;
+use crate::sync::{SpinGuard, SpinLock, SpinMutex};
 use crate::{tagmap, Config, State};
 
 /// A singly linked chain of free blocks (link in the first word of each block).
@@ -139,8 +141,10 @@ pub unsafe fn set_next<C: Config>(b: *mut u8, next: *mut u8) {
     }
 }
 
-/// Lock-protected part of a shard.
-struct Central {
+/// Lock-protected part of a shard: reachable only through its guard
+/// ([`Shard::lock`]), which the functions here take as the proof that the
+/// lock is held.
+pub struct Central {
     /// Head of each bin's partial-run list (global page id, 0 = empty).
     partial: [u32; NBINS],
     /// Head of the list of this shard's segments with free pages (slot + 1).
@@ -174,11 +178,10 @@ const _: () = assert!(SEG_DIRTY_CAP < crate::arena::PURGE_QUEUE);
 /// One owner shard.
 #[repr(C, align(64))]
 pub struct Shard {
-    /// Serialises `central`.
-    pub lock: SpinLock,
     /// Live threads holding this shard.
     pub live: AtomicU32,
-    central: UnsafeCell<Central>,
+    /// The central, behind the shard lock.
+    central: SpinMutex<Central>,
     /// Remote frees per bin, pushed lock-free by any thread, drained by a holder.
     pub inbox: Inbox,
 }
@@ -264,9 +267,6 @@ impl Inbox {
     }
 }
 
-// SAFETY: `central` is only accessed with `lock` held; the rest is atomics.
-unsafe impl Sync for Shard {}
-
 /// Shard `i` of a type (the array is mapped at init, zero = valid empty shard).
 #[inline(always)]
 pub fn shard<C: Config>(st: &State<C>, i: usize) -> &'static Shard {
@@ -275,16 +275,19 @@ pub fn shard<C: Config>(st: &State<C>, i: usize) -> &'static Shard {
     unsafe { &*(st.shards.load(Ordering::Relaxed) as *const Shard).add(i) }
 }
 
+/// A locked central: the shard lock is held while it lives.
+pub type CentralGuard<'a> = SpinGuard<'a, Central>;
+
 impl Shard {
-    /// The central, for the holder of the lock.
-    ///
-    /// # Safety
-    /// The caller holds `self.lock` and creates no other reference to the central.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn central(&self) -> &mut Central {
-        // SAFETY: the caller holds the lock and makes no other reference to
-        // the central (contract), so this one is unique.
-        unsafe { &mut *self.central.get() }
+    /// Take the shard lock; the central is reachable through the guard.
+    #[inline]
+    pub fn lock(&self) -> CentralGuard<'_> {
+        self.central.lock()
+    }
+
+    /// The bare lock, for the `fork()` handlers only (see [`SpinMutex::raw_lock`]).
+    pub fn raw_lock(&self) -> &SpinLock {
+        self.central.raw_lock()
     }
 }
 
@@ -292,10 +295,8 @@ impl Shard {
 /// when no partial run is left. Fewer (possibly none) only when out of memory.
 ///
 /// # Safety
-/// The caller holds shard `si`'s lock.
-pub unsafe fn take<C: Config>(st: &State<C>, si: usize, bin: usize, want: u32) -> Chain {
-    // SAFETY: the caller holds shard `si`'s lock.
-    let cen = unsafe { shard(st, si).central() };
+/// `cen` is shard `si`'s central, locked (the guard of `shard(st, si).lock()`).
+pub unsafe fn take<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize, want: u32) -> Chain {
     let base = st.arena.base.load(Ordering::Relaxed);
     let info = BINS[bin];
     let size = info.size as usize;
@@ -311,8 +312,8 @@ pub unsafe fn take<C: Config>(st: &State<C>, si: usize, bin: usize, want: u32) -
         }
         let (seg, pi) = segment::from_page_id(base, id);
         // SAFETY: partial-list ids name runs of committed segments of this
-        // shard, whose lock is held: the run's descriptor is ours to write.
-        let d = unsafe { &mut SegHdr::at(seg).descs[pi] };
+        // shard, whose lock is held: the run's state is ours to write.
+        let d = unsafe { SegHdr::of(seg).descs[pi].run() };
         if d.used == 0 && d.bump != 0 {
             // A kept empty run goes back into use (fresh runs have bump == 0).
             cen.empty[bin] -= 1;
@@ -348,10 +349,8 @@ pub unsafe fn take<C: Config>(st: &State<C>, si: usize, bin: usize, want: u32) -
 /// runs; release runs that became empty.
 ///
 /// # Safety
-/// The caller holds shard `si`'s lock; the blocks are free and were handed out by `take`.
-pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain) {
-    // SAFETY: the caller holds shard `si`'s lock.
-    let cen = unsafe { shard(st, si).central() };
+/// `cen` is shard `si`'s central, locked (the guard of `shard(st, si).lock()`); the blocks are free and were handed out by `take`.
+pub unsafe fn give<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize, chain: Chain) {
     let base = st.arena.base.load(Ordering::Relaxed);
     // A shard with no thread keeps nothing in reserve.
     let keep = shard(st, si).live.load(Ordering::Relaxed) > 0;
@@ -364,9 +363,10 @@ pub unsafe fn give<C: Config>(st: &State<C>, si: usize, bin: usize, chain: Chain
         let seg = segment::seg_base(b as usize);
         // SAFETY: `b` came from `take`, so `seg` is a committed runs segment
         // of shard `si`, whose lock is held: its descriptors are ours to write.
-        let hdr = unsafe { SegHdr::at(seg) };
-        let rs = hdr.descs[segment::page_index(b as usize)].run_start as usize;
-        let d = &mut hdr.descs[rs];
+        let hdr = unsafe { SegHdr::of(seg) };
+        let rs = hdr.descs[segment::page_index(b as usize)].run_start.load(Ordering::Relaxed) as usize;
+        // SAFETY: as above: the run's state is ours to write.
+        let d = unsafe { hdr.descs[rs].run() };
         // SAFETY: as the read of `b`'s link above.
         unsafe {
             set_next::<C>(b, if d.free_head == 0 { core::ptr::null_mut() } else { (seg + d.free_head as usize) as *mut u8 })
@@ -388,12 +388,10 @@ pub unsafe fn give_chain<C: Config>(st: &State<C>, si: usize, bin: usize, chain:
     if chain.n == 0 {
         return;
     }
-    let sh = shard(st, si);
-    sh.lock.lock();
-    // SAFETY: the lock is held; the blocks are free blocks of `bin` owned by
-    // shard `si` (contract), so `take` handed them out.
-    unsafe { give(st, si, bin, chain) };
-    sh.lock.unlock();
+    let mut cen = shard(st, si).lock();
+    // SAFETY: `cen` is shard `si`'s locked central; the blocks are free
+    // blocks of `bin` owned by shard `si` (contract), so `take` handed them out.
+    unsafe { give(st, si, &mut cen, bin, chain) };
 }
 
 /// Give everything published to shard `si`'s inbox bin `bin` to its central
@@ -420,7 +418,7 @@ unsafe fn run_gained<C: Config>(st: &State<C>, cen: &mut Central, base: usize, b
     // SAFETY: `seg` is a committed runs segment of this shard and the caller
     // holds its lock (the header is ours to read and write).
     let (in_partial, empty) = unsafe {
-        let d = &SegHdr::at(seg).descs[rs];
+        let d = SegHdr::of(seg).descs[rs].run();
         (d.flags & IN_PARTIAL != 0, d.used == 0)
     };
     if !in_partial {
@@ -446,10 +444,8 @@ unsafe fn run_gained<C: Config>(st: &State<C>, cen: &mut Central, base: usize, b
 /// allocation that takes them touches no page of theirs.
 ///
 /// # Safety
-/// The caller holds shard `si`'s lock.
-pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, bin: usize) -> Option<(*mut u8, u32)> {
-    // SAFETY: the caller holds shard `si`'s lock.
-    let cen = unsafe { shard(st, si).central() };
+/// `cen` is shard `si`'s central, locked (the guard of `shard(st, si).lock()`).
+pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize) -> Option<(*mut u8, u32)> {
     let base = st.arena.base.load(Ordering::Relaxed);
     let info = BINS[bin];
     let mut id = cen.partial[bin];
@@ -460,7 +456,7 @@ pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, bin: usize) ->
     let (seg, pi) = segment::from_page_id(base, id);
     // SAFETY: partial-list ids name runs of committed segments of this
     // shard, whose lock is held.
-    let d = unsafe { &mut SegHdr::at(seg).descs[pi] };
+    let d = unsafe { SegHdr::of(seg).descs[pi].run() };
     if d.free_head != 0 || d.flags & ZERO_RUN == 0 || d.bump >= info.blocks {
         return None;
     }
@@ -483,19 +479,17 @@ pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, bin: usize) ->
 /// and not handed out, starting at `first` (they become un-carved again).
 ///
 /// # Safety
-/// The caller holds shard `si`'s lock; `first` and the `n - 1` blocks after it
+/// `cen` is shard `si`'s central, locked (the guard of `shard(st, si).lock()`); `first` and the `n - 1` blocks after it
 /// end the run and are not in use.
-pub unsafe fn give_tail<C: Config>(st: &State<C>, si: usize, bin: usize, first: *mut u8, n: u32) {
-    // SAFETY: the caller holds shard `si`'s lock.
-    let cen = unsafe { shard(st, si).central() };
+pub unsafe fn give_tail<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize, first: *mut u8, n: u32) {
     let base = st.arena.base.load(Ordering::Relaxed);
     let keep = shard(st, si).live.load(Ordering::Relaxed) > 0;
     let seg = segment::seg_base(first as usize);
     // SAFETY: `first` is in a run of a committed segment of this shard (lock held).
     let (rs, fresh) = unsafe {
-        let hdr = SegHdr::at(seg);
-        let rs = hdr.descs[segment::page_index(first as usize)].run_start as usize;
-        let d = &mut hdr.descs[rs];
+        let hdr = SegHdr::of(seg);
+        let rs = hdr.descs[segment::page_index(first as usize)].run_start.load(Ordering::Relaxed) as usize;
+        let d = hdr.descs[rs].run();
         d.bump -= n as u16;
         d.used -= n as u16;
         (rs, d.used == 0 && d.bump == 0)
@@ -503,7 +497,7 @@ pub unsafe fn give_tail<C: Config>(st: &State<C>, si: usize, bin: usize, first: 
     if fresh {
         // As fresh as when carved: not a kept empty run (those have bump != 0).
         // SAFETY: as above.
-        if unsafe { SegHdr::at(seg).descs[rs].flags } & IN_PARTIAL == 0 {
+        if unsafe { SegHdr::of(seg).descs[rs].run().flags } & IN_PARTIAL == 0 {
             // SAFETY: lock held; the run's first page is in a committed runs
             // segment of this shard and not on the list.
             unsafe { link_partial(cen, base, bin, segment::page_id(base, seg, rs)) };
@@ -535,13 +529,13 @@ unsafe fn link_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
     let old = cen.partial[bin];
     // SAFETY: `id` names a page of a committed runs segment of this shard,
     // whose lock is held (contract): its descriptor is ours to write.
-    let d = unsafe { &mut *desc_of(base, id) };
+    let d = unsafe { (*desc_of(base, id)).run() };
     d.prev = 0;
     d.next = old;
     d.flags |= IN_PARTIAL;
     if old != 0 {
         // SAFETY: as above, for the list's head `old` (a different page).
-        unsafe { (*desc_of(base, old)).prev = id };
+        unsafe { (*desc_of(base, old)).run().prev = id };
     }
     cen.partial[bin] = id;
 }
@@ -553,7 +547,7 @@ unsafe fn link_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
 unsafe fn unlink_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
     // SAFETY: `id` names a page of a committed runs segment of this shard,
     // whose lock is held (contract).
-    let d = unsafe { &mut *desc_of(base, id) };
+    let d = unsafe { (*desc_of(base, id)).run() };
     d.flags &= !IN_PARTIAL;
     let (prev, next) = (d.prev, d.next);
     d.prev = 0;
@@ -562,11 +556,11 @@ unsafe fn unlink_partial(cen: &mut Central, base: usize, bin: usize, id: u32) {
         cen.partial[bin] = next;
     } else {
         // SAFETY: as above, for the neighbour `prev` on the same list.
-        unsafe { (*desc_of(base, prev)).next = next };
+        unsafe { (*desc_of(base, prev)).run().next = next };
     }
     if next != 0 {
         // SAFETY: as above, for the neighbour `next` on the same list.
-        unsafe { (*desc_of(base, next)).prev = prev };
+        unsafe { (*desc_of(base, next)).run().prev = prev };
     }
 }
 
@@ -596,7 +590,7 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
         let seg = st.arena.slot_addr(s as usize - 1) as usize;
         // SAFETY: the shard's segment list holds committed runs segments it
         // owns (slot + 1), and its lock is held.
-        let hdr = unsafe { SegHdr::at(seg) };
+        let hdr = unsafe { SegHdr::of(seg).runs() };
         if let Some(pi) = hdr.find_run_aligned(k, a) {
             found = Some((seg, pi));
             break;
@@ -610,31 +604,42 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
             let (slot, clean) = st.arena.alloc_slots(1, 0)?;
             let seg = st.arena.slot_addr(slot) as usize;
             // SAFETY: `alloc_slots` just handed this committed slot to us
-            // alone: nobody else reads its header yet.
-            let hdr = unsafe { SegHdr::at(seg) };
-            hdr.init_runs(si, clean);
-            link_seg(st, cen, seg);
+            // alone: nobody else references its run state.
+            let hdr = unsafe { SegHdr::of(seg) };
+            // SAFETY: as above.
+            unsafe { hdr.init_runs(si, clean) };
+            // SAFETY: as above; from here the shard's lock (held) guards it.
+            let runs = unsafe { hdr.runs() };
+            // SAFETY: lock held; the new segment is this shard's, not listed.
+            unsafe { link_seg(st, cen, seg, runs) };
             cen.nsegs += 1;
-            (seg, hdr.find_run_aligned(k, a)?)
+            (seg, runs.find_run_aligned(k, a)?)
         }
     };
     // SAFETY: `seg` is a committed runs segment of this shard (found on its
     // list or just initialised), and its lock is held.
-    let hdr = unsafe { SegHdr::at(seg) };
-    hdr.mark(pi, k, true);
-    cen.dirty -= hdr.mark_dirty(pi, k, false);
-    let zero = hdr.take_zero(pi, k);
-    if hdr.n_free == 0 {
-        unlink_seg(st, cen, seg);
+    let hdr = unsafe { SegHdr::of(seg) };
+    // SAFETY: as above.
+    let runs = unsafe { hdr.runs() };
+    runs.mark(pi, k, true);
+    cen.dirty -= runs.mark_dirty(pi, k, false);
+    let zero = runs.take_zero(pi, k);
+    if runs.n_free == 0 {
+        // SAFETY: lock held; the segment is this shard's and listed (it had
+        // free pages).
+        unsafe { unlink_seg(st, cen, runs) };
     }
     for p in pi..pi + k {
-        let d = &mut hdr.descs[p];
-        d.run_start = pi as u8;
-        d.bin_plus1 = 0;
-        d.flags = 0;
+        let d = &hdr.descs[p];
+        // Relaxed: the pages are free, no block of theirs is out (see `PageDesc`).
+        d.run_start.store(pi as u8, Ordering::Relaxed);
+        d.bin_plus1.store(0, Ordering::Relaxed);
+        // SAFETY: as above; one page's run state at a time.
+        unsafe { d.run().flags = 0 };
     }
     {
-        let d = &mut hdr.descs[pi];
+        // SAFETY: as above.
+        let d = unsafe { hdr.descs[pi].run() };
         d.flags = if zero { ZERO_RUN } else { 0 };
         d.used = 0;
         d.bump = 0;
@@ -648,8 +653,10 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     let first_page = segment::page_id(base, seg, 0) as usize;
     for blk in 0..info.blocks as usize {
         let p = pi + (blk * info.size as usize) / PAGE_SIZE;
-        if hdr.descs[p].bin_plus1 == 0 {
-            hdr.descs[p].bin_plus1 = bin as u16 + 1;
+        if hdr.descs[p].bin_plus1.load(Ordering::Relaxed) == 0 {
+            // Relaxed: the run's blocks are handed out later, through the
+            // shard lock (see `PageDesc`).
+            hdr.descs[p].bin_plus1.store(bin as u16 + 1, Ordering::Relaxed);
             if C::S110_META {
                 hdr.meta[p].store(bin as u16 + 1, Ordering::Release);
             }
@@ -679,14 +686,19 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
     // SAFETY: lock held; the run is on the partial list of `bin` (contract).
     unsafe { unlink_partial(cen, base, bin, segment::page_id(base, seg, pi)) };
     // SAFETY: `seg` is a committed runs segment of this shard, lock held.
-    let hdr = unsafe { SegHdr::at(seg) };
+    let hdr = unsafe { SegHdr::of(seg) };
     let k = BINS[bin].run_pages as usize;
     // A run none of whose blocks was ever handed out still reads as zero.
-    let untouched = hdr.descs[pi].flags & ZERO_RUN != 0 && hdr.descs[pi].bump == 0;
+    // SAFETY: as above: the run's state is ours to read.
+    let untouched = unsafe {
+        let d = hdr.descs[pi].run();
+        d.flags & ZERO_RUN != 0 && d.bump == 0
+    };
     let first_page = segment::page_id(base, seg, 0) as usize;
     for p in pi..pi + k {
-        if hdr.descs[p].bin_plus1 != 0 {
-            hdr.descs[p].bin_plus1 = 0;
+        if hdr.descs[p].bin_plus1.load(Ordering::Relaxed) != 0 {
+            // Relaxed: the run is empty, no block of it is out (see `PageDesc`).
+            hdr.descs[p].bin_plus1.store(0, Ordering::Relaxed);
             if C::S110_META {
                 hdr.meta[p].store(0, Ordering::Release);
             }
@@ -697,16 +709,19 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
             }
         }
     }
-    hdr.mark(pi, k, false);
-    if hdr.listed == 0 {
-        link_seg(st, cen, seg);
+    // SAFETY: as above.
+    let runs = unsafe { hdr.runs() };
+    runs.mark(pi, k, false);
+    if runs.listed == 0 {
+        // SAFETY: lock held; the segment is this shard's and not listed.
+        unsafe { link_seg(st, cen, seg, runs) };
     }
     if untouched {
-        hdr.set_zero(pi, k);
+        runs.set_zero(pi, k);
     } else if C::PURGE {
-        cen.dirty += hdr.mark_dirty(pi, k, true);
+        cen.dirty += runs.mark_dirty(pi, k, true);
     }
-    if hdr.n_free as usize == USABLE_PAGES && (cen.nsegs > 1 || !keep) {
+    if runs.n_free as usize == USABLE_PAGES && (cen.nsegs > 1 || !keep) {
         // SAFETY: lock held; the segment is this shard's and has no page in use.
         unsafe { return_segment(st, cen, seg) };
     } else if C::PURGE && cen.dirty > PURGE_THRESHOLD_PAGES {
@@ -723,11 +738,16 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
 unsafe fn return_segment<C: Config>(st: &State<C>, cen: &mut Central, seg: usize) {
     let base = st.arena.base.load(Ordering::Relaxed);
     // SAFETY: `seg` is a committed runs segment of this shard, lock held.
-    let hdr = unsafe { SegHdr::at(seg) };
-    unlink_seg(st, cen, seg);
+    let hdr = unsafe { SegHdr::of(seg) };
+    // SAFETY: as above.
+    let runs = unsafe { hdr.runs() };
+    // SAFETY: lock held; the segment is this shard's and listed (contract).
+    unsafe { unlink_seg(st, cen, runs) };
     cen.nsegs -= 1;
-    cen.dirty -= hdr.mark_dirty(segment::HDR_PAGES, USABLE_PAGES, false);
-    hdr.magic = 0;
+    cen.dirty -= runs.mark_dirty(segment::HDR_PAGES, USABLE_PAGES, false);
+    // Relaxed: the slot goes back to the arena under its lock (a release);
+    // this only makes stray pointers into it fail the magic check.
+    hdr.magic.store(0, Ordering::Relaxed);
     let slot = segment::slot_index(base, seg);
     if C::PURGE {
         // Resident for the purge delay, like a freed large block: a program
@@ -763,10 +783,8 @@ unsafe fn purge_if_due<C: Config>(st: &State<C>, cen: &mut Central) {
 /// At the owner's heartbeat: purge shard `si`'s dirty pages if they are due.
 ///
 /// # Safety
-/// The caller holds shard `si`'s lock.
-pub unsafe fn purge_tick<C: Config>(st: &State<C>, si: usize) {
-    // SAFETY: the caller holds shard `si`'s lock.
-    let cen = unsafe { shard(st, si).central() };
+/// `cen` is the locked central of one of `st`'s shards.
+pub unsafe fn purge_tick<C: Config>(st: &State<C>, cen: &mut Central) {
     if C::PURGE && cen.dirty > PURGE_THRESHOLD_PAGES {
         // SAFETY: lock held.
         unsafe { purge_if_due(st, cen) };
@@ -783,7 +801,7 @@ unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
         // SAFETY: the shard's segment list holds committed runs segments it
         // owns (slot + 1), lock held; their dirty pages are free, holding no
         // data.
-        let hdr = unsafe { SegHdr::at(st.arena.slot_addr(s as usize - 1) as usize) };
+        let hdr = unsafe { SegHdr::of(st.arena.slot_addr(s as usize - 1) as usize).runs() };
         // SAFETY: as above.
         cen.dirty -= unsafe { hdr.purge_dirty() };
         s = hdr.next_seg;
@@ -796,10 +814,8 @@ unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
 /// shard's last thread leaves.
 ///
 /// # Safety
-/// The caller holds shard `si`'s lock.
-pub unsafe fn trim<C: Config>(st: &State<C>, si: usize) {
-    // SAFETY: the caller holds shard `si`'s lock.
-    let cen = unsafe { shard(st, si).central() };
+/// `cen` is the locked central of one of `st`'s shards.
+pub unsafe fn trim<C: Config>(st: &State<C>, cen: &mut Central) {
     let base = st.arena.base.load(Ordering::Relaxed);
     for bin in 0..NBINS {
         let mut id = cen.partial[bin];
@@ -807,7 +823,7 @@ pub unsafe fn trim<C: Config>(st: &State<C>, si: usize) {
             let (seg, pi) = segment::from_page_id(base, id);
             // SAFETY: partial-list ids name runs of committed segments of
             // this shard, whose lock is held.
-            let d = unsafe { &SegHdr::at(seg).descs[pi] };
+            let d = unsafe { SegHdr::of(seg).descs[pi].run() };
             let next = d.next;
             if d.used == 0 {
                 if d.bump != 0 {
@@ -824,7 +840,7 @@ pub unsafe fn trim<C: Config>(st: &State<C>, si: usize) {
         let seg = st.arena.slot_addr(s as usize - 1) as usize;
         // SAFETY: the shard's segment list holds committed runs segments it
         // owns (slot + 1), lock held.
-        let hdr = unsafe { SegHdr::at(seg) };
+        let hdr = unsafe { SegHdr::of(seg).runs() };
         let next = hdr.next_seg;
         if hdr.n_free as usize == USABLE_PAGES {
             // SAFETY: lock held; the segment is on the list with no page in use.
@@ -838,24 +854,32 @@ pub unsafe fn trim<C: Config>(st: &State<C>, si: usize) {
     }
 }
 
-fn link_seg<C: Config>(st: &State<C>, cen: &mut Central, seg: usize) {
+/// Push the runs segment at `seg` (whose run state is `hdr`) on `cen`'s list
+/// of segments with free pages.
+///
+/// # Safety
+/// The caller holds the lock of the shard whose central is `cen`; `seg` is a
+/// committed runs segment of that shard, not on the list, and `hdr` its run
+/// state; the segments on the list are committed runs segments of the shard.
+unsafe fn link_seg<C: Config>(st: &State<C>, cen: &mut Central, seg: usize, hdr: &mut SegRuns) {
     let base = st.arena.base.load(Ordering::Relaxed);
     let me = segment::slot_index(base, seg) as u32 + 1;
-    // SAFETY: `seg` is a committed runs segment of this shard (lock held).
-    let hdr = unsafe { SegHdr::at(seg) };
     hdr.prev_seg = 0;
     hdr.next_seg = cen.segs;
     hdr.listed = 1;
     if cen.segs != 0 {
-        // SAFETY: as above, for the current list head.
-        unsafe { SegHdr::at(st.arena.slot_addr(cen.segs as usize - 1) as usize).prev_seg = me };
+        // SAFETY: the list head is a committed runs segment of this shard
+        // (lock held, contract), and not `seg`, so its run state is not `hdr`.
+        unsafe { SegHdr::of(st.arena.slot_addr(cen.segs as usize - 1) as usize).runs().prev_seg = me };
     }
     cen.segs = me;
 }
 
-fn unlink_seg<C: Config>(st: &State<C>, cen: &mut Central, seg: usize) {
-    // SAFETY: `seg` is a committed runs segment of this shard (lock held).
-    let hdr = unsafe { SegHdr::at(seg) };
+/// Take the runs segment whose run state is `hdr` off `cen`'s list.
+///
+/// # Safety
+/// As [`link_seg`], with the segment on the list.
+unsafe fn unlink_seg<C: Config>(st: &State<C>, cen: &mut Central, hdr: &mut SegRuns) {
     let (prev, next) = (hdr.prev_seg, hdr.next_seg);
     hdr.listed = 0;
     hdr.prev_seg = 0;
@@ -863,13 +887,40 @@ fn unlink_seg<C: Config>(st: &State<C>, cen: &mut Central, seg: usize) {
     if prev == 0 {
         cen.segs = next;
     } else {
-        // SAFETY: list members are committed runs segments of this shard.
-        unsafe { SegHdr::at(st.arena.slot_addr(prev as usize - 1) as usize).next_seg = next };
+        // SAFETY: list members are committed runs segments of this shard
+        // (lock held, contract); `prev` is another segment than this one.
+        unsafe { SegHdr::of(st.arena.slot_addr(prev as usize - 1) as usize).runs().next_seg = next };
     }
     if next != 0 {
-        // SAFETY: as above.
-        unsafe { SegHdr::at(st.arena.slot_addr(next as usize - 1) as usize).prev_seg = prev };
+        // SAFETY: as above, for `next`.
+        unsafe { SegHdr::of(st.arena.slot_addr(next as usize - 1) as usize).runs().prev_seg = prev };
     }
 }
 
 const _: () = assert!(SEG_SIZE / PAGE_SIZE <= 256, "run_start is a u8");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zeroed_shard_is_unlocked_and_empty() {
+        // The shard array is a fresh zeroed mapping: zero must be an unlocked
+        // lock and an empty central.
+        let bytes = core::mem::size_of::<Shard>();
+        let mem = crate::os::map_rw(bytes);
+        assert!(!mem.is_null());
+        // SAFETY: a fresh zeroed, aligned read/write mapping of a whole
+        // `Shard`, whose fields are all valid at zero (atomics, integers).
+        let sh = unsafe { &*(mem as *const Shard) };
+        {
+            let mut cen = sh.lock();
+            assert!(cen.partial.iter().all(|&id| id == 0) && cen.segs == 0 && cen.nsegs == 0);
+            cen.dirty = 7;
+        }
+        // The guard unlocked on drop: taking the lock again does not spin.
+        assert_eq!(sh.lock().dirty, 7);
+        // SAFETY: the mapping was made above and is no longer used.
+        unsafe { crate::os::unmap(mem, bytes) };
+    }
+}

@@ -13,12 +13,18 @@ use crate::arena::Arena;
 use crate::large::HugeRegistry;
 use crate::shard::Shard;
 use crate::stats::Counters;
-use crate::sync::SpinLock;
+use crate::sync::SpinMutex;
 use crate::Config;
 
 const UNINIT: u8 = 0;
 const BUSY: u8 = 1;
 const READY: u8 = 2;
+
+/// What the pool lock protects: the unused thread caches.
+pub struct Pool {
+    /// First unused cache (a `*mut ThreadCache`, linked by `pool_next`; 0 = none).
+    pub free: usize,
+}
 
 /// Per-type engine state; the macro emits one `static` of it per generated type.
 pub struct State<C: Config> {
@@ -33,10 +39,10 @@ pub struct State<C: Config> {
     pub registered: AtomicU8,
     /// `pthread_key_t` + 1 of the thread-exit key (0 = none).
     pub key: AtomicU32,
-    /// Guards the cache pool.
-    pub pool_lock: SpinLock,
-    /// Unused thread caches (`*mut ThreadCache`).
-    pub pool_free: AtomicUsize,
+    /// The cache pool: its list of unused caches, behind the pool lock,
+    /// which also serialises the writes of each cache's `tid` (the sweep
+    /// reads it under the lock) and `pool_next`.
+    pub pool: SpinMutex<Pool>,
     /// Every thread cache ever created (`*mut ThreadCache`), for snapshots.
     pub pool_all: AtomicUsize,
     /// Caches handed to threads so far (paces the sweep for dead threads).
@@ -73,8 +79,7 @@ impl<C: Config> State<C> {
             init: AtomicU8::new(UNINIT),
             registered: AtomicU8::new(0),
             key: AtomicU32::new(0),
-            pool_lock: SpinLock::new(),
-            pool_free: AtomicUsize::new(0),
+            pool: SpinMutex::new(Pool { free: 0 }),
             pool_all: AtomicUsize::new(0),
             creates: AtomicUsize::new(0),
             pid: AtomicI32::new(0),
@@ -157,20 +162,20 @@ impl<C: Config> State<C> {
         if !n.is_power_of_two() && !n.is_multiple_of(1024) {
             return;
         }
-        self.arena.lock.lock();
+        let held = self.arena.lock.lock();
         if self.arena.len.load(Ordering::Relaxed) == 0 {
             self.arena.init(C::ARENA_SIZE);
         }
-        self.arena.lock.unlock();
+        drop(held);
     }
 
     /// Re-initialise the locks in a `fork()` child.
     pub fn reset_locks_after_fork(&self) {
-        self.arena.lock.reset();
-        self.pool_lock.reset();
+        self.arena.lock.raw_lock().reset();
+        self.pool.raw_lock().reset();
         self.huge.raw_lock().reset();
         for i in 0..C::SHARDS {
-            crate::shard::shard(self, i).lock.reset();
+            crate::shard::shard(self, i).raw_lock().reset();
         }
     }
 }

@@ -335,11 +335,11 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
         head = chain.head;
         n = chain.n;
     } else if head.is_null() {
-        sh.lock.lock();
+        let mut cen = sh.lock();
         if zeroed {
-            // SAFETY: shard `si`'s lock is held.
-            if let Some((first, k)) = unsafe { shard::take_zero_tail(st, si, bin) } {
-                sh.lock.unlock();
+            // SAFETY: `cen` is shard `si`'s locked central.
+            if let Some((first, k)) = unsafe { shard::take_zero_tail(st, si, &mut cen, bin) } {
+                drop(cen);
                 // SAFETY: `first` starts `k` consecutive blocks of one run:
                 // the next one is inside it or one block past its end.
                 let next = unsafe { first.add(BINS[bin].size as usize) };
@@ -348,9 +348,9 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
                 return (first, true);
             }
         }
-        // SAFETY: shard `si`'s lock is held.
-        let chain = unsafe { shard::take(st, si, bin, want) };
-        sh.lock.unlock();
+        // SAFETY: `cen` is shard `si`'s locked central.
+        let chain = unsafe { shard::take(st, si, &mut cen, bin, want) };
+        drop(cen);
         head = chain.head;
         n = chain.n;
     } else {
@@ -436,10 +436,8 @@ unsafe fn heartbeat<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
     }
     tcr.touched = [0; NBINS.div_ceil(64)];
     if C::PURGE {
-        sh.lock.lock();
-        // SAFETY: shard `si`'s lock is held.
-        unsafe { shard::purge_tick(st, si) };
-        sh.lock.unlock();
+        // SAFETY: the guard is the locked central of shard `si`, one of `st`'s.
+        unsafe { shard::purge_tick(st, &mut sh.lock()) };
     }
 }
 
@@ -566,11 +564,10 @@ unsafe fn give_fresh<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize
     if f.left != 0 {
         let si = tcr.shard as usize;
         let sh = shard::shard(st, si);
-        sh.lock.lock();
-        // SAFETY: the lock is held; the fresh run is the untouched end of a
-        // run of `bin` of shard `si`, taken by `take_zero_tail`.
-        unsafe { shard::give_tail(st, si, bin, f.next, f.left) };
-        sh.lock.unlock();
+        // SAFETY: the guard is shard `si`'s locked central; the fresh run is
+        // the untouched end of a run of `bin` of shard `si`, taken by
+        // `take_zero_tail`.
+        unsafe { shard::give_tail(st, si, &mut sh.lock(), bin, f.next, f.left) };
     }
 }
 
@@ -585,8 +582,6 @@ pub unsafe fn drain_inbox<C: Config>(st: &State<C>, si: usize) {
         // SAFETY: shard `si` exists (contract).
         unsafe { shard::give_inbox::<C>(st, si, bin) };
     }
-    sh.lock.lock();
-    // SAFETY: shard `si`'s lock is held.
-    unsafe { shard::trim(st, si) };
-    sh.lock.unlock();
+    // SAFETY: the guard is shard `si`'s locked central.
+    unsafe { shard::trim(st, &mut sh.lock()) };
 }

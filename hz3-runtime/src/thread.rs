@@ -78,34 +78,34 @@ fn create<C: Config>(st: &State<C>) -> *mut ThreadCache {
     if st.creates.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
         sweep_dead::<C>(st);
     }
-    st.pool_lock.lock();
-    let mut tc = st.pool_free.load(Ordering::Relaxed) as *mut ThreadCache;
+    let mut pool = st.pool.lock();
+    let mut tc = pool.free as *mut ThreadCache;
     if !tc.is_null() {
         // SAFETY: pool members are caches mapped below and not in use.
-        st.pool_free.store(unsafe { (*tc).pool_next } as usize, Ordering::Relaxed);
+        pool.free = unsafe { (*tc).pool_next } as usize;
     }
-    st.pool_lock.unlock();
+    drop(pool);
     if tc.is_null() {
         let bytes = (core::mem::size_of::<ThreadCache>() + crate::os::PAGE_SIZE - 1) & !(crate::os::PAGE_SIZE - 1);
         tc = crate::os::map_rw(bytes) as *mut ThreadCache;
         if tc.is_null() {
             return tc;
         }
-        st.pool_lock.lock();
+        let held = st.pool.lock();
         // SAFETY: `tc` is a fresh zeroed mapping of a whole ThreadCache (all-zero
         // is a valid value: null pointers, zero counters).
         unsafe { (*tc).all_next = st.pool_all.load(Ordering::Relaxed) as *mut ThreadCache };
         st.pool_all.store(tc as usize, Ordering::Relaxed);
-        st.pool_lock.unlock();
+        drop(held);
     }
     let si = acquire_shard::<C>(st);
     // SAFETY: `tc` is ours alone until published to TLS below; `tid` is
     // written under the pool lock (the sweep reads it there).
     unsafe {
         (*tc).reset(si);
-        st.pool_lock.lock();
+        let held = st.pool.lock();
         (*tc).tid = libc::gettid();
-        st.pool_lock.unlock();
+        drop(held);
     }
     // Publish to TLS before pthread_setspecific: that call may allocate, and the
     // re-entrant allocation must find this cache instead of creating another.
@@ -152,14 +152,14 @@ extern "C" fn thread_exit<C: Config>(arg: *mut libc::c_void) {
     let st = C::state();
     // SAFETY: `tc` is this thread's cache and no longer reachable through TLS.
     unsafe {
-        st.pool_lock.lock();
+        let held = st.pool.lock();
         (*tc).tid = 0;
-        st.pool_lock.unlock();
+        drop(held);
         retire::<C>(st, tc);
-        st.pool_lock.lock();
-        (*tc).pool_next = st.pool_free.load(Ordering::Relaxed) as *mut ThreadCache;
-        st.pool_free.store(tc as usize, Ordering::Relaxed);
-        st.pool_lock.unlock();
+        let mut pool = st.pool.lock();
+        (*tc).pool_next = pool.free as *mut ThreadCache;
+        pool.free = tc as usize;
+        drop(pool);
     }
     crate::large::purge_at_exit(st);
 }
@@ -246,7 +246,7 @@ fn sweep_dead<C: Config>(st: &State<C>) {
 /// reclaimable and record the new process id.
 #[cold]
 fn forget_inherited<C: Config>(st: &State<C>, pid: libc::pid_t) {
-    st.pool_lock.lock();
+    let held = st.pool.lock();
     let mut tc = st.pool_all.load(Ordering::Relaxed) as *mut ThreadCache;
     while !tc.is_null() {
         // SAFETY: caches are never unmapped; `tid` is written under the pool lock.
@@ -256,7 +256,7 @@ fn forget_inherited<C: Config>(st: &State<C>, pid: libc::pid_t) {
         }
     }
     st.pid.store(pid, Ordering::Relaxed);
-    st.pool_lock.unlock();
+    drop(held);
 }
 
 fn sweep_dead_of<C: Config>(st: &State<C>, pid: libc::pid_t) {
@@ -265,7 +265,7 @@ fn sweep_dead_of<C: Config>(st: &State<C>, pid: libc::pid_t) {
         // SAFETY: caches are never unmapped; `tid` is read and cleared under
         // the pool lock, so one sweeper at most claims a dead cache.
         let dead = unsafe {
-            st.pool_lock.lock();
+            let held = st.pool.lock();
             let tid = (*tc).tid;
             let dead = tid != 0
                 && libc::syscall(libc::SYS_tgkill, pid, tid, 0) == -1
@@ -273,17 +273,17 @@ fn sweep_dead_of<C: Config>(st: &State<C>, pid: libc::pid_t) {
             if dead {
                 (*tc).tid = 0;
             }
-            st.pool_lock.unlock();
+            drop(held);
             dead
         };
         if dead {
             // SAFETY: the thread that used `tc` no longer exists.
             unsafe {
                 retire::<C>(st, tc);
-                st.pool_lock.lock();
-                (*tc).pool_next = st.pool_free.load(Ordering::Relaxed) as *mut ThreadCache;
-                st.pool_free.store(tc as usize, Ordering::Relaxed);
-                st.pool_lock.unlock();
+                let mut pool = st.pool.lock();
+                (*tc).pool_next = pool.free as *mut ThreadCache;
+                pool.free = tc as usize;
+                drop(pool);
             }
         }
         // SAFETY: as above.
@@ -296,11 +296,8 @@ pub fn direct_alloc<C: Config>(st: &State<C>, bin: usize) -> *mut u8 {
     if C::STATS {
         st.shared_ctr.bump_shared(Ctr::Allocs);
     }
-    let sh = shard::shard(st, 0);
-    sh.lock.lock();
-    // SAFETY: shard 0's lock is held.
-    let chain = unsafe { shard::take(st, 0, bin, 1) };
-    sh.lock.unlock();
+    // SAFETY: the guard is shard 0's locked central.
+    let chain = unsafe { shard::take(st, 0, &mut shard::shard(st, 0).lock(), bin, 1) };
     if C::HARDEN && !chain.head.is_null() {
         // SAFETY: a free block of at least 16 bytes, about to be handed out.
         unsafe { crate::harden::clear_mark(chain.head) };
@@ -326,11 +323,11 @@ extern "C" fn fork_prepare<C: Config>() {
     if !st.ready() {
         return;
     }
-    st.pool_lock.lock();
+    st.pool.raw_lock().lock();
     for i in 0..C::SHARDS {
-        shard::shard(st, i).lock.lock();
+        shard::shard(st, i).raw_lock().lock();
     }
-    st.arena.lock.lock();
+    st.arena.lock.raw_lock().lock();
     st.huge.raw_lock().lock();
 }
 
@@ -340,11 +337,11 @@ extern "C" fn fork_parent<C: Config>() {
         return;
     }
     st.huge.raw_lock().unlock();
-    st.arena.lock.unlock();
+    st.arena.lock.raw_lock().unlock();
     for i in (0..C::SHARDS).rev() {
-        shard::shard(st, i).lock.unlock();
+        shard::shard(st, i).raw_lock().unlock();
     }
-    st.pool_lock.unlock();
+    st.pool.raw_lock().unlock();
 }
 
 extern "C" fn fork_child<C: Config>() {
@@ -381,7 +378,7 @@ pub fn snapshot<C: Config>() -> StatsSnapshot {
     let mut sums = [0u64; NCTR];
     let mut cached = 0;
     st.shared_ctr.add_to(&mut sums);
-    st.pool_lock.lock();
+    let held = st.pool.lock();
     let mut tc = st.pool_all.load(Ordering::Relaxed) as *mut ThreadCache;
     while !tc.is_null() {
         // SAFETY: caches are never unmapped; counters are atomics.
@@ -391,7 +388,7 @@ pub fn snapshot<C: Config>() -> StatsSnapshot {
             tc = (*tc).all_next;
         }
     }
-    st.pool_lock.unlock();
+    drop(held);
     StatsSnapshot::from_sums(&sums, C::PTAG == crate::Ptag::Late, cached)
 }
 

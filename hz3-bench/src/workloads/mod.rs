@@ -190,7 +190,7 @@ pub const ALL: &[Workload] = &[
     w!(
         "random_mixed_medium",
         Slots,
-        p(1, 1_500_000, 400, MEDIUM, 0, 0)
+        p(1, 4_500_000, 400, MEDIUM, 0, 0)
     ),
     w!(
         "random_mixed_mixed",
@@ -202,7 +202,7 @@ pub const ALL: &[Workload] = &[
     w!(
         "mt_remote_t2_r0",
         MtRemote,
-        p(2, 1_000_000, 400, SMALL, 0, RING)
+        p(2, 5_000_000, 400, SMALL, 0, RING)
     ),
     w!(
         "mt_remote_t2_r50",
@@ -217,7 +217,7 @@ pub const ALL: &[Workload] = &[
     w!(
         "mt_remote_t4_r0",
         MtRemote,
-        p(4, 500_000, 400, SMALL, 0, RING)
+        p(4, 2_500_000, 400, SMALL, 0, RING)
     ),
     w!(
         "mt_remote_t4_r50",
@@ -232,17 +232,17 @@ pub const ALL: &[Workload] = &[
     w!(
         "cache_thrash",
         CacheThrash,
-        p(2, 800_000, 0, SizeDist::Range(8, 8), 0, 100)
+        p(2, 4_000_000, 0, SizeDist::Range(8, 8), 0, 100)
     ),
     w!(
         "cache_scratch",
         CacheScratch,
-        p(2, 800_000, 0, SizeDist::Range(8, 8), 0, 100)
+        p(2, 4_000_000, 0, SizeDist::Range(8, 8), 0, 100)
     ),
     w!(
         "larson",
         Larson,
-        p(2, 1_500_000, 1000, SizeDist::Range(16, 1024), 0, 50_000)
+        p(2, 4_500_000, 1000, SizeDist::Range(16, 1024), 0, 50_000)
     ),
     w!("prodcons", ProdCons, p(2, 750_000, 0, SMALL, 100, 1024)),
     w!(
@@ -258,7 +258,7 @@ pub const ALL: &[Workload] = &[
     w!(
         "realloc",
         Realloc,
-        p(1, 1_000_000, 16, SizeDist::Range(16, 8192), 0, 0)
+        p(1, 3_000_000, 16, SizeDist::Range(16, 8192), 0, 0)
     ),
     w!("calloc_large", Cliff(cliffs::Shape::CallocLarge), p(1, 20_000, 64, SizeDist::Range(64 << 10, 1 << 20), 0, 0)),
     w!("remote_bulk", Cliff(cliffs::Shape::RemoteBulk), p(1, 40, 50_000, SizeDist::Range(4 << 10, 256 << 10), 0, 128)),
