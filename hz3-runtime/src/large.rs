@@ -29,7 +29,7 @@ pub const LARGE_CACHE_SLOTS: usize = 8;
 /// Freed large slots kept resident at most (128 MiB): above `LARGE_CACHE_SLOTS`
 /// a freed run is purged `arena::PURGE_DELAY_MS` after its free (at the next
 /// large operation, refill or thread exit), or at once beyond the cap
-/// [`dirty_cap`] gives (half the large footprint, between `LARGE_DIRTY_MIN`
+/// `dirty_cap` gives (half the large footprint, between `LARGE_DIRTY_MIN`
 /// and this), so a burst of frees followed by allocations reuses warm memory
 /// instead of faulting it in again, and freed large slots kept resident
 /// never outnumber the slots of the live large blocks by more than the
