@@ -423,7 +423,8 @@ mod large_slots {
     /// Freed large slots kept resident follow the large bytes held: a small
     /// program's burst of frees keeps at most `LARGE_DIRTY_MIN` slots
     /// resident (the cap used to be 128 slots whatever the program held),
-    /// one holding more keeps up to half its footprint (live and freed).
+    /// one holding more keeps up to two thirds of its footprint (live and
+    /// freed).
     #[test]
     fn freed_large_slots_kept_resident_follow_the_bytes_held() {
         let st = <cslots::T as Config>::state();
@@ -448,15 +449,15 @@ mod large_slots {
             let dirty = st.arena.dirty_slots();
             assert!(dirty <= LARGE_DIRTY_MIN, "96 freed one-slot blocks left {dirty} slots resident");
             assert!(dirty > LARGE_CACHE_SLOTS, "the burst was purged at once ({dirty} left)");
-            // 64 held, 96 freed: the cap is half of 160 slots.
-            let held = alloc_n(64);
+            // 32 held, 96 freed: the cap is two thirds of 128 slots.
+            let held = alloc_n(32);
             let burst = alloc_n(96);
             for &p in &burst {
                 // SAFETY: p is a live block.
                 unsafe { free::<cslots::T>(p as *mut u8) };
             }
             let dirty = st.arena.dirty_slots();
-            assert!(dirty <= 160 / 2 && dirty > LARGE_DIRTY_MIN, "{dirty} slots resident beside 64 held");
+            assert!(dirty <= 128 * 2 / 3 && dirty > LARGE_DIRTY_MIN, "{dirty} slots resident beside 32 held");
             for &p in &held {
                 // SAFETY: p is a live block.
                 unsafe { free::<cslots::T>(p as *mut u8) };

@@ -29,11 +29,11 @@ pub const LARGE_CACHE_SLOTS: usize = 8;
 /// Freed large slots kept resident at most (128 MiB): above `LARGE_CACHE_SLOTS`
 /// a freed run is purged `arena::PURGE_DELAY_MS` after its free (at the next
 /// large operation, refill or thread exit), or at once beyond the cap
-/// `dirty_cap` gives (half the large footprint, between `LARGE_DIRTY_MIN`
-/// and this), so a burst of frees followed by allocations reuses warm memory
-/// instead of faulting it in again, and freed large slots kept resident
-/// never outnumber the slots of the live large blocks by more than the
-/// minimum.
+/// `dirty_cap` gives (two thirds of the large footprint, between
+/// `LARGE_DIRTY_MIN` and this), so a burst of frees followed by allocations
+/// reuses warm memory instead of faulting it in again, and freed large
+/// slots kept resident never outnumber twice the slots of the live large
+/// blocks (or the minimum).
 pub const LARGE_DIRTY_CAP: usize = 128;
 /// The cap on freed large slots kept resident is never below this (32 MiB).
 pub const LARGE_DIRTY_MIN: usize = 32;
@@ -196,13 +196,15 @@ unsafe fn give_slots<C: Config>(st: &State<C>, first: usize, n: usize) {
     }
 }
 
-/// Freed large slots kept resident at most now: half the slots that live
-/// large blocks and freed resident slots take, between
+/// Freed large slots kept resident at most now: two thirds of the slots
+/// that live large blocks and freed resident slots take (so at most twice
+/// the live ones; half of them cost large_mixed most of its speed in page
+/// faults), between
 /// `LARGE_DIRTY_MIN` and `LARGE_DIRTY_CAP` (relaxed reads: a stale count
 /// moves the cap by a few slots).
 fn dirty_cap<C: Config>(st: &State<C>) -> usize {
     let footprint = st.arena.large_live.load(Ordering::Relaxed) + st.arena.dirty_slots();
-    (footprint / 2).clamp(LARGE_DIRTY_MIN, LARGE_DIRTY_CAP)
+    (footprint * 2 / 3).clamp(LARGE_DIRTY_MIN, LARGE_DIRTY_CAP)
 }
 
 /// Purge the freed large runs that are due (free for the purge delay, above
