@@ -729,16 +729,23 @@ mod tests {
         }
     }
 
-    /// A refill unpacks whole carriers until it has half a bin: one carrier
-    /// more than that still fits the bin (a carrier holds fewer than
-    /// `remote_batch` blocks, and a bin's threshold is at least two refill
-    /// batches), so a refill from the inbox never over-fills a bin.
+    /// A refill unpacks whole carriers until it has half a bin plus the block
+    /// it returns (`max / 2 + 1`): at most one carrier more, which holds
+    /// `carrier_cap + 1` blocks, so the bin gets at most `max / 2 + cap`
+    /// blocks, within its threshold `max` when `cap <= max / 2` (the classes
+    /// above 256 KiB cache two blocks and carry one per carrier). A refill
+    /// from the inbox therefore never over-fills a bin.
     #[test]
     fn remote_batch_fits_a_refill() {
         for (bin, info) in BINS.iter().enumerate() {
-            assert!(info.remote_batch <= info.batch, "bin {bin}: remote batch {} > refill batch {}", info.remote_batch, info.batch);
             assert!(info.max_cached >= 2 * info.batch, "bin {bin}");
             assert!(carrier_cap(bin) < info.remote_batch as u32, "bin {bin}");
+            assert!(
+                carrier_cap(bin) <= info.max_cached as u32 / 2,
+                "bin {bin}: a carrier of {} blocks over-fills a bin of {}",
+                carrier_cap(bin) + 1,
+                info.max_cached
+            );
         }
     }
 

@@ -600,7 +600,9 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     // at the same segments): reused warm pages keep the resident set
     // instead of faulting in pages that were purged or never touched.
     for warm in [true, false] {
-        if found.is_some() || (warm && (!C::PURGE || cen.dirty < k as u32)) {
+        // The warm search looks at windows of up to 64 pages: longer runs (the
+        // classes above 256 KiB) are carved first-fit from any free pages.
+        if found.is_some() || (warm && (!C::PURGE || k > 64 || cen.dirty < k as u32)) {
             continue;
         }
         let mut s = cen.segs;
