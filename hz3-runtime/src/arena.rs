@@ -223,23 +223,37 @@ impl Arena {
 
     /// State byte of slot `i` (relaxed read; exact only under the lock).
     ///
-    /// Contract: `i < slot_count()` on an initialised arena. Every caller
-    /// derives `i` from an address it checked is in the arena, or from a
-    /// range it checked against `slot_count()`; debug builds check it here
-    /// (release builds do not, the free route calls this per free).
+    /// # Safety
+    /// `i < slot_count()` on an initialised arena: the free route derives
+    /// `i` from an address it checked is in the arena (it calls this per
+    /// free, so there is no check here; debug builds assert it).
     #[inline]
-    pub fn slot_state(&self, i: usize) -> u8 {
+    pub unsafe fn slot_state(&self, i: usize) -> u8 {
         debug_assert!(i < self.slot_count(), "slot index beyond the arena");
-        // SAFETY: `i < slot_count()` (contract above); the table has one byte
-        // per slot.
+        // SAFETY: `i < slot_count()` (contract); the table has one byte per
+        // slot.
         unsafe { (*(self.slots.load(Ordering::Relaxed) as *const AtomicU8).add(i)).load(Ordering::Acquire) }
+    }
+
+    /// [`Self::slot_state`] for any index: a slot past the arena's end (or
+    /// any slot before the arena exists) reads as `SLOT_TAIL`, in use and no
+    /// block's head, so no search takes it and no free trusts it.
+    #[inline]
+    pub fn slot_state_checked(&self, i: usize) -> u8 {
+        if i < self.slot_count() {
+            // SAFETY: just checked; `slot_count()` is 0 until the arena and
+            // its state table exist.
+            unsafe { self.slot_state(i) }
+        } else {
+            SLOT_TAIL
+        }
     }
 
     /// Under the lock: set slot `i`'s state, keeping the free count and the
     /// used-slot bitmap (a bit per slot, set = used) and its summary (a bit
     /// per bitmap word, set = every slot of the word used) in step.
     fn set_state(&self, i: usize, s: u8) {
-        let was_free = self.slot_state(i) < SLOT_HEAD;
+        let was_free = self.slot_state_checked(i) < SLOT_HEAD;
         // SAFETY: as in `slot_state`; the arena lock is held by the caller.
         unsafe { (*(self.slots.load(Ordering::Relaxed) as *const AtomicU8).add(i)).store(s, Ordering::Release) }
         let free = s < SLOT_HEAD;
@@ -337,7 +351,7 @@ impl Arena {
         let mut found = None;
         while i + n <= count {
             let mut run = 0;
-            while run < n && self.slot_state(i + run) < SLOT_HEAD {
+            while run < n && self.slot_state_checked(i + run) < SLOT_HEAD {
                 run += 1;
             }
             if run == n {
@@ -364,13 +378,13 @@ impl Arena {
         let mut clean = true;
         let mut uncommitted = false;
         for j in first..first + n {
-            match self.slot_state(j) {
+            match self.slot_state_checked(j) {
                 SLOT_RESERVED => uncommitted = true,
                 SLOT_DIRTY => clean = false,
                 _ => {}
             }
         }
-        let dirty = (first..first + n).filter(|&j| self.slot_state(j) == SLOT_DIRTY).count();
+        let dirty = (first..first + n).filter(|&j| self.slot_state_checked(j) == SLOT_DIRTY).count();
         // SAFETY: the range is inside the arena reservation and free.
         if uncommitted && unsafe { !os::commit(self.slot_addr(first), n << SEG_SHIFT) } {
             return None;
@@ -393,12 +407,12 @@ impl Arena {
         }
         let held = self.lock.lock();
         let free = self.free_n.load(Ordering::Relaxed) >= (m - n) + leave
-            && (first + n..first + m).all(|j| self.slot_state(j) < SLOT_HEAD);
+            && (first + n..first + m).all(|j| self.slot_state_checked(j) < SLOT_HEAD);
         let result = if free {
             let mut clean = true;
             let mut ok = true;
             for j in first + n..first + m {
-                match self.slot_state(j) {
+                match self.slot_state_checked(j) {
                     // SAFETY: slot j is inside the arena and free.
                     SLOT_RESERVED => ok &= unsafe { os::commit(self.slot_addr(j), SEG_SIZE) },
                     SLOT_DIRTY => clean = false,
@@ -406,7 +420,7 @@ impl Arena {
                 }
             }
             if ok {
-                let dirty = (first + n..first + m).filter(|&j| self.slot_state(j) == SLOT_DIRTY).count();
+                let dirty = (first + n..first + m).filter(|&j| self.slot_state_checked(j) == SLOT_DIRTY).count();
                 self.dirty.fetch_sub(dirty, Ordering::Relaxed);
                 for j in first + n..first + m {
                     self.set_state(j, SLOT_TAIL);
@@ -533,7 +547,7 @@ impl Arena {
         let (first, end) = (r.first as usize, (r.first + r.n) as usize);
         let mut j = first;
         while j < end {
-            let stale = |k: usize| self.slot_state(k) != SLOT_DIRTY || self.stamp(k).load(Ordering::Relaxed) != r.at;
+            let stale = |k: usize| self.slot_state_checked(k) != SLOT_DIRTY || self.stamp(k).load(Ordering::Relaxed) != r.at;
             if stale(j) {
                 j += 1;
                 continue;
@@ -558,7 +572,7 @@ impl Arena {
         let live = |r: &Freed| {
             (r.first..r.first + r.n).any(|k| {
                 let k = k as usize;
-                self.slot_state(k) == SLOT_DIRTY && self.stamp(k).load(Ordering::Relaxed) == r.at
+                self.slot_state_checked(k) == SLOT_DIRTY && self.stamp(k).load(Ordering::Relaxed) == r.at
             })
         };
         let mut kept = 0;
@@ -601,7 +615,7 @@ impl Arena {
         while len > 0 {
             len -= 1;
             let j = stack[len] as usize;
-            if self.slot_state(j) == SLOT_DIRTY {
+            if self.slot_state_checked(j) == SLOT_DIRTY {
                 found = Some(j);
                 break;
             }

@@ -282,7 +282,7 @@ mod trimmed {
 
     fn held_slots() -> usize {
         let st = <ctrim::T as Config>::state();
-        (0..st.arena.slot_count()).filter(|&i| matches!(st.arena.slot_state(i), SLOT_HEAD | SLOT_TAIL)).count()
+        (0..st.arena.slot_count()).filter(|&i| matches!(st.arena.slot_state_checked(i), SLOT_HEAD | SLOT_TAIL)).count()
     }
 
     #[test]
@@ -571,7 +571,7 @@ mod remote_return {
 
     fn held_slots<C: Config>() -> usize {
         let st = C::state();
-        (0..st.arena.slot_count()).filter(|&i| matches!(st.arena.slot_state(i), SLOT_HEAD | SLOT_TAIL)).count()
+        (0..st.arena.slot_count()).filter(|&i| matches!(st.arena.slot_state_checked(i), SLOT_HEAD | SLOT_TAIL)).count()
     }
 
     /// 2,000 blocks of 200 KiB made by a thread that then only waits, freed

@@ -295,7 +295,9 @@ unsafe fn by_meta<C: Config>(st: &State<C>, p: usize, ev: &mut Events) -> Option
     let seg = segment::seg_base(p);
     // seg_from_ptr: the slot must be live before its header is read (a stray
     // in-arena pointer may point into an uncommitted slot).
-    if st.arena.slot_state(st.arena.slot_of(seg)) != SLOT_HEAD {
+    // SAFETY: `p` is in the initialised arena (contract), so its segment's
+    // slot index is below `slot_count()`.
+    if unsafe { st.arena.slot_state(st.arena.slot_of(seg)) } != SLOT_HEAD {
         note::<C>(ev, Ctr::SegMiss);
         return None;
     }
@@ -380,7 +382,9 @@ unsafe fn by_tag<C: Config>(st: &State<C>, off: usize, ev: &mut Events, slow: Op
 #[inline]
 pub unsafe fn by_header<C: Config>(st: &State<C>, p: usize) -> Route {
     let seg = segment::seg_base(p);
-    if st.arena.slot_state(st.arena.slot_of(seg)) != SLOT_HEAD {
+    // SAFETY: `p` is in the initialised arena (contract), so its segment's
+    // slot index is below `slot_count()`.
+    if unsafe { st.arena.slot_state(st.arena.slot_of(seg)) } != SLOT_HEAD {
         return Route::Invalid("not in a live segment");
     }
     let hdr = SegHdr::ptr(seg);

@@ -129,7 +129,9 @@ pub unsafe fn usable(p: usize) -> usize {
 /// `p` lies in a committed slot of the arena.
 pub unsafe fn is_live_block<C: Config>(st: &State<C>, p: usize) -> bool {
     let seg = segment::seg_base(p);
-    if st.arena.slot_state(st.arena.slot_of(seg)) != SLOT_HEAD {
+    // SAFETY: `p` lies in a slot of the arena (contract): its slot index is
+    // below `slot_count()`.
+    if unsafe { st.arena.slot_state(st.arena.slot_of(seg)) } != SLOT_HEAD {
         return false;
     }
     let hdr = SegHdr::ptr(seg);
