@@ -261,6 +261,35 @@ impl SegHdr {
     }
 }
 
+/// First page index `p >= first`, a multiple of `a` pages (a power of two up
+/// to 32; 1 = any page), such that pages `p..p+k` (`k <= 64`) all have their
+/// bit set in `map`, if any (first fit). Reads each bitmap word with the next
+/// one as a 128-bit window and tests only the set bits at multiples of `a`.
+fn first_window(map: &[u64; PAGES_PER_SEG / 64], k: usize, a: usize, first: usize) -> Option<usize> {
+    debug_assert!(k <= 64 && a <= 32 && a.is_power_of_two());
+    let want: u128 = if k == 64 { u64::MAX as u128 } else { (1u128 << k) - 1 };
+    // One bit at every multiple of `a` (every bit for `a <= 1`).
+    let starts = u64::MAX / ((1u64 << a.max(1)) - 1);
+    for w in 0..map.len() {
+        let lo = map[w];
+        if lo == 0 {
+            continue;
+        }
+        let hi = if w + 1 < map.len() { map[w + 1] } else { 0 };
+        let window = lo as u128 | (hi as u128) << 64;
+        let mut cand = lo & starts;
+        while cand != 0 {
+            let b = cand.trailing_zeros() as usize;
+            let p = w * 64 + b;
+            if p >= first && p + k <= PAGES_PER_SEG && (window >> b) & want == want {
+                return Some(p);
+            }
+            cand &= cand - 1;
+        }
+    }
+    None
+}
+
 impl SegRuns {
     /// First page index of `k` contiguous free pages, if any (first fit,
     /// scanning runs of set bits a word at a time).
@@ -319,33 +348,10 @@ impl SegRuns {
         if a <= 1 {
             return self.find_run(k);
         }
-        debug_assert!(k <= 64 && a <= 32 && a.is_power_of_two());
         if (self.n_free as usize) < k {
             return None;
         }
-        let words = self.free_map.len();
-        let want: u128 = if k == 64 { u64::MAX as u128 } else { (1u128 << k) - 1 };
-        // One bit at every multiple of `a`.
-        let starts = u64::MAX / ((1u64 << a) - 1);
-        let first = HDR_PAGES.div_ceil(a) * a;
-        for w in 0..words {
-            let lo = self.free_map[w];
-            if lo == 0 {
-                continue;
-            }
-            let hi = if w + 1 < words { self.free_map[w + 1] } else { 0 };
-            let window = lo as u128 | (hi as u128) << 64;
-            let mut cand = lo & starts;
-            while cand != 0 {
-                let b = cand.trailing_zeros() as usize;
-                let p = w * 64 + b;
-                if p >= first && p + k <= PAGES_PER_SEG && (window >> b) & want == want {
-                    return Some(p);
-                }
-                cand &= cand - 1;
-            }
-        }
-        None
+        first_window(&self.free_map, k, a, HDR_PAGES.div_ceil(a) * a)
     }
 
     /// First page index, a multiple of `a` pages (a power of two up to 32),
@@ -356,29 +362,8 @@ impl SegRuns {
     /// takes a parked shard, or a program that frees and allocates again,
     /// keeps its resident set instead of growing it.
     pub fn find_warm_run(&self, k: usize, a: usize) -> Option<usize> {
-        debug_assert!(k <= 64 && a <= 32 && a.is_power_of_two());
-        let words = self.dirty_map.len();
-        let want: u128 = if k == 64 { u64::MAX as u128 } else { (1u128 << k) - 1 };
-        // One bit at every multiple of `a` (every bit when `a <= 1`).
-        let starts = if a <= 1 { u64::MAX } else { u64::MAX / ((1u64 << a) - 1) };
-        for w in 0..words {
-            let lo = self.dirty_map[w];
-            if lo == 0 {
-                continue;
-            }
-            let hi = if w + 1 < words { self.dirty_map[w + 1] } else { 0 };
-            let window = lo as u128 | (hi as u128) << 64;
-            let mut cand = lo & starts;
-            while cand != 0 {
-                let b = cand.trailing_zeros() as usize;
-                // Dirty pages are free pages past the header (never page 0 or 1).
-                if w * 64 + b + k <= PAGES_PER_SEG && (window >> b) & want == want {
-                    return Some(w * 64 + b);
-                }
-                cand &= cand - 1;
-            }
-        }
-        None
+        // Dirty pages are free pages past the header.
+        first_window(&self.dirty_map, k, a, HDR_PAGES)
     }
 
     /// Mark pages `[pi, pi+k)` used (`used = true`) or free.
