@@ -63,6 +63,27 @@ impl Chain {
         self.tail = b;
         self.n += 1;
     }
+
+    /// Append the `k` blocks linked from `first` to `last` (`last`'s link
+    /// is overwritten with null).
+    ///
+    /// # Safety
+    /// `first..=last` is a list of `k >= 1` free blocks, linked by
+    /// [`set_next`], that nothing else references.
+    #[inline]
+    pub unsafe fn append<C: Config>(&mut self, first: *mut u8, last: *mut u8, k: u32) {
+        // SAFETY: `last` is a free block nothing else references (contract).
+        unsafe { set_next::<C>(last, core::ptr::null_mut()) };
+        if self.head.is_null() {
+            self.head = first;
+        } else {
+            // SAFETY: the chain is non-empty, so `tail` is one of its blocks,
+            // free and held by the chain's owner alone.
+            unsafe { set_next::<C>(self.tail, first) };
+        }
+        self.tail = last;
+        self.n += k;
+    }
 }
 
 /// Link-walk steps taken by this thread on the refill, flush and drain paths
@@ -322,23 +343,45 @@ pub unsafe fn take<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: 
             // A kept empty run goes back into use (fresh runs have bump == 0).
             cen.empty[bin] -= 1;
         }
-        while chain.n < want && d.free_head != 0 {
-            let b = (seg + d.free_head as usize) as *mut u8;
-            // SAFETY: `b` heads the run's free list (a free block whose link
-            // only the lock holder touches).
-            let next = unsafe { next_of::<C>(b) };
+        if chain.n < want && d.free_head != 0 {
+            // The run's free list is spliced on: its first blocks are
+            // already linked, so each costs one link read (to find where
+            // to cut), not a read and two writes.
+            let first = (seg + d.free_head as usize) as *mut u8;
+            let mut last = first;
+            let mut k = 1;
+            // SAFETY: `last` is on the run's free list (free blocks whose
+            // links only the lock holder touches).
+            let mut next = unsafe { next_of::<C>(last) };
+            while chain.n + k < want && !next.is_null() {
+                last = next;
+                k += 1;
+                // SAFETY: as above.
+                next = unsafe { next_of::<C>(last) };
+            }
             d.free_head = if next.is_null() { 0 } else { (next as usize - seg) as u32 };
-            d.used += 1;
-            // SAFETY: `b` is now off the run's list: a free block nothing else references.
-            unsafe { chain.push_back::<C>(b) };
+            d.used += k as u16;
+            // SAFETY: `first..=last` is now off the run's list: free blocks
+            // nothing else references.
+            unsafe { chain.append::<C>(first, last, k) };
         }
         let run = seg + pi * PAGE_SIZE;
-        while chain.n < want && d.bump < info.blocks {
-            // SAFETY: block `bump` of the run was never handed out
-            // (`bump < blocks`): a free block nothing else references.
-            unsafe { chain.push_back::<C>((run + d.bump as usize * size) as *mut u8) };
-            d.bump += 1;
-            d.used += 1;
+        if chain.n < want && d.bump < info.blocks {
+            // Blocks never handed out, linked in address order: one write each.
+            let k = (want - chain.n).min((info.blocks - d.bump) as u32);
+            let first = run + d.bump as usize * size;
+            let last = first + (k as usize - 1) * size;
+            let mut b = first;
+            while b < last {
+                // SAFETY: blocks `bump..bump + k` of the run were never
+                // handed out (`bump + k <= blocks`): free, nobody's but ours.
+                unsafe { set_next::<C>(b as *mut u8, (b + size) as *mut u8) };
+                b += size;
+            }
+            d.bump += k as u16;
+            d.used += k as u16;
+            // SAFETY: as above; `first..=last` are linked in order.
+            unsafe { chain.append::<C>(first as *mut u8, last as *mut u8, k) };
         }
         if d.used == info.blocks {
             // SAFETY: `cen` is the central of shard `si` (lock held) and `id`
@@ -355,20 +398,40 @@ pub unsafe fn take<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: 
 /// # Safety
 /// `cen` is shard `si`'s central, locked (the guard of `shard(st, si).lock()`); the blocks are free and were handed out by `take`.
 pub unsafe fn give<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize, chain: Chain) {
+    // SAFETY: the chain's first `n` blocks are such blocks (contract).
+    unsafe { give_list(st, si, cen, bin, chain.head, chain.n) };
+}
+
+/// Return the first `n` blocks of the list at `head` (fewer when it ends
+/// before) to their runs, releasing runs that became empty; returns the rest
+/// of the list (the block after the last one given, or null) and how many
+/// were given. Each block is visited once: its link read, then rewritten
+/// onto its run's free list (a flush needs no walk to cut the list first).
+/// A run's descriptor is looked at again only when the run leaves the full
+/// state or becomes empty (`run_gained`).
+///
+/// # Safety
+/// `cen` is shard `si`'s central, locked; the list's first `n` blocks (or
+/// all of it) are free blocks of `bin` handed out by `take`, linked by
+/// [`set_next`], and the caller's alone.
+pub unsafe fn give_list<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize, head: *mut u8, n: u32) -> (*mut u8, u32) {
     let base = st.arena.base.load(Ordering::Relaxed);
     // A shard with no thread keeps nothing in reserve.
     let keep = shard(st, si).live.load(Ordering::Relaxed) > 0;
-    let mut b = chain.head;
-    let mut left = chain.n;
-    while left > 0 {
-        // SAFETY: `b` is one of the chain's first `n` blocks: free, handed
+    // A one-page run starts at the block's own page (no `run_start` load).
+    let multi_page = BINS[bin].run_pages > 1;
+    let mut b = head;
+    let mut given = 0;
+    while given < n && !b.is_null() {
+        // SAFETY: `b` is one of the list's first `n` blocks: free, handed
         // out by `take` and now the caller's alone (contract).
         let next = unsafe { next_of::<C>(b) };
         let seg = segment::seg_base(b as usize);
         // SAFETY: `b` came from `take`, so `seg` is a committed runs segment
         // of shard `si`, whose lock is held: its descriptors are ours to write.
         let hdr = unsafe { SegHdr::of(seg) };
-        let rs = hdr.descs[segment::page_index(b as usize)].run_start.load(Ordering::Relaxed) as usize;
+        let pi = segment::page_index(b as usize);
+        let rs = if multi_page { hdr.descs[pi].run_start.load(Ordering::Relaxed) as usize } else { pi };
         // SAFETY: as above: the run's state is ours to write.
         let d = unsafe { hdr.descs[rs].run() };
         // SAFETY: as the read of `b`'s link above.
@@ -377,11 +440,14 @@ pub unsafe fn give<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: 
         };
         d.free_head = (b as usize - seg) as u32;
         d.used -= 1;
-        // SAFETY: lock held; the run at `rs` of `seg` belongs to this shard.
-        unsafe { run_gained(st, cen, base, bin, seg, rs, keep) };
+        if d.flags & IN_PARTIAL == 0 || d.used == 0 {
+            // SAFETY: lock held; the run at `rs` of `seg` belongs to this shard.
+            unsafe { run_gained(st, cen, base, bin, seg, rs, keep) };
+        }
         b = next;
-        left -= 1;
+        given += 1;
     }
+    (b, given)
 }
 
 /// Give a chain of blocks of shard `si` back to its central (takes the lock).
@@ -678,9 +744,9 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     // all before any block of the run is handed out (release stores).
     let tag = tagmap::encode(bin, si);
     let first_page = segment::page_id(base, seg, 0) as usize;
-    for blk in 0..info.blocks as usize {
-        let p = pi + (blk * info.size as usize) / PAGE_SIZE;
-        if hdr.descs[p].bin_plus1.load(Ordering::Relaxed) == 0 {
+    for j in 0..k {
+        if page_has_block_start(bin, j) {
+            let p = pi + j;
             // Relaxed: the run's blocks are handed out later, through the
             // shard lock (see `PageDesc`).
             hdr.descs[p].bin_plus1.store(bin as u16 + 1, Ordering::Relaxed);
@@ -699,6 +765,16 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     // committed runs segment of this shard, not on the list.
     unsafe { link_partial(cen, base, bin, id) };
     Some(id)
+}
+
+/// Whether page `j` of a run of `bin` holds the start of one of its blocks:
+/// the first block starting at or after the page's start is one of the
+/// run's and starts before the page's end. (One test per page when a run is
+/// carved, not one per block.)
+fn page_has_block_start(bin: usize, j: usize) -> bool {
+    let (size, blocks) = (BINS[bin].size as usize, BINS[bin].blocks as usize);
+    let first = (j * PAGE_SIZE).div_ceil(size);
+    first < blocks && first * size < (j + 1) * PAGE_SIZE
 }
 
 /// Release the empty run at page `pi` of `seg`: clear its block-start marks,
@@ -1024,6 +1100,19 @@ const _: () = assert!(SEG_SIZE / PAGE_SIZE <= 256, "run_start is a u8");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_start_pages_are_those_where_a_block_starts() {
+        for (bin, b) in BINS.iter().enumerate() {
+            let mut starts = [false; crate::segment::USABLE_PAGES];
+            for blk in 0..b.blocks as usize {
+                starts[blk * b.size as usize / PAGE_SIZE] = true;
+            }
+            for (j, &s) in starts.iter().enumerate().take(b.run_pages as usize + 1) {
+                assert_eq!(page_has_block_start(bin, j), s, "bin {bin} page {j}");
+            }
+        }
+    }
 
     #[test]
     fn a_zeroed_shard_is_unlocked_and_empty() {

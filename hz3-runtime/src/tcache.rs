@@ -565,51 +565,42 @@ pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
     tcr.count::<C>(Ctr::Flushes);
     let n = tcr.cached(bin) - tcr.max(bin) / 2;
     tcr.add::<C>(Ctr::CacheOut, n as u64);
-    // SAFETY: the bin holds `cached() > n` blocks, all free blocks of `bin`
-    // owned by this thread's shard; the detached chain goes to that shard.
-    unsafe {
-        let chain = split_front::<C>(tcr, bin, n);
-        shard::give_chain::<C>(st, tcr.shard as usize, bin, chain);
-    }
+    // SAFETY: `tcr` is this thread's cache and the bin holds `cached() > n` blocks.
+    unsafe { give_front::<C>(st, tcr, bin, n) };
 }
 
-/// Detach the first `n` blocks of bin `bin` as a chain, the most recently
-/// freed first.
+/// Give the first `n` blocks of bin `bin` — the most recently freed first:
+/// `freed`, then `head` — back to their runs, under one take of the shard
+/// lock. Each of them is visited once, by the give itself (its link read,
+/// then rewritten onto its run's list); the blocks that stay in the bin are
+/// not read at all. (Cutting the chain off first walked the whole `freed`
+/// list to its end and the `n` blocks again before the give's own walk:
+/// measured 58 instructions and 2.6 simulated L1 misses per flushed block
+/// on `live_build_free_random`, where the bin's 1024 blocks overflow L1.)
 ///
 /// # Safety
-/// `tcr` is the calling thread's cache (its lists hold free blocks only this
-/// thread links) and `1 <= n <= tcr.cached(bin)`.
-unsafe fn split_front<C: Config>(tcr: &mut ThreadCache, bin: usize, n: u32) -> Chain {
+/// `tcr` is the calling thread's cache (its lists hold free blocks of `bin`
+/// owned by its shard, linked by this thread only) and `n <= tcr.cached(bin)`.
+unsafe fn give_front<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize, n: u32) {
+    let si = tcr.shard as usize;
+    let mut cen = shard::shard(st, si).lock();
     let b = &mut tcr.bins[bin];
-    if !b.freed.is_null() {
-        // One list: `freed`, then `head`.
-        let mut last = b.freed;
-        // Each link is read once (under `harden` a read decodes and checks).
-        // SAFETY: `last` is a block of the bin's `freed` list (caller's contract).
-        let mut next = unsafe { next_of::<C>(last) };
-        while !next.is_null() {
-            last = next;
-            // SAFETY: as above.
-            next = unsafe { next_of::<C>(last) };
+    let mut left = n;
+    for list in [&mut b.freed, &mut b.head] {
+        if left == 0 {
+            break;
         }
-        // SAFETY: `last` is the last block of `freed`, a block of this bin.
-        unsafe { set_next::<C>(last, b.head) };
-        b.head = core::mem::replace(&mut b.freed, core::ptr::null_mut());
+        // SAFETY: `cen` is shard `si`'s locked central; the list holds free
+        // blocks of `bin` owned by shard `si`, which `take` handed out, and
+        // the bin's lists are this thread's alone; what is given is cut off
+        // the list by storing the rest as its new start.
+        let (rest, given) = unsafe { shard::give_list::<C>(st, si, &mut cen, bin, *list, left) };
+        *list = rest;
+        left -= given;
     }
-    let head = b.head;
-    let mut tail = head;
-    for _ in 1..n {
-        // SAFETY: the list holds at least `n` blocks (caller's contract), so
-        // `tail` is one of its first `n - 1` blocks.
-        tail = unsafe { next_of::<C>(tail) };
-    }
-    // SAFETY: `tail` is the `n`-th block of the bin's list (`n <= cached()`):
-    // its link is this thread's to read and to cut.
-    b.head = unsafe { next_of::<C>(tail) };
-    tcr.set_cached(bin, tcr.cached(bin) - n);
-    // SAFETY: as the read of `tail`'s link just above.
-    unsafe { set_next::<C>(tail, core::ptr::null_mut()) };
-    Chain { head, tail, n }
+    drop(cen);
+    shard::walks::add((n - left) as u64);
+    tcr.set_cached(bin, tcr.cached(bin) - (n - left));
 }
 
 /// Empty every bin into the central and publish buffered remote frees
@@ -632,13 +623,10 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
         }
         let n = tcr.cached(bin);
         if n > 0 {
-            // SAFETY: `tcr` is the exiting thread's cache and `n` is bin
-            // `bin`'s cached count (> 0).
-            let chain = unsafe { split_front::<C>(tcr, bin, n) };
             tcr.add::<C>(Ctr::CacheOut, n as u64);
-            // SAFETY: the chain holds free blocks of `bin` owned by the
-            // cache's shard, detached from the bin.
-            unsafe { shard::give_chain::<C>(st, tcr.shard as usize, bin, chain) };
+            // SAFETY: `tcr` is the exiting thread's cache and `n` is bin
+            // `bin`'s cached count.
+            unsafe { give_front::<C>(st, tcr, bin, n) };
         }
     }
 }
