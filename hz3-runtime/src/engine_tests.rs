@@ -442,6 +442,66 @@ mod cliffs {
         (steps, reused)
     }
 
+    /// Free all of `n` blocks of `size` just allocated here, in allocation
+    /// order or shuffled; returns the link steps and run splices the frees
+    /// took, the blocks their flushes gave back and the flushes.
+    fn free_live_set(n: usize, size: usize, shuffled: bool) -> (u64, u64, u64, u64) {
+        let bin = size / 16 - 1;
+        // SAFETY: align 16 is a power of two.
+        let mut ps: Vec<usize> = (0..n).map(|_| unsafe { alloc::<cbulk::T>(size, 16) } as usize).collect();
+        assert!(ps.iter().all(|&p| p != 0));
+        if shuffled {
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            for i in (1..n).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ps.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+        }
+        let tc = crate::thread::cache::<cbulk::T>();
+        // SAFETY: `tc` is this thread's live cache (it just allocated); the
+        // count is read between operations of this thread.
+        let cached = || unsafe { (*tc).cached(bin) } as u64;
+        let (steps0, splices0, cached0) = (walks::get(), walks::splices(), cached());
+        let flushes0 = stats::<cbulk::T>().flushes;
+        for &p in &ps {
+            // SAFETY: each p is live.
+            unsafe { free::<cbulk::T>(p as *mut u8) };
+        }
+        let given = n as u64 - (cached() - cached0);
+        (walks::get() - steps0, walks::splices() - splices0, given, stats::<cbulk::T>().flushes - flushes0)
+    }
+
+    /// Freeing a live set far larger than a bin: each flush reads only the
+    /// blocks it gives back (one link step each; cutting them off the bin
+    /// first walked its whole list), and blocks freed in allocation order go
+    /// back to their runs a stretch at a time (one descriptor update per run
+    /// a flush reaches, not one per block).
+    #[test]
+    fn flushes_read_each_given_block_once_and_splice_runs_whole() {
+        std::thread::spawn(|| {
+            for size in [32, 96] {
+                let n = 40_000;
+                let per_run = crate::size_class::BINS[size / 16 - 1].blocks as u64;
+                for shuffled in [false, true] {
+                    let (steps, splices, given, flushes) = free_live_set(n, size, shuffled);
+                    assert!(given >= n as u64 / 2, "size {size}: only {given} of {n} blocks flushed");
+                    assert_eq!(steps, given, "size {size} shuffled {shuffled}: {steps} link steps for {given} flushed blocks");
+                    if !shuffled {
+                        // A flush may cut a stretch at both of its ends.
+                        let bound = given / per_run + 2 * flushes + 2;
+                        assert!(splices <= bound, "size {size}: {splices} splices for {given} blocks ({flushes} flushes, runs of {per_run})");
+                    } else {
+                        assert!(splices * 2 >= given, "size {size}: shuffled frees rarely share a run ({splices} splices)");
+                    }
+                }
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
     /// Blocks of a one-block-run class (4 KiB and 64 KiB) freed in bulk by
     /// another thread come back to their owner at a bounded number of link
     /// steps each: the refill used to walk the whole rest of the inbox chain

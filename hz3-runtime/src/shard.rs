@@ -86,15 +86,18 @@ impl Chain {
     }
 }
 
-/// Link-walk steps taken by this thread on the refill, flush and drain paths
-/// (tests only: they check that a block costs a bounded number of steps
-/// whatever the length of the chain it arrived in).
+/// Link-walk steps taken by this thread on the refill, flush and drain paths,
+/// and stretches spliced onto runs by `give_list` (tests only: they check
+/// that a block costs a bounded number of steps whatever the length of the
+/// chain it arrived in, and that blocks freed run by run go back a stretch
+/// at a time).
 pub mod walks {
     #[cfg(test)]
     extern crate std;
     #[cfg(test)]
     std::thread_local! {
         static STEPS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+        static SPLICES: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
     }
 
     /// Count `n` steps (compiled out outside tests).
@@ -109,6 +112,20 @@ pub mod walks {
     #[cfg(test)]
     pub fn get() -> u64 {
         STEPS.with(|c| c.get())
+    }
+
+    /// Count one stretch of blocks spliced onto a run's free list (compiled
+    /// out outside tests).
+    #[inline(always)]
+    pub fn splice() {
+        #[cfg(test)]
+        SPLICES.with(|c| c.set(c.get() + 1));
+    }
+
+    /// Splices counted on this thread so far.
+    #[cfg(test)]
+    pub fn splices() -> u64 {
+        SPLICES.with(|c| c.get())
     }
 }
 
@@ -405,10 +422,15 @@ pub unsafe fn give<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: 
 /// Return the first `n` blocks of the list at `head` (fewer when it ends
 /// before) to their runs, releasing runs that became empty; returns the rest
 /// of the list (the block after the last one given, or null) and how many
-/// were given. Each block is visited once: its link read, then rewritten
-/// onto its run's free list (a flush needs no walk to cut the list first).
-/// A run's descriptor is looked at again only when the run leaves the full
-/// state or becomes empty (`run_gained`).
+/// were given. The list is taken in stretches of consecutive blocks of one
+/// run, each spliced onto its run's free list whole: its blocks' links
+/// already chain them, so a block costs one link read and one address test,
+/// and only a stretch's last block is written (a stretch is as long as the
+/// program freed a run's blocks one after another: a tree dropped as it was
+/// built, blocks freed in allocation order). A run's descriptor is read and
+/// written once per stretch, and looked at again only when the run leaves
+/// the full state or becomes empty (`run_gained`). No walk to cut the list
+/// first: a flush reads only the blocks it gives.
 ///
 /// # Safety
 /// `cen` is shard `si`'s central, locked; the list's first `n` blocks (or
@@ -420,32 +442,61 @@ pub unsafe fn give_list<C: Config>(st: &State<C>, si: usize, cen: &mut Central, 
     let keep = shard(st, si).live.load(Ordering::Relaxed) > 0;
     // A one-page run starts at the block's own page (no `run_start` load).
     let multi_page = BINS[bin].run_pages > 1;
+    let run_bytes = BINS[bin].run_pages as usize * PAGE_SIZE;
+    // Splice the stretch `first..=last` of `k` blocks of the run at page
+    // `rs` of `seg` onto that run's free list.
+    let splice = |cen: &mut Central, seg: usize, rs: usize, first: *mut u8, last: *mut u8, k: u32| {
+        // SAFETY: the stretch's blocks came from `take`, so `seg` is a
+        // committed runs segment of shard `si`, whose lock is held: the
+        // run's state is ours to write.
+        let d = unsafe { SegHdr::of(seg).descs[rs].run() };
+        // SAFETY: `last` is one of the list's first `n` blocks, free and the
+        // caller's alone (contract): its link is ours to rewrite.
+        unsafe {
+            set_next::<C>(last, if d.free_head == 0 { core::ptr::null_mut() } else { (seg + d.free_head as usize) as *mut u8 })
+        };
+        d.free_head = (first as usize - seg) as u32;
+        d.used -= k as u16;
+        walks::splice();
+        if d.flags & IN_PARTIAL == 0 || d.used == 0 {
+            // SAFETY: lock held; the run at `rs` of `seg` belongs to this shard.
+            unsafe { run_gained(st, cen, base, bin, seg, rs, keep) };
+        }
+    };
+    // The pending stretch: `k` blocks from `first` to `last`, of the run at
+    // page `rs` of `seg`, which starts at `run` (none yet: no block lies
+    // within `run_bytes` of address 0).
+    let (mut seg, mut rs, mut run, mut first, mut last, mut k) = (0usize, 0usize, 0usize, head, head, 0u32);
     let mut b = head;
     let mut given = 0;
     while given < n && !b.is_null() {
         // SAFETY: `b` is one of the list's first `n` blocks: free, handed
         // out by `take` and now the caller's alone (contract).
         let next = unsafe { next_of::<C>(b) };
-        let seg = segment::seg_base(b as usize);
-        // SAFETY: `b` came from `take`, so `seg` is a committed runs segment
-        // of shard `si`, whose lock is held: its descriptors are ours to write.
-        let hdr = unsafe { SegHdr::of(seg) };
-        let pi = segment::page_index(b as usize);
-        let rs = if multi_page { hdr.descs[pi].run_start.load(Ordering::Relaxed) as usize } else { pi };
-        // SAFETY: as above: the run's state is ours to write.
-        let d = unsafe { hdr.descs[rs].run() };
-        // SAFETY: as the read of `b`'s link above.
-        unsafe {
-            set_next::<C>(b, if d.free_head == 0 { core::ptr::null_mut() } else { (seg + d.free_head as usize) as *mut u8 })
-        };
-        d.free_head = (b as usize - seg) as u32;
-        d.used -= 1;
-        if d.flags & IN_PARTIAL == 0 || d.used == 0 {
-            // SAFETY: lock held; the run at `rs` of `seg` belongs to this shard.
-            unsafe { run_gained(st, cen, base, bin, seg, rs, keep) };
+        if (b as usize).wrapping_sub(run) >= run_bytes {
+            if k != 0 {
+                splice(cen, seg, rs, first, last, k);
+            }
+            seg = segment::seg_base(b as usize);
+            let pi = segment::page_index(b as usize);
+            rs = if multi_page {
+                // SAFETY: `b` came from `take`: `seg` is a committed runs
+                // segment, whose descriptors stay mapped.
+                unsafe { SegHdr::of(seg) }.descs[pi].run_start.load(Ordering::Relaxed) as usize
+            } else {
+                pi
+            };
+            run = seg + rs * PAGE_SIZE;
+            first = b;
+            k = 0;
         }
+        last = b;
+        k += 1;
         b = next;
         given += 1;
+    }
+    if k != 0 {
+        splice(cen, seg, rs, first, last, k);
     }
     (b, given)
 }
