@@ -22,7 +22,7 @@ hz3::hz3_allocator! { pub struct KScale<s110_meta: true, free_fast: false, ptag:
 hz3::hz3_allocator! {
     /// Every flag spelled out, none at its default.
     pub struct KAll<s110_meta: true, free_fast: true, ptag: first, stats: true, failfast: true,
-                    shards: 8, arena_gib: 2, purge: false>;
+                    shards: 8, arena_gib: 2, purge: false, fine_classes: true>;
 }
 hz3::hz3_allocator! { pub struct KNoMeta<s110_meta: false, ptag: off>; }
 hz3::hz3_allocator! { pub struct KOrder<purge: false, shards: 2, ptag: first, s110_meta: false, arena_gib: 1>; }
@@ -70,6 +70,7 @@ fn defaults_read_back() {
     assert_eq!(KDefault::SHARDS, 64);
     assert_eq!(KDefault::ARENA_SIZE, 64 * GIB);
     assert!(KDefault::PURGE);
+    assert!(!KDefault::FINE_CLASSES);
 }
 
 #[test]
@@ -91,6 +92,7 @@ fn explicit_flags_read_back() {
     assert_eq!(KAll::SHARDS, 8);
     assert_eq!(KAll::ARENA_SIZE, 2 * GIB);
     assert!(!KAll::PURGE);
+    assert!(KAll::FINE_CLASSES);
 
     assert!(!KNoMeta::S110_META);
     assert!(!KNoMeta::FREE_FAST);

@@ -1,17 +1,17 @@
 //! The flag matrix: the generic suite of `tests/common` stamped over generated
 //! types that together take every value of every `hz3_allocator!` flag.
 //!
-//! | type        | s110_meta | free_fast | ptag  | stats | failfast | shards | arena_gib | purge |
-//! |-------------|-----------|-----------|-------|-------|----------|--------|-----------|-------|
-//! | Defaults    | true      | false     | late  | false | false    | 64     | 64        | true  |
-//! | Scale       | true      | false     | late  | true  | false    | 64     | 64        | true  |
-//! | FastLate    | true      | true      | late  | true  | true     | 64     | 64        | true  |
-//! | FastOff     | true      | true      | off   | false | false    | 4      | 64        | false |
-//! | FastFirst   | true      | true      | first | true  | false    | 64     | 1         | true  |
-//! | MetaOff     | true      | false     | off   | true  | true     | 1      | 64        | true  |
-//! | MetaFirst   | true      | false     | first | false | true     | 4      | 1         | false |
-//! | PlainOff    | false     | false     | off   | false | false    | 1      | 1         | false |
-//! | PlainFirst  | false     | false     | first | true  | true     | 4      | 64        | true  |
+//! | type        | s110_meta | free_fast | ptag  | stats | failfast | shards | arena_gib | purge | fine_classes |
+//! |-------------|-----------|-----------|-------|-------|----------|--------|-----------|-------|--------------|
+//! | Defaults    | true      | false     | late  | false | false    | 64     | 64        | true  | false        |
+//! | Scale       | true      | false     | late  | true  | false    | 64     | 64        | true  | false        |
+//! | FastLate    | true      | true      | late  | true  | true     | 64     | 64        | true  | false        |
+//! | FastOff     | true      | true      | off   | false | false    | 4      | 64        | false | false        |
+//! | FastFirst   | true      | true      | first | true  | false    | 64     | 1         | true  | false        |
+//! | MetaOff     | true      | false     | off   | true  | true     | 1      | 64        | true  | false        |
+//! | MetaFirst   | true      | false     | first | false | true     | 4      | 1         | false | false        |
+//! | PlainOff    | false     | false     | off   | false | false    | 1      | 1         | false | true         |
+//! | PlainFirst  | false     | false     | first | true  | true     | 4      | 64        | true  | false        |
 //!
 //! Every type's suite runs in this one process, so the types also prove that their
 //! statics and thread caches are independent.
@@ -44,7 +44,7 @@ hz3::hz3_allocator! {
 }
 hz3::hz3_allocator! {
     pub struct PlainOff<s110_meta: false, free_fast: false, ptag: off, stats: false, failfast: false,
-                        shards: 1, arena_gib: 1, purge: false>;
+                        shards: 1, arena_gib: 1, purge: false, fine_classes: true>;
 }
 hz3::hz3_allocator! {
     pub struct PlainFirst<s110_meta: false, ptag: first, stats: true, failfast: true, shards: 4, arena_gib: 64>;

@@ -9,6 +9,11 @@
 //!   everything is freed a 64 MiB patterned workload succeeds.
 //! - `rlimit_below_minimum_arena` (child): a limit too low for even a 64 MiB
 //!   arena: every block is then a direct mapping, and the type still works.
+//! - `hardened_arena_reserved_late` (child): a hardened type first used under a
+//!   limit too low for its arena (its thread cache is set up with no arena), then
+//!   the limit is raised: the arena is reserved on a later direct mapping, and
+//!   the blocks the cache then takes from it pass the pop's link test (the
+//!   cache's copy of the arena bounds is refreshed) with their contents intact.
 //! - `arena_exhaustion_falls_back_to_direct_maps`: `arena_gib: 1`, 300 x 8 MiB
 //!   blocks live at once (2.4 GiB, more than the arena), plus 4 x 80 MiB; all
 //!   succeed (direct mappings), do not overlap, keep their contents; small and
@@ -29,8 +34,9 @@ hz3::hz3_allocator! {
     pub struct Oom<arena_gib: 1, stats: true>;
     pub struct Tiny<arena_gib: 1>;
     pub struct Exh<arena_gib: 1, stats: true>;
+    pub struct LateHard<arena_gib: 1, harden: true>;
 }
-impl_hz!(Oom, Tiny, Exh);
+impl_hz!(Oom, Tiny, Exh, LateHard);
 
 /// Lower the soft `RLIMIT_AS` to `bytes` (the hard limit stays).
 fn limit_address_space(bytes: usize) {
@@ -158,6 +164,47 @@ fn rlimit_below_minimum_arena() {
     }
     for k in 0..100 {
         Blk::new(&a, 100 + k, 8, k as u64).free(&a, "no arena, recovered");
+    }
+}
+
+#[test]
+fn hardened_arena_reserved_late() {
+    if child_scenario().is_none() {
+        let out = run_child("hardened_arena_reserved_late", "late", &[]);
+        out.assert_ok("hardened_arena_reserved_late");
+        println!("{}", out.stdout);
+        return;
+    }
+    let a = LateHard::new();
+    let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut saved) }, 0);
+    let mut v: Vec<Blk> = Vec::with_capacity(1 << 16);
+    limit_address_space(vm_size() + 40 * MIB);
+    for k in 0..64 {
+        v.push(Blk::new(&a, 48 + k, 16, k as u64));
+    }
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &saved) }, 0, "restore the limit");
+    let maps = || std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
+    // Direct mappings retry the arena (the 1st, 2nd, 4th ... of them).
+    for k in 0..256 {
+        v.push(Blk::new(&a, 64, 16, 1000 + k as u64));
+    }
+    let before = maps();
+    for round in 0..20u64 {
+        for k in 0..2000u64 {
+            v.push(Blk::new(&a, 16 + (k as usize * 40) % 2000, 16, round * 10_000 + k));
+        }
+        let keep = v.len() / 2;
+        for b in v.drain(keep..) {
+            b.free(&a, "late arena");
+        }
+    }
+    let grown = maps().saturating_sub(before);
+    report("maps_grown", grown);
+    // 40,000 blocks: as direct mappings they would add thousands of maps.
+    assert!(grown < 200, "the arena was not reserved late: {grown} new mappings");
+    for b in v.drain(..) {
+        b.free(&a, "late arena, end");
     }
 }
 

@@ -78,6 +78,7 @@ fn expand_decl(decl: &Decl, rt: &TokenStream, tls_sym: &str) -> TokenStream {
     let failfast = f.failfast;
     let harden = f.harden;
     let purge = f.purge;
+    let fine_classes = f.fine_classes;
     let export_c = f.export == Export::C;
     let (ptag, ptag_name) = match f.ptag {
         Ptag::Off => (quote!(#rt::Ptag::Off), "off"),
@@ -123,6 +124,10 @@ fn expand_decl(decl: &Decl, rt: &TokenStream, tls_sym: &str) -> TokenStream {
     ));
     let doc_purge = doc(&format!(
         " Flag `purge` (`{purge}` here): whether empty pages are returned to the OS."
+    ));
+    let doc_fine = doc(&format!(
+        " Flag `fine_classes` (`{fine_classes}` here): whether requests of 257 B to 2 KiB \
+         get 16-byte size classes (else four classes per doubling)."
     ));
     let doc_export = doc(&format!(
         " Flag `export` (`{}` here): whether this type defines the C allocation symbols.",
@@ -178,6 +183,8 @@ fn expand_decl(decl: &Decl, rt: &TokenStream, tls_sym: &str) -> TokenStream {
             pub const ARENA_SIZE: usize = #arena_gib << 30;
             #doc_purge
             pub const PURGE: bool = #purge;
+            #doc_fine
+            pub const FINE_CLASSES: bool = #fine_classes;
             #doc_export
             pub const EXPORT_C: bool = #export_c;
 
@@ -219,6 +226,7 @@ fn expand_decl(decl: &Decl, rt: &TokenStream, tls_sym: &str) -> TokenStream {
                 const SHARDS: usize = #shards;
                 const ARENA_SIZE: usize = #arena_gib << 30;
                 const PURGE: bool = #purge;
+                const FINE_CLASSES: bool = #fine_classes;
 
                 #[inline(always)]
                 fn state() -> &'static #rt::State<Self> {

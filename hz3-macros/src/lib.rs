@@ -36,6 +36,7 @@
 //! | `shards` | integer literal `1..=4096` | `64` | number of owner shards |
 //! | `arena_gib` | integer literal `1..=1024` | `64` | GiB of address space reserved for the arena |
 //! | `purge` | `true` / `false` | `true` | return empty pages to the OS |
+//! | `fine_classes` | `true` / `false` | `false` | 16-byte size classes up to 2 KiB (else four per doubling above 256 B) |
 //! | `export` | `none` / `c` | `none` | also define the C allocation symbols |
 //!
 //! The defaults are the scale preset's routes (with `stats: false`).

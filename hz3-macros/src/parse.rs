@@ -59,6 +59,8 @@ pub struct Flags {
     pub arena_gib: u32,
     /// `purge`: return empty pages to the OS.
     pub purge: bool,
+    /// `fine_classes`: 16-byte size classes up to 2 KiB (else four per doubling above 256 B).
+    pub fine_classes: bool,
     /// `export`: C symbol export.
     pub export: Export,
 }
@@ -75,6 +77,7 @@ impl Default for Flags {
             shards: 64,
             arena_gib: 64,
             purge: true,
+            fine_classes: false,
             export: Export::None,
         }
     }
@@ -101,6 +104,7 @@ const FLAG_TABLE: &[(&str, Kind)] = &[
     ("shards", Kind::Int(1, 4096)),
     ("arena_gib", Kind::Int(1, 1024)),
     ("purge", Kind::Bool),
+    ("fine_classes", Kind::Bool),
     ("export", Kind::Choice(&["none", "c"])),
 ];
 
@@ -537,6 +541,7 @@ fn validate_flags(raw: &[RawFlag], errs: &mut Errors) -> (Flags, Given) {
             ("failfast", Parsed::Bool(b)) => flags.failfast = b,
             ("harden", Parsed::Bool(b)) => flags.harden = b,
             ("purge", Parsed::Bool(b)) => flags.purge = b,
+            ("fine_classes", Parsed::Bool(b)) => flags.fine_classes = b,
             ("shards", Parsed::Int(v)) => flags.shards = v,
             ("arena_gib", Parsed::Int(v)) => flags.arena_gib = v,
             ("ptag", Parsed::Choice(c)) => {
@@ -692,7 +697,7 @@ mod tests {
         let f = one(quote! {
             pub(crate) struct All<
                 s110_meta: true, free_fast: true, ptag: off, stats: true, failfast: true,
-                harden: true, shards: 4096, arena_gib: 1, purge: false, export: c,
+                harden: true, shards: 4096, arena_gib: 1, purge: false, fine_classes: true, export: c,
             >;
         });
         assert_eq!(
@@ -707,6 +712,7 @@ mod tests {
                 shards: 4096,
                 arena_gib: 1,
                 purge: false,
+                fine_classes: true,
                 export: Export::C,
             }
         );

@@ -69,9 +69,16 @@ pub unsafe fn alloc_cached<C: Config>(size: usize, align: usize) -> *mut u8 {
     // doubled). Each size range pops on its own path: no jump joins them.
     let below = size.wrapping_sub(1);
     if align <= 16 {
-        if below < SMALL_MAX {
+        // Up to `COARSE_FROM` (every small size with `fine_classes`) the
+        // bin is the 16-byte step; above it, the coarse class's.
+        if below < if C::FINE_CLASSES { SMALL_MAX } else { size_class::COARSE_FROM } {
             // SAFETY: `below < SMALL_MAX` gives the offset of a small bin.
             return unsafe { pop_cached::<C>((below & !15) * 2) };
+        }
+        if below < SMALL_MAX {
+            // SAFETY: `below >> 4 < SMALL_BINS`, the table's length; its
+            // entries are offsets of small bins.
+            return unsafe { pop_cached::<C>(*size_class::COARSE_BIN_OFFSET.get_unchecked(below >> 4) as usize) };
         }
         if below < MEDIUM_MAX {
             // SAFETY: a size in (SMALL_MAX, MEDIUM_MAX] has a medium bin.
@@ -138,7 +145,7 @@ pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *m
     if size > MAX_REQUEST || align > MAX_REQUEST || (!st.ready() && !st.ensure_init()) {
         return core::ptr::null_mut();
     }
-    let bin = match size_class::bin_for(size, align) {
+    let bin = match size_class::bin_for_classes(size, align, C::FINE_CLASSES) {
         Some(bin) => bin,
         None => {
             let t = Tally::current::<C>(st);
@@ -347,7 +354,7 @@ pub unsafe fn dealloc<C: Config>(p: *mut u8, size: usize, align: usize) {
         let tc = thread::raw::<C>();
         let off = (p as usize).wrapping_sub(st.arena.base.load(Ordering::Relaxed));
         if is_live(tc) && off < st.arena.len.load(Ordering::Relaxed) {
-            if let Some(bin) = size_class::bin_for(size, align) {
+            if let Some(bin) = size_class::bin_for_classes(size, align, C::FINE_CLASSES) {
                 // SAFETY: `p` is a live block of this type (contract) inside
                 // the arena with a small/medium size: a small/medium block.
                 let tag = tagmap::encode(bin, unsafe { free_route::owner_of(p as usize) });
@@ -487,7 +494,7 @@ pub unsafe fn realloc<C: Config>(p: *mut u8, old: usize, align: usize, new: usiz
         return unsafe { alloc::<C>(new, align) };
     }
     let st = C::state();
-    let new_bin = size_class::bin_for(new, align);
+    let new_bin = size_class::bin_for_classes(new, align, C::FINE_CLASSES);
     // SAFETY: `p` is a live block of this type (contract).
     match unsafe { classify::<C>(st, p as usize) } {
         Route::Block { bin, .. } if new_bin == Some(bin) => return p,

@@ -64,7 +64,7 @@ pub static START: [StartTest; NBINS] = build_start();
 /// (checked against its table by a unit test).
 const fn size_and_pages(i: usize) -> (usize, usize) {
     if i < SMALL_BINS {
-        ((i + 1) * 16, 1)
+        ((i + 1) * 16, crate::size_class::small_run_pages((i + 1) * 16))
     } else if i < MEDIUM_FIRST {
         (SUB4K_SIZES[i - SMALL_BINS], 2)
     } else if i < MEDIUM_FIRST + MEDIUM_BINS {
@@ -181,13 +181,82 @@ impl Keys {
 
 }
 
-/// The freed-block mark of `b`, kept in its second word while it is free
-/// (blocks are at least 16 bytes). Its own key: reading a mark tells nothing
-/// of the link keys.
+/// The freed-block mark, kept in a free block's second word (blocks are at
+/// least 16 bytes). Its own key: reading a mark tells nothing of the link
+/// keys. (Not tied to the block's address: the mark only has to be a value a
+/// live block's second word holds with probability 2^-64, and one xor less
+/// on every free.)
 #[inline(always)]
-fn mark_of<C: Config>(b: *mut u8) -> usize {
+fn mark_of<C: Config>() -> usize {
     // Relaxed: as in `Keys::of`.
-    b as usize ^ C::state().link_key.k[2].load(Ordering::Relaxed)
+    C::state().link_key.k[2].load(Ordering::Relaxed)
+}
+
+/// A thread cache's copy of what the hardened hot paths read on every pop
+/// and push: the link keys, the mark, and the arena's bounds. Plain words in
+/// the thread's own cache, so the hot paths fold them into their arithmetic
+/// (a key in a shared atomic costs one more instruction per use). The keys
+/// never change after initialisation, which comes before any cache; the
+/// arena's bounds are copied when the cache is set up and again on the slow
+/// pop, so an arena reserved late (after a failed first try) only sends the
+/// pops of caches made before it through the slow path once.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct CacheKeys {
+    k0: usize,
+    k1: usize,
+    mark: usize,
+    base: usize,
+    len16: usize,
+}
+
+impl CacheKeys {
+    /// The type's keys and arena bounds now.
+    pub fn of<C: Config>() -> CacheKeys {
+        let st = C::state();
+        let k = Keys::of::<C>();
+        // Relaxed: as in `Keys::of`; an arena that appears later is seen by a
+        // later copy (the slow pop makes one).
+        CacheKeys {
+            k0: k.k0,
+            k1: k.k1,
+            mark: mark_of::<C>(),
+            base: st.arena.base.load(Ordering::Relaxed),
+            len16: st.arena.len.load(Ordering::Relaxed) >> 4,
+        }
+    }
+
+    /// The link keys.
+    #[inline(always)]
+    pub fn keys(self) -> Keys {
+        Keys { k0: self.k0, k1: self.k1 }
+    }
+
+    /// The pop's quick test of a decoded link: a 16-byte aligned address in
+    /// the arena (the rotation folds the alignment test into the range
+    /// test). Null fails it, and so does every link when the copy is stale:
+    /// the slow pop then applies the whole test ([`link_ok`]) with the
+    /// state's own bounds.
+    #[inline(always)]
+    pub fn link_in_arena(self, next: *mut u8) -> bool {
+        (next as usize).wrapping_sub(self.base).rotate_right(4) < self.len16
+    }
+
+    /// On a local free of `p`: false when `p` carries the freed-block mark
+    /// (it is free already: a double free), else mark it and answer true.
+    ///
+    /// # Safety
+    /// `p` is a block of at least 16 bytes the program is freeing.
+    #[inline(always)]
+    pub unsafe fn mark_freed(self, p: *mut u8) -> bool {
+        // SAFETY: the block has a second word (16 bytes at least).
+        let w = unsafe { &mut *(p as *mut usize).add(1) };
+        if *w == self.mark {
+            return false;
+        }
+        *w = self.mark;
+        true
+    }
 }
 
 /// Fill the keys from the kernel's random source (`getrandom`, not
@@ -305,23 +374,6 @@ pub fn corrupted<C: Config>(b: *mut u8) -> ! {
         b as usize,
         "free list corrupted (a freed block was written to after free, or freed twice)",
     )
-}
-
-/// On a local free: false when `p` carries the freed-block mark (it is free
-/// already: a double free), else mark it and answer true.
-///
-/// # Safety
-/// `p` is a block of at least 16 bytes the program is freeing.
-#[inline(always)]
-pub unsafe fn mark_freed<C: Config>(p: *mut u8) -> bool {
-    let m = mark_of::<C>(p);
-    // SAFETY: the block has a second word (16 bytes at least).
-    let w = unsafe { &mut *(p as *mut usize).add(1) };
-    if *w == m {
-        return false;
-    }
-    *w = m;
-    true
 }
 
 /// Abort: `p` is freed a second time.

@@ -60,6 +60,8 @@ pub struct ThreadCache {
     /// the xor with a zero-extended tag is a full word whose shift into a bin
     /// offset needs no extension.
     pub owner_half: usize,
+    /// The hardened hot paths' keys and arena bounds (`harden`; unused otherwise).
+    pub keys: crate::harden::CacheKeys,
     /// Buffered remote frees (same layout as its two fields had here).
     pub remote: RemoteBuffer,
     /// This thread's counters (cumulative over every thread that used this cache).
@@ -245,10 +247,21 @@ pub unsafe fn pop_at<C: Config>(tc: *mut ThreadCache, off: usize, abort: bool) -
         b.freed = core::ptr::null_mut();
     }
     let next = if C::HARDEN {
+        if abort {
+            // The slow pop: refresh the bounds (an arena reserved after this
+            // cache was set up fails every quick test until then).
+            // SAFETY: `tc` is this thread's live cache; `b` covers only the bin.
+            unsafe { (*tc).keys = crate::harden::CacheKeys::of::<C>() };
+        }
+        // SAFETY: as above, a field apart from the bin.
+        let keys = unsafe { (*tc).keys };
         // SAFETY: `p` is a free block of this bin (every block entered it
         // through a checked free or a refill), so its first word is its link.
-        let next = crate::harden::Keys::of::<C>().decode(p, unsafe { *(p as *mut usize) });
-        if !crate::harden::link_ok::<C>(p, next) {
+        let next = keys.keys().decode(p, unsafe { *(p as *mut usize) });
+        // The hot pop takes the quick test (null and a stale copy fail it);
+        // the slow pop the whole one, which admits null.
+        let ok = if abort { crate::harden::link_ok::<C>(p, next) } else { keys.link_in_arena(next) };
+        if !ok {
             if abort {
                 crate::harden::corrupted::<C>(p);
             }
@@ -289,10 +302,11 @@ pub unsafe fn push_end<C: Config>(tc: *mut ThreadCache, end: usize, p: *mut u8) 
         // (caller's contract): its first words are ours to read and write;
         // the mark and the encoded link both go there.
         unsafe {
-            if !crate::harden::mark_freed::<C>(p) {
+            let keys = (*tc).keys;
+            if !keys.mark_freed(p) {
                 return false;
             }
-            *(p as *mut usize) = crate::harden::Keys::of::<C>().encode(p, b.freed);
+            *(p as *mut usize) = keys.keys().encode(p, b.freed);
         }
     } else {
         // SAFETY: `p` is a free block of the bin (caller's contract): its link is ours to write.

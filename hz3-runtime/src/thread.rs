@@ -103,6 +103,9 @@ fn create<C: Config>(st: &State<C>) -> *mut ThreadCache {
     // written under the pool lock (the sweep reads it there).
     unsafe {
         (*tc).reset(si);
+        if C::HARDEN {
+            (*tc).keys = crate::harden::CacheKeys::of::<C>();
+        }
         let held = st.pool.lock();
         (*tc).tid = libc::gettid();
         drop(held);
