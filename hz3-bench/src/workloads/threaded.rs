@@ -142,8 +142,11 @@ fn push_or_give_up(out: &Ring, b: *mut u8, mut help: impl FnMut()) -> bool {
     false
 }
 
-/// Write every byte of an 8-byte object `writes` times in total.
-#[inline(always)]
+/// Write every byte of an 8-byte object `writes` times in total. Out of line, one copy for
+/// every allocator: the workload loops are generic over the allocator, and a copy of this
+/// loop inlined into each ran at a speed that depended on where the copy landed (these
+/// writes are 99.8% of cache_thrash's instructions).
+#[inline(never)]
 fn scribble(o: *mut u8, writes: u32) {
     for r in 0..writes {
         // SAFETY: `o` is a live object of at least 8 bytes; the offset is < 8.
