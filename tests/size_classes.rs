@@ -9,10 +9,9 @@
 //! - `many_classes_few_blocks_stay_small` (child processes, one per type):
 //!   400 slots of 16 B-2 KiB allocated and freed at random (the shape of most
 //!   programs' small allocations); the resident memory the workload adds is
-//!   measured from `/proc/self/statm`. The 16-byte classes keep 1.7 MiB (2.3 MiB
-//!   with the one-page runs they had when they were the default)
-//!   (each of 128 classes holds its own partly used pages); the default
-//!   classes must stay under 1.25 MiB.
+//!   measured from `/proc/self/statm`. The 16-byte classes (the only ones
+//!   before the flag) keep 1.9 MiB (each of 128 classes holds its own partly
+//!   used pages); the default classes 0.75 MiB, and must stay under 1.25 MiB.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::process::Command;

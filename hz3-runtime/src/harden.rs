@@ -64,7 +64,7 @@ pub static START: [StartTest; NBINS] = build_start();
 /// (checked against its table by a unit test).
 const fn size_and_pages(i: usize) -> (usize, usize) {
     if i < SMALL_BINS {
-        ((i + 1) * 16, crate::size_class::small_run_pages((i + 1) * 16))
+        ((i + 1) * 16, 1)
     } else if i < MEDIUM_FIRST {
         (SUB4K_SIZES[i - SMALL_BINS], 2)
     } else if i < MEDIUM_FIRST + MEDIUM_BINS {

@@ -126,7 +126,7 @@ const fn build_table() -> [BinInfo; NBINS] {
     let mut t = [BinInfo { size: 0, run_pages: 0, blocks: 0, batch: 0, max_cached: 0, max_limit: 0, remote_batch: 0, keep_empty: 0 }; NBINS];
     let mut i = 0;
     while i < SMALL_BINS {
-        t[i] = bin_info((i + 1) * 16, small_run_pages((i + 1) * 16));
+        t[i] = bin_info((i + 1) * 16, 1);
         i += 1;
     }
     let mut j = 0;
@@ -149,20 +149,6 @@ const fn build_table() -> [BinInfo; NBINS] {
 
 /// The bin table.
 pub static BINS: [BinInfo; NBINS] = build_table();
-
-/// Pages per run of the small class of `size` bytes: one page up to 512 B,
-/// else enough for eight blocks (a 2 KiB class has four-page runs). A
-/// one-page run of 2 KiB blocks holds two: with the coarse classes (below)
-/// taking the traffic of four fine ones, such runs empty and are carved again
-/// every few frees (measured: `mt_remote_t4_r50` spent 3x the instructions
-/// of the fine classes in carving and releasing runs).
-pub const fn small_run_pages(size: usize) -> usize {
-    if size <= 512 {
-        1
-    } else {
-        (8 * size).div_ceil(PAGE_SIZE)
-    }
-}
 
 /// Requests above this many bytes (up to [`SMALL_MAX`]) take four size
 /// classes per doubling unless the type has `fine_classes: true`.
