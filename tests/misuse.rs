@@ -93,7 +93,7 @@ fn misaligned_free_ignored_header_route() {
 /// freed `L`, and the next large allocation returned it again).
 fn large_interior_free_is_ignored<A: Hz>() {
     let a = A::default();
-    let size = 600 << 10;
+    let size = 1200 << 10; // above the biggest class (1016 KiB)
     let l = Blk::new(&a, size, 16, 1);
     let before = A::snapshot().invalid_frees;
     // SAFETY: deliberate frees of interior pointers (one on the block's first
@@ -349,9 +349,9 @@ fn large_interior_free_aborts_under_harden() {
         let a = HardScale::new();
         // SAFETY: as above.
         unsafe {
-            let p = a.alloc(lay(600 << 10));
+            let p = a.alloc(lay(1200 << 10));
             announce(p as usize + 100_000);
-            a.dealloc(p.add(100_000), lay(600 << 10));
+            a.dealloc(p.add(100_000), lay(1200 << 10));
         }
     });
 }

@@ -337,14 +337,17 @@ mod delayed_purge {
     use crate::large::{LARGE_CACHE_SLOTS, LARGE_DIRTY_CAP};
     test_config!(cdecay, true, false, Ptag::Late, false, 4);
 
+    /// The smallest large block: one slot.
+    const ONE_SLOT: usize = crate::size_class::MEDIUM_MAX + 1;
+
     fn alloc_large(n: usize) -> Vec<usize> {
         (0..n)
             .map(|i| {
                 // SAFETY: align 16 is a power of two.
-                let p = unsafe { alloc::<cdecay::T>(300_000, 16) };
+                let p = unsafe { alloc::<cdecay::T>(ONE_SLOT, 16) };
                 assert!(!p.is_null());
-                // SAFETY: the block has 300_000 bytes.
-                unsafe { p.write_bytes(i as u8, 300_000) };
+                // SAFETY: the block has ONE_SLOT bytes.
+                unsafe { p.write_bytes(i as u8, ONE_SLOT) };
                 p as usize
             })
             .collect()
@@ -365,18 +368,19 @@ mod delayed_purge {
             // SAFETY: align 16 is a power of two; the block is freed untouched.
             unsafe { free::<cdecay::T>(alloc::<cdecay::T>((LARGE_DIRTY_CAP - LARGE_CACHE_SLOTS + 1) << 20, 16)) };
             assert_eq!(st.arena.dirty_slots(), 0);
-            // A burst: 40 blocks (one slot each) freed, then reallocated warm.
-            // The exact counts hold unless the machine stalled for the delay.
-            let ps = alloc_large(40);
+            // A burst: 30 blocks (one slot each, within the smallest cap)
+            // freed, then reallocated warm. The exact counts hold unless the
+            // machine stalled for the delay.
+            let ps = alloc_large(30);
             let t0 = crate::os::now_ms();
             for &p in &ps {
                 // SAFETY: p is a live block.
                 unsafe { free::<cdecay::T>(p as *mut u8) };
             }
             let resident = st.arena.dirty_slots();
-            let again = alloc_large(40);
+            let again = alloc_large(30);
             if crate::os::now_ms().wrapping_sub(t0) < PURGE_DELAY_MS {
-                assert_eq!(resident, 40, "the burst stays resident");
+                assert_eq!(resident, 30, "the burst stays resident");
                 assert_eq!(st.arena.dirty_slots(), 0, "the burst reused every dirty slot");
             }
             // More than the cap: the oldest runs are purged at once.
@@ -404,6 +408,103 @@ mod delayed_purge {
         .join()
         .unwrap();
         assert!(st.arena.dirty_slots() <= LARGE_CACHE_SLOTS, "dirty {} after thread exit", st.arena.dirty_slots());
+    }
+}
+
+mod large_slots {
+    use super::*;
+    use crate::large::{LARGE_CACHE_SLOTS, LARGE_DIRTY_MIN};
+    test_config!(cslots, true, false, Ptag::Late, false, 4);
+    test_config!(cshrink, true, false, Ptag::Late, false, 4);
+
+    /// The smallest large block: one slot.
+    const ONE_SLOT: usize = crate::size_class::MEDIUM_MAX + 1;
+
+    /// Freed large slots kept resident follow the large bytes held: a small
+    /// program's burst of frees keeps at most `LARGE_DIRTY_MIN` slots
+    /// resident (the cap used to be 128 slots whatever the program held),
+    /// one holding more keeps up to two thirds of its footprint (live and
+    /// freed).
+    #[test]
+    fn freed_large_slots_kept_resident_follow_the_bytes_held() {
+        let st = <cslots::T as Config>::state();
+        std::thread::spawn(|| {
+            let alloc_n = |n: usize| -> Vec<usize> {
+                (0..n)
+                    .map(|i| {
+                        // SAFETY: align 16 is a power of two.
+                        let p = unsafe { alloc::<cslots::T>(ONE_SLOT, 16) };
+                        assert!(!p.is_null());
+                        // SAFETY: the block has ONE_SLOT bytes.
+                        unsafe { p.write_bytes(i as u8, ONE_SLOT) };
+                        p as usize
+                    })
+                    .collect()
+            };
+            let small = alloc_n(96);
+            for &p in &small {
+                // SAFETY: p is a live block.
+                unsafe { free::<cslots::T>(p as *mut u8) };
+            }
+            let dirty = st.arena.dirty_slots();
+            assert!(dirty <= LARGE_DIRTY_MIN, "96 freed one-slot blocks left {dirty} slots resident");
+            assert!(dirty > LARGE_CACHE_SLOTS, "the burst was purged at once ({dirty} left)");
+            // 32 held, 96 freed: the cap is two thirds of 128 slots.
+            let held = alloc_n(32);
+            let burst = alloc_n(96);
+            for &p in &burst {
+                // SAFETY: p is a live block.
+                unsafe { free::<cslots::T>(p as *mut u8) };
+            }
+            let dirty = st.arena.dirty_slots();
+            assert!(dirty <= 128 * 2 / 3 && dirty > LARGE_DIRTY_MIN, "{dirty} slots resident beside 32 held");
+            for &p in &held {
+                // SAFETY: p is a live block.
+                unsafe { free::<cslots::T>(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(st.arena.large_live.load(core::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    /// A large block shrunk by realloc stays in place and gives the slots
+    /// past its new size back (it used to keep all of them, or move); its
+    /// content is kept, and it can grow in place again.
+    #[test]
+    fn shrinking_a_large_block_returns_its_trailing_slots() {
+        let st = <cshrink::T as Config>::state();
+        std::thread::spawn(|| {
+            let live = || st.arena.large_live.load(core::sync::atomic::Ordering::Relaxed);
+            let before = live();
+            let big = 8 << 20;
+            // SAFETY: align 16 is a power of two.
+            let p = unsafe { alloc::<cshrink::T>(big, 16) };
+            assert!(!p.is_null());
+            assert_eq!(live() - before, 9, "8 MiB and a header page take 9 slots");
+            for i in 0..big / 4096 {
+                // SAFETY: p has `big` bytes.
+                unsafe { *p.add(i * 4096) = i as u8 };
+            }
+            for (new, slots) in [(3 << 20, 4), (1 << 20, 2), (5 << 20, 6)] {
+                // SAFETY: p is a live block of `big` bytes in use (then `new`).
+                let q = unsafe { realloc::<cshrink::T>(p, big, 16, new) };
+                assert_eq!(q, p, "realloc to {new} moved the block");
+                assert_eq!(live() - before, slots, "realloc to {new}");
+                // SAFETY: q is a live large block.
+                let usable = unsafe { usable_size::<cshrink::T>(q) }.unwrap();
+                assert!(usable >= new && usable < new + (1 << 20), "usable {usable} for {new}");
+                for i in 0..(new.min(1 << 20)) / 4096 {
+                    // SAFETY: q has at least `new` bytes.
+                    assert_eq!(unsafe { *q.add(i * 4096) }, i as u8, "page {i} after realloc to {new}");
+                }
+            }
+            // SAFETY: p is live.
+            unsafe { free::<cshrink::T>(p) };
+            assert_eq!(live(), before);
+        })
+        .join()
+        .unwrap();
     }
 }
 

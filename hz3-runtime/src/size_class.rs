@@ -5,11 +5,15 @@
 //!
 //! Bins 0..128 are the small classes 16..2048 in 16-byte steps (one page per
 //! run); 128..132 the sub-4 KiB classes 2304, 2816, 3328, 3840 (two-page runs);
-//! 132..148 the medium classes 4..64 KiB in 4 KiB steps and 148..156 the big
-//! medium classes 80, 96, 112, 128, 160, 192, 224, 256 KiB (one block per run
-//! of `size / 4 KiB` pages). Every class up to 256 KiB goes through the thread
+//! 132..148 the medium classes 4..64 KiB in 4 KiB steps, 148..156 the big
+//! medium classes 80, 96, 112, 128, 160, 192, 224, 256 KiB and 156..164 the
+//! large classes 320, 384, 448, 512, 640, 768, 896, 1016 KiB (one block per run
+//! of `size / 4 KiB` pages; 1016 KiB is the most pages a segment holds). From
+//! 64 KiB up there are four classes per doubling, so a block is at most 25%
+//! bigger than the request it serves. Every class goes through the thread
 //! caches and the lock-free remote-free path (the C hz3 collapsed when 64–128
-//! KiB blocks were freed remotely). Larger requests are "large" (`LARGE_BIN`).
+//! KiB blocks were freed remotely). Larger requests are "large" (`LARGE_BIN`,
+//! runs of whole arena slots: `large`).
 
 use crate::os::{PAGE_SHIFT, PAGE_SIZE};
 
@@ -25,8 +29,30 @@ pub const MEDIUM_FIRST: usize = SMALL_BINS + SUB4K_SIZES.len();
 pub const MEDIUM_BINS: usize = 16;
 /// Largest size of the 4 KiB-step medium classes.
 const MEDIUM_STEP_MAX: usize = MEDIUM_BINS * PAGE_SIZE;
-/// Sizes of the big medium classes (16 KiB steps to 128 KiB, then 32 KiB).
-pub const BIG_SIZES: [usize; 8] = [80 << 10, 96 << 10, 112 << 10, 128 << 10, 160 << 10, 192 << 10, 224 << 10, 256 << 10];
+/// Sizes of the big medium and large classes: four per doubling (16 KiB steps
+/// to 128 KiB, 32 KiB to 256 KiB, 64 KiB to 512 KiB, 128 KiB to 1 MiB; the
+/// last one is the 254 pages a segment has room for).
+pub const BIG_SIZES: [usize; 16] = [
+    80 << 10,
+    96 << 10,
+    112 << 10,
+    128 << 10,
+    160 << 10,
+    192 << 10,
+    224 << 10,
+    256 << 10,
+    320 << 10,
+    384 << 10,
+    448 << 10,
+    512 << 10,
+    640 << 10,
+    768 << 10,
+    896 << 10,
+    crate::segment::USABLE_PAGES * PAGE_SIZE,
+];
+/// Classes above this size hold at most two blocks per thread cache (one
+/// block of them is up to 1016 KiB).
+const CACHE_FEW_ABOVE: usize = 256 << 10;
 /// First big medium bin.
 const BIG_FIRST: usize = MEDIUM_FIRST + MEDIUM_BINS;
 /// Largest size served from size classes; anything above is large.
@@ -87,6 +113,7 @@ const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
             b
         }
     };
+    let batch = if size > CACHE_FEW_ABOVE { 1 } else { batch };
     let budget = if size < PAGE_SIZE { 64 << 10 } else { 512 << 10 };
     let mut limit = budget / size;
     if limit > 1024 {
@@ -185,12 +212,15 @@ pub fn bin_of(size: usize) -> usize {
 fn medium_bin(size: usize) -> usize {
     if size <= MEDIUM_STEP_MAX {
         MEDIUM_FIRST + ((size + PAGE_SIZE - 1) >> PAGE_SHIFT).max(1) - 1
-    } else if size <= 128 << 10 {
-        BIG_FIRST + (size - MEDIUM_STEP_MAX).div_ceil(16 << 10) - 1
     } else {
-        BIG_FIRST + 4 + (size - (128 << 10)).div_ceil(32 << 10) - 1
+        // `size` in (2^k, 2^(k+1)], k >= 16: four classes in steps of 2^(k-2).
+        let k = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
+        BIG_FIRST + 4 * (k - 16) + (size - (1 << k)).div_ceil(1 << (k - 2)) - 1
     }
 }
+
+/// Largest run (bytes) carved at an alignment above a page (see [`run_align`]).
+const ALIGNED_RUN_MAX: usize = 64 * PAGE_SIZE;
 
 /// Largest alignment a run of whole pages is carved at (see [`run_align`]).
 pub const MAX_RUN_ALIGN: usize = 64 << 10;
@@ -200,7 +230,9 @@ pub const MAX_RUN_ALIGN: usize = 64 << 10;
 /// one block per run is aligned to it); a page otherwise.
 pub const fn run_align(bin: usize) -> usize {
     let size = BINS[bin].size as usize;
-    if !size.is_multiple_of(PAGE_SIZE) {
+    // Runs longer than 64 pages are found by the plain first-fit search
+    // (`SegHdr::find_run_aligned` tests windows of at most 64 pages).
+    if !size.is_multiple_of(PAGE_SIZE) || size > ALIGNED_RUN_MAX {
         return PAGE_SIZE;
     }
     let a = 1usize << size.trailing_zeros();
@@ -291,8 +323,36 @@ mod tests {
             assert_eq!(b.size % 16, 0);
         }
         assert_eq!(BINS[MEDIUM_FIRST + 15].run_pages, 16);
-        assert_eq!(BINS[NBINS - 1].run_pages, 64);
+        assert_eq!(BINS[NBINS - 1].run_pages as usize, crate::segment::USABLE_PAGES);
         assert!((BINS[NBINS - 1].run_pages as usize) <= crate::segment::USABLE_PAGES);
+    }
+
+    /// From 16 KiB up, a block is at most 25% bigger than the request it
+    /// serves (4 KiB steps to 64 KiB, then four classes per doubling), and
+    /// a thread cache holds at most two blocks of a class above 256 KiB.
+    #[test]
+    fn classes_above_16_kib_waste_at_most_a_quarter() {
+        let mut s = 16 << 10;
+        while s <= MEDIUM_MAX {
+            for size in [s, s + 1, s + 4095, s + 4096] {
+                if size > MEDIUM_MAX {
+                    continue;
+                }
+                let b = bin_of(size);
+                assert!(BINS[b].size as usize * 4 <= size * 5 + 4 * PAGE_SIZE, "size {size}: class {}", BINS[b].size);
+                assert!(BINS[b].size as usize >= size && (BINS[b - 1].size as usize) < size, "size {size} not in the tightest bin");
+                if size > 16 << 10 {
+                    assert!((BINS[b].size as usize) * 4 <= size * 5, "size {size}: class {} wastes more than 25%", BINS[b].size);
+                }
+            }
+            s += 4096;
+        }
+        for b in BINS.iter().filter(|b| b.size as usize > 256 << 10) {
+            assert!(b.max_limit <= 2 && b.max_cached <= 2 && b.batch == 1, "class {}", b.size);
+        }
+        assert_eq!(bin_of(300 << 10), bin_of(320 << 10));
+        assert_eq!(BINS[bin_of(257 << 10)].size, 320 << 10);
+        assert_eq!(BINS[bin_of(MEDIUM_MAX)].size as usize, MEDIUM_MAX);
     }
 
     #[test]
