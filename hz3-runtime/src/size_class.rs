@@ -12,8 +12,9 @@
 //! 64 KiB up there are four classes per doubling, so a block is at most 25%
 //! bigger than the request it serves. Every class goes through the thread
 //! caches and the lock-free remote-free path (the C hz3 collapsed when 64–128
-//! KiB blocks were freed remotely). Larger requests are "large" (`LARGE_BIN`,
-//! runs of whole arena slots: `large`).
+//! KiB blocks were freed remotely); the classes above 256 KiB within a byte
+//! budget per thread (`CACHE_BUDGET_BYTES`). Larger requests are "large"
+//! (`LARGE_BIN`, runs of whole arena slots: `large`).
 
 use crate::os::{PAGE_SHIFT, PAGE_SIZE};
 
@@ -50,11 +51,26 @@ pub const BIG_SIZES: [usize; 16] = [
     896 << 10,
     crate::segment::USABLE_PAGES * PAGE_SIZE,
 ];
-/// Classes above this size hold at most two blocks per thread cache (one
-/// block of them is up to 1016 KiB).
-const CACHE_FEW_ABOVE: usize = 256 << 10;
+/// Classes above this size (320 KiB to 1016 KiB) are cached by bytes, not
+/// by blocks: what a thread cache holds of all of them together stays within
+/// [`CACHE_BUDGET_BYTES`] (see `tcache::flush`). A count per class would let
+/// a thread hold up to its count of blocks of each of the eight classes, up
+/// to 1016 KiB each (measured with two per class: 8.4 MiB held by one
+/// thread in `reliability_purge`'s thread waves).
+pub const CACHE_BY_BYTES_ABOVE: usize = 256 << 10;
+/// Bytes of blocks of the classes above [`CACHE_BY_BYTES_ABOVE`] a thread
+/// cache holds at most: one block of the largest class, so a thread that
+/// frees and allocates one such block again gets it back from its cache.
+pub const CACHE_BUDGET_BYTES: usize = 1 << 20;
 /// First big medium bin.
 const BIG_FIRST: usize = MEDIUM_FIRST + MEDIUM_BINS;
+/// First bin cached by bytes (the first class above `CACHE_BY_BYTES_ABOVE`):
+/// its bins and all after it have a flush threshold of zero, so each free
+/// into them takes the flush path, which keeps the block while the budget
+/// allows (pops stay on the hot path).
+pub const BUDGET_FIRST: usize = BIG_FIRST + 8;
+const _: () = assert!(BIG_SIZES[BUDGET_FIRST - BIG_FIRST - 1] == CACHE_BY_BYTES_ABOVE);
+const _: () = assert!(BIG_SIZES[BIG_SIZES.len() - 1] <= CACHE_BUDGET_BYTES);
 /// Largest size served from size classes; anything above is large.
 pub const MEDIUM_MAX: usize = BIG_SIZES[BIG_SIZES.len() - 1];
 /// Number of bins a thread cache holds.
@@ -74,10 +90,12 @@ pub struct BinInfo {
     pub blocks: u16,
     /// Blocks moved per refill / flush.
     pub batch: u16,
-    /// Initial flush threshold of a thread-cache bin (blocks).
+    /// Initial flush threshold of a thread-cache bin (blocks); 0 for the
+    /// classes cached by bytes (`BUDGET_FIRST..`).
     pub max_cached: u16,
     /// A bin that keeps hitting its threshold doubles it, up to this many blocks
-    /// (64 KiB of small blocks, 512 KiB of medium ones).
+    /// (64 KiB of small blocks, 512 KiB of medium ones; 0 for the classes
+    /// cached by bytes).
     pub max_limit: u16,
     /// Remote frees of this bin buffered per (owner, bin) before they are
     /// published (about 4 KiB, 2..=32 blocks: at most ~4 KiB per (owner, bin) for
@@ -113,7 +131,8 @@ const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
             b
         }
     };
-    let batch = if size > CACHE_FEW_ABOVE { 1 } else { batch };
+    let by_bytes = size > CACHE_BY_BYTES_ABOVE;
+    let batch = if by_bytes { 1 } else { batch };
     let budget = if size < PAGE_SIZE { 64 << 10 } else { 512 << 10 };
     let mut limit = budget / size;
     if limit > 1024 {
@@ -127,8 +146,8 @@ const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
         run_pages: run_pages as u16,
         blocks: blocks as u16,
         batch: batch as u16,
-        max_cached: (2 * batch) as u16,
-        max_limit: limit as u16,
+        max_cached: if by_bytes { 0 } else { (2 * batch) as u16 },
+        max_limit: if by_bytes { 0 } else { limit as u16 },
         remote_batch: {
             let r = (4 << 10) / size;
             if r < 2 {
@@ -139,7 +158,9 @@ const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
                 r as u16
             }
         },
-        keep_empty: if size < PAGE_SIZE {
+        keep_empty: if by_bytes {
+            0
+        } else if size < PAGE_SIZE {
             1
         } else if (128 << 10) / size > 1 {
             ((128 << 10) / size) as u16
@@ -318,7 +339,7 @@ mod tests {
         for (i, b) in BINS.iter().enumerate() {
             assert!(b.blocks >= 1, "bin {i}");
             assert!(b.blocks as usize * b.size as usize <= b.run_pages as usize * PAGE_SIZE);
-            assert!(b.batch >= 1 && b.max_cached > b.batch);
+            assert!(b.batch >= 1 && (b.max_cached > b.batch || (i >= BUDGET_FIRST && b.max_cached == 0)), "bin {i}");
             assert!(b.max_limit >= b.max_cached);
             assert_eq!(b.size % 16, 0);
         }
@@ -329,7 +350,8 @@ mod tests {
 
     /// From 16 KiB up, a block is at most 25% bigger than the request it
     /// serves (4 KiB steps to 64 KiB, then four classes per doubling), and
-    /// a thread cache holds at most two blocks of a class above 256 KiB.
+    /// the classes above 256 KiB are cached by bytes (threshold 0, each
+    /// one block within the budget).
     #[test]
     fn classes_above_16_kib_waste_at_most_a_quarter() {
         let mut s = 16 << 10;
@@ -347,8 +369,12 @@ mod tests {
             }
             s += 4096;
         }
-        for b in BINS.iter().filter(|b| b.size as usize > 256 << 10) {
-            assert!(b.max_limit <= 2 && b.max_cached <= 2 && b.batch == 1, "class {}", b.size);
+        for (i, b) in BINS.iter().enumerate() {
+            let by_bytes = b.size as usize > CACHE_BY_BYTES_ABOVE;
+            assert_eq!(by_bytes, i >= BUDGET_FIRST, "class {}", b.size);
+            if by_bytes {
+                assert!(b.max_limit == 0 && b.max_cached == 0 && b.batch == 1 && b.size as usize <= CACHE_BUDGET_BYTES, "class {}", b.size);
+            }
         }
         assert_eq!(bin_of(300 << 10), bin_of(320 << 10));
         assert_eq!(BINS[bin_of(257 << 10)].size, 320 << 10);
