@@ -613,7 +613,41 @@ mod big_classes {
         owner.join().unwrap();
     }
 
-    /// Long runs (here 640 KiB, each in its own segment, which a live 256 KiB
+    /// Short runs are not carved beside a long one (and long ones not beside
+    /// short ones): the segment of a freed 640 KiB block is then free whole,
+    /// for the next long run or for the arena, instead of being held by the
+    /// small blocks allocated after it.
+    #[test]
+    fn long_and_short_runs_take_separate_segments() {
+        test_config!(csep, true, false, Ptag::Late, false, 4);
+        std::thread::spawn(|| {
+            // SAFETY: align 16 is a power of two.
+            let long = unsafe { alloc::<csep::T>(640 << 10, 16) } as usize;
+            assert!(long != 0);
+            let seg = crate::segment::seg_base(long);
+            let small: Vec<usize> = (0..200)
+                // SAFETY: align 16 is a power of two.
+                .map(|i| unsafe { alloc::<csep::T>(16 + (i % 64) * 64, 16) } as usize)
+                .collect();
+            // SAFETY: align 16 is a power of two.
+            let medium = unsafe { alloc::<csep::T>(64 << 10, 16) } as usize;
+            // SAFETY: align 16 is a power of two.
+            let other = unsafe { alloc::<csep::T>(320 << 10, 16) } as usize;
+            for &p in small.iter().chain([&medium]) {
+                assert!(p != 0);
+                assert_ne!(crate::segment::seg_base(p), seg, "a short run was carved beside the 640 KiB one");
+            }
+            assert_eq!(crate::segment::seg_base(other), seg, "the 320 KiB run did not go beside the 640 KiB one");
+            for p in small.into_iter().chain([medium, other, long]) {
+                // SAFETY: each p is live.
+                unsafe { free::<csep::T>(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Long runs (here 640 KiB, each in its own segment, which a live 320 KiB
     /// block keeps with the shard) freed while the shard already keeps its
     /// threshold of dirty pages are purged at once: of 24 freed, at most the
     /// threshold, one run more and the thread cache's budget stay resident
@@ -632,7 +666,9 @@ mod big_classes {
                 unsafe { p.write_bytes(i as u8 + 1, size) };
                 long.push(p as usize);
                 // SAFETY: align 16 is a power of two.
-                keep.push(unsafe { alloc::<clong::T>(256 << 10, 16) } as usize);
+                let k = unsafe { alloc::<clong::T>(320 << 10, 16) } as usize;
+                assert_eq!(crate::segment::seg_base(k), crate::segment::seg_base(p as usize), "the 320 KiB run is not beside the 640 KiB one");
+                keep.push(k);
             }
             let segs: std::collections::HashSet<usize> = long.iter().map(|&p| crate::segment::seg_base(p)).collect();
             assert_eq!(segs.len(), 24, "640 KiB runs share segments");

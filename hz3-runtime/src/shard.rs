@@ -600,7 +600,7 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     // at the same segments): reused warm pages keep the resident set
     // instead of faulting in pages that were purged or never touched.
     for warm in [true, false] {
-        if found.is_some() || (warm && (!C::PURGE || cen.dirty < k as u32)) {
+        if found.is_some() || (warm && cen.dirty < k as u32) {
             continue;
         }
         let mut s = cen.segs;
@@ -610,7 +610,13 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
             // SAFETY: the shard's segment list holds committed runs segments it
             // owns (slot + 1), and its lock is held.
             let hdr = unsafe { SegHdr::of(seg).runs() };
-            let pi = if warm { hdr.find_warm_run(k, a) } else { hdr.find_run_aligned(k, a) };
+            let pi = if !hdr.takes_run(k) {
+                None
+            } else if warm {
+                hdr.find_warm_run(k, a)
+            } else {
+                hdr.find_run_aligned(k, a)
+            };
             if let Some(pi) = pi {
                 found = Some((seg, pi));
                 break;
@@ -643,6 +649,9 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     // SAFETY: as above.
     let runs = unsafe { hdr.runs() };
     runs.mark(pi, k, true);
+    if k > segment::LONG_RUN_PAGES {
+        runs.long_pages += k as u32;
+    }
     cen.dirty -= runs.mark_dirty(pi, k, false);
     if cen.dirty <= PURGE_THRESHOLD_PAGES {
         // The delay counts from when the dirty pages last rose above the threshold.
@@ -737,6 +746,9 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
     // SAFETY: as above.
     let runs = unsafe { hdr.runs() };
     runs.mark(pi, k, false);
+    if k > segment::LONG_RUN_PAGES {
+        runs.long_pages -= k as u32;
+    }
     if runs.listed == 0 {
         // SAFETY: lock held; the segment is this shard's and not listed.
         unsafe { link_seg(st, cen, seg, runs) };
@@ -753,7 +765,9 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
         // and hold no data.
         unsafe { crate::os::purge((seg + pi * PAGE_SIZE) as *mut u8, k * PAGE_SIZE) };
         runs.set_zero(pi, k);
-    } else if C::PURGE {
+    } else {
+        // Marked resident with purging off too (then nothing purges them):
+        // the warm-first carve reuses them before untouched pages.
         cen.dirty += runs.mark_dirty(pi, k, true);
     }
     if runs.n_free as usize == USABLE_PAGES && (cen.nsegs > 1 || !keep) {
