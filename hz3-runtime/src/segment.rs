@@ -266,6 +266,20 @@ impl SegHdr {
     }
 }
 
+/// The words of a page bitmap that pages `[pi, pi + k)` cover (`pi + k <=
+/// PAGES_PER_SEG`), each with the mask of its bits in the range: the bitmap
+/// updates of a run cost a step per 64 pages, not per page (a long run has
+/// up to 254).
+fn range_words(pi: usize, k: usize) -> impl Iterator<Item = (usize, u64)> {
+    let end = pi + k;
+    (pi / 64..end.div_ceil(64)).map(move |w| {
+        let lo = pi.max(w * 64) - w * 64;
+        let hi = end.min(w * 64 + 64) - w * 64;
+        let mask = if hi - lo == 64 { !0 } else { ((1u64 << (hi - lo)) - 1) << lo };
+        (w, mask)
+    })
+}
+
 /// Runs longer than this many pages are placed last fit (see
 /// [`SegRuns::find_run_aligned`]); the window searches take at most this many.
 pub const LONG_RUN_PAGES: usize = 64;
@@ -460,12 +474,11 @@ impl SegRuns {
 
     /// Mark pages `[pi, pi+k)` used (`used = true`) or free.
     pub fn mark(&mut self, pi: usize, k: usize, used: bool) {
-        for p in pi..pi + k {
-            let bit = 1u64 << (p % 64);
+        for (w, m) in range_words(pi, k) {
             if used {
-                self.free_map[p / 64] &= !bit;
+                self.free_map[w] &= !m;
             } else {
-                self.free_map[p / 64] |= bit;
+                self.free_map[w] |= m;
             }
         }
         if used {
@@ -482,31 +495,27 @@ impl SegRuns {
     /// then written).
     pub fn take_zero(&mut self, pi: usize, k: usize) -> bool {
         let mut all = true;
-        for p in pi..pi + k {
-            let bit = 1u64 << (p % 64);
-            all &= self.zero_map[p / 64] & bit != 0;
-            self.zero_map[p / 64] &= !bit;
+        for (w, m) in range_words(pi, k) {
+            all &= self.zero_map[w] & m == m;
+            self.zero_map[w] &= !m;
         }
         all
     }
 
     /// Mark pages `[pi, pi+k)` as reading zero.
     pub fn set_zero(&mut self, pi: usize, k: usize) {
-        for p in pi..pi + k {
-            self.zero_map[p / 64] |= 1u64 << (p % 64);
+        for (w, m) in range_words(pi, k) {
+            self.zero_map[w] |= m;
         }
     }
 
     /// Mark pages `[pi, pi+k)` dirty (`true`) or clean; returns how many changed.
     pub fn mark_dirty(&mut self, pi: usize, k: usize, dirty: bool) -> u32 {
         let mut changed = 0;
-        for p in pi..pi + k {
-            let bit = 1u64 << (p % 64);
-            let was = self.dirty_map[p / 64] & bit != 0;
-            if was != dirty {
-                self.dirty_map[p / 64] ^= bit;
-                changed += 1;
-            }
+        for (w, m) in range_words(pi, k) {
+            let flip = if dirty { !self.dirty_map[w] & m } else { self.dirty_map[w] & m };
+            self.dirty_map[w] ^= flip;
+            changed += flip.count_ones();
         }
         changed
     }

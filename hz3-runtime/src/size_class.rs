@@ -104,7 +104,8 @@ pub struct BinInfo {
     /// and never allocate).
     pub remote_batch: u16,
     /// Empty runs a live shard keeps for the bin instead of releasing them
-    /// (one small run; 128 KiB of medium runs).
+    /// (one small run; 128 KiB of medium runs, at least one; the classes
+    /// above 256 KiB one each within `shard::KEEP_EMPTY_BIG_BYTES` together).
     pub keep_empty: u16,
 }
 
@@ -158,9 +159,7 @@ const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
                 r as u16
             }
         },
-        keep_empty: if by_bytes {
-            0
-        } else if size < PAGE_SIZE {
+        keep_empty: if size < PAGE_SIZE {
             1
         } else if (128 << 10) / size > 1 {
             ((128 << 10) / size) as u16
