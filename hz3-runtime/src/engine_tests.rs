@@ -510,7 +510,7 @@ mod large_slots {
 
 mod big_classes {
     use super::*;
-    use crate::shard::PURGE_THRESHOLD_PAGES;
+    use crate::shard::LONG_RUN_PURGE_PAGES;
     use crate::size_class::{bin_of, BINS, BUDGET_FIRST, CACHE_BUDGET_BYTES, NBINS};
     use crate::stats::Ctr;
     test_config!(cbudget, true, false, Ptag::Late, false, 4);
@@ -649,8 +649,8 @@ mod big_classes {
 
     /// Long runs (here 640 KiB, each in its own segment, which a live 320 KiB
     /// block keeps with the shard) freed while the shard already keeps its
-    /// threshold of dirty pages are purged at once: of 24 freed, at most the
-    /// threshold, one run more and the thread cache's budget stay resident
+    /// bound of dirty pages for them are purged at once: of 24 freed, at most
+    /// that bound, one run more and the thread cache's budget stay resident
     /// (all 24 stayed until the delayed purge).
     #[test]
     fn long_runs_freed_beyond_the_threshold_are_purged() {
@@ -685,7 +685,7 @@ mod big_classes {
                 assert_eq!(unsafe { libc::mincore(p as *mut libc::c_void, size, vec.as_mut_ptr()) }, 0);
                 resident += vec.iter().filter(|&&v| v & 1 != 0).count();
             }
-            let bound = PURGE_THRESHOLD_PAGES as usize + pages + CACHE_BUDGET_BYTES / crate::os::PAGE_SIZE;
+            let bound = LONG_RUN_PURGE_PAGES as usize + pages + CACHE_BUDGET_BYTES / crate::os::PAGE_SIZE;
             assert!(resident <= bound, "{resident} pages of 24 freed 640 KiB blocks resident (bound {bound})");
             for p in keep {
                 // SAFETY: p is a live block.
