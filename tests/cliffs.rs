@@ -9,6 +9,13 @@
 //! - `calloc_after_dirty_frees_is_zero`: blocks of every kind (small, medium,
 //!   large) filled with a pattern and freed, then allocated zeroed: every byte
 //!   reads zero, in the allocating thread and in another one.
+//! - `full_arena_keeps_small_blocks_in_size_classes`, `aligned_blocks_come_from_page_runs`:
+//!   an arena filled by large or aligned blocks keeps small blocks in their classes.
+//! - `many_300_kib_blocks_take_their_bytes_in_address_space` (child process):
+//!   20,000 live 300 KiB blocks span about their own bytes (a quarter more at
+//!   most) and grow the resident size by what they touch.
+//! - `large_realloc_keeps_content`, `large_alignment_sweep`: content across
+//!   realloc growth and shrinking, and alignments up to 1 MiB, over large sizes.
 
 mod reliability_support;
 
@@ -127,8 +134,9 @@ fn rss_now() -> usize {
 fn full_arena_keeps_small_blocks_in_size_classes() {
     std::thread::spawn(|| {
         let a = Full::new();
-        let big = Layout::from_size_align(300 << 10, 8).unwrap();
-        // One and a half arenas' worth in untouched 300 KiB blocks (one slot each).
+        // The smallest large block (above the 1016 KiB class): one slot each.
+        let big = Layout::from_size_align(1018 << 10, 8).unwrap();
+        // One and a half arenas' worth in untouched one-slot blocks.
         let bigs: Vec<usize> = (0..1536)
             .map(|_| {
                 // SAFETY: non-zero size.
@@ -215,6 +223,159 @@ fn aligned_blocks_come_from_page_runs() {
         for (p, l) in live {
             // SAFETY: allocated above with `l`.
             unsafe { a.dealloc(p, l) };
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+hz3::hz3_allocator! {
+    pub struct Dense<arena_gib: 8, stats: true>;
+}
+impl_hz!(Dense);
+
+/// 20,000 live 300 KiB blocks (5.7 GiB, each written on its first page)
+/// come from the 320 KiB class: three to a segment, so they span about
+/// their own bytes in address space (a quarter more at most), and grow the
+/// resident size by their touched page and a share of their segment's
+/// header, not a slot each; small allocations made afterwards still come
+/// from their class. Every block above 256 KiB used to take a whole 1 MiB
+/// slot, so they filled this 8 GiB arena after about 8,000 blocks (the rest
+/// were mapped one by one).
+#[test]
+fn many_300_kib_blocks_take_their_bytes_in_address_space() {
+    if child_scenario().is_some() {
+        let a = Dense::new();
+        let l = Layout::from_size_align(300 << 10, 8).unwrap();
+        const N: usize = 20_000;
+        let before = rss();
+        let mut live = Vec::with_capacity(N);
+        let mut held = 0;
+        for i in 0..N {
+            // SAFETY: non-zero size.
+            let p = unsafe { a.alloc(l) };
+            assert!(!p.is_null());
+            // SAFETY: p has 300 KiB writable bytes.
+            unsafe { p.write(i as u8) };
+            // SAFETY: p is a live block of this type.
+            let usable = unsafe { Dense::usable_size(p) }.unwrap();
+            assert!(usable >= l.size() && usable * 4 <= l.size() * 5, "300 KiB block: usable {usable}");
+            held += usable;
+            live.push(p as usize);
+        }
+        let grown = rss().saturating_sub(before);
+        let (lo, hi) = live.iter().fold((usize::MAX, 0), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+        let span = hi - lo;
+        assert!(span * 4 < held * 5 + (64 << 20), "{N} blocks of 300 KiB spread over {} MiB for {} MiB held", span >> 20, held >> 20);
+        // A touched page per block and the headers of a segment per three.
+        let bound = N * 4 * KIB + N.div_ceil(3) * 8 * KIB + 32 * MIB;
+        assert!(grown < bound, "{N} blocks of 300 KiB, one page touched each, grew RSS by {} MiB (bound {} MiB)", grown >> 20, bound >> 20);
+        let small = Layout::from_size_align(32, 8).unwrap();
+        for _ in 0..10_000 {
+            // SAFETY: non-zero size.
+            let p = unsafe { a.alloc(small) };
+            // SAFETY: p is a live block of this type.
+            assert_eq!(unsafe { Dense::usable_size(p) }, Some(32), "a small block outside its class");
+            // SAFETY: allocated above with `small`.
+            unsafe { a.dealloc(p, small) };
+        }
+        for (i, p) in live.into_iter().enumerate() {
+            // SAFETY: p is live, written above.
+            assert_eq!(unsafe { *(p as *const u8) }, i as u8);
+            // SAFETY: allocated above with `l`.
+            unsafe { a.dealloc(p as *mut u8, l) };
+        }
+        println!();
+        report("grown", grown);
+        return;
+    }
+    run_child("many_300_kib_blocks_take_their_bytes_in_address_space", "run", &[]).assert_ok("300 KiB child");
+}
+
+/// Content survives realloc across the large sizes: growing and shrinking
+/// through classes (256 KiB to 1016 KiB) and slot runs (in place or moved),
+/// the bytes up to the smaller size are kept; usable sizes stay within a
+/// class step (a quarter) of the request, or a slot above it (twice it and
+/// a slot after a shrink that keeps the run).
+#[test]
+fn large_realloc_keeps_content() {
+    std::thread::spawn(|| {
+        let a = Dense::new();
+        let sizes = [100_000usize, 262_145, 300_000, 700_000, 1_040_383, 1_040_385, 1_500_000, 5 << 20, 900_000, 200_000, 3 << 20, 8 << 20, 2 << 20, 1 << 20];
+        let fill = |p: *mut u8, from: usize, to: usize, seed: usize| {
+            for off in (from.div_ceil(509) * 509..to).step_by(509) {
+                // SAFETY: off < to <= the block's size.
+                unsafe { *p.add(off) = (off / 509 + seed) as u8 };
+            }
+        };
+        for seed in 0..3 {
+            let mut size = sizes[0];
+            // SAFETY: non-zero size.
+            let mut p = unsafe { a.alloc(Layout::from_size_align(size, 16).unwrap()) };
+            assert!(!p.is_null());
+            fill(p, 0, size, seed);
+            for &new in &sizes[1..] {
+                // SAFETY: p is a live block of `size` bytes allocated with align 16.
+                let q = unsafe { a.realloc(p, Layout::from_size_align(size, 16).unwrap(), new) };
+                assert!(!q.is_null());
+                for off in (0..size.min(new)).step_by(509) {
+                    // SAFETY: off is below the block's new size.
+                    let b = unsafe { *q.add(off) };
+                    assert_eq!(b, (off / 509 + seed) as u8, "realloc {size} -> {new}: byte {off}");
+                }
+                // SAFETY: q is a live block of this type.
+                let usable = unsafe { Dense::usable_size(q) }.unwrap();
+                // A large block shrunk to more than half its slots keeps them.
+                assert!(usable >= new && (usable * 4 <= new * 5 || usable < 2 * new + (1 << 20)), "realloc to {new}: usable {usable}");
+                if new > size {
+                    fill(q, size, new, seed);
+                }
+                p = q;
+                size = new;
+            }
+            // SAFETY: p is live with `size` bytes.
+            unsafe { a.dealloc(p, Layout::from_size_align(size, 16).unwrap()) };
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// Every alignment from 16 bytes to 1 MiB over large sizes (class and slot
+/// run sizes, and their edges): the block is aligned, holds its size
+/// (written at both ends), at most a quarter or a slot (plus the
+/// alignment) more, and is freed.
+#[test]
+fn large_alignment_sweep() {
+    std::thread::spawn(|| {
+        let a = Dense::new();
+        let mut align = 16;
+        while align <= 1 << 20 {
+            let mut live = Vec::new();
+            for size in [256 << 10, (256 << 10) + 1, 300_000, 1_000_000, 1016 << 10, (1016 << 10) + 1, 1 << 20, 1_500_000, (4 << 20) + 3] {
+                let l = Layout::from_size_align(size, align).unwrap();
+                // SAFETY: non-zero size.
+                let p = unsafe { a.alloc(l) };
+                assert!(!p.is_null(), "size {size} align {align}");
+                assert_eq!(p as usize % align, 0, "size {size} align {align}: {p:?}");
+                // SAFETY: p is a live block of this type.
+                let usable = unsafe { Dense::usable_size(p) }.unwrap();
+                assert!(usable >= size, "size {size} align {align}: usable {usable}");
+                assert!(usable * 4 <= size * 5 || usable <= size + align + (1 << 20), "size {size} align {align}: usable {usable}");
+                // SAFETY: p has `size` bytes.
+                unsafe {
+                    *p = 1;
+                    *p.add(size - 1) = 2;
+                }
+                live.push((p, l));
+            }
+            for (p, l) in live {
+                // SAFETY: p is live, written above.
+                assert_eq!(unsafe { (*p, *p.add(l.size() - 1)) }, (1, 2));
+                // SAFETY: allocated above with `l`.
+                unsafe { a.dealloc(p, l) };
+            }
+            align *= 2;
         }
     })
     .join()

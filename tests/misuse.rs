@@ -93,7 +93,7 @@ fn misaligned_free_ignored_header_route() {
 /// freed `L`, and the next large allocation returned it again).
 fn large_interior_free_is_ignored<A: Hz>() {
     let a = A::default();
-    let size = 600 << 10;
+    let size = 1200 << 10; // above the biggest class (1016 KiB)
     let l = Blk::new(&a, size, 16, 1);
     let before = A::snapshot().invalid_frees;
     // SAFETY: deliberate frees of interior pointers (one on the block's first
@@ -124,6 +124,44 @@ fn large_interior_free_ignored_default() {
 #[test]
 fn large_interior_free_ignored_ptag_first() {
     large_interior_free_is_ignored::<LargeFirst>();
+}
+
+/// The same free through a pointer far inside a block of a one-block class
+/// (600 KiB, a class block since classes reach 1016 KiB): the pointer lies on
+/// a page of the run where no block starts, so it is ignored and counted, and
+/// the block stays the program's.
+fn class_block_far_interior_free_is_ignored<A: Hz>() {
+    let a = A::default();
+    let size = 600 << 10;
+    let l = Blk::new(&a, size, 16, 2);
+    let before = A::snapshot().invalid_frees;
+    // SAFETY: deliberate frees of interior pointers on pages past the block's
+    // first one, which the engine must ignore.
+    unsafe {
+        a.dealloc((l.p + 100_000) as *mut u8, lay(size));
+        a.dealloc((l.p + 4096) as *mut u8, lay(size));
+    }
+    assert_eq!(A::snapshot().invalid_frees - before, 2, "{}: interior frees not counted", A::TYPE_NAME);
+    let others: Vec<Blk> = (0..4).map(|k| Blk::new(&a, size, 16, 20 + k)).collect();
+    for o in &others {
+        assert!(o.p + o.size <= l.p || o.p >= l.p + l.size, "{}: {:#x} handed out inside the live {:#x}", A::TYPE_NAME, o.p, l.p);
+    }
+    l.verify("class block after interior frees");
+    for o in others {
+        o.free(&a, "other class blocks");
+    }
+    l.free(&a, "class block");
+    assert_eq!(A::snapshot().invalid_frees - before, 2, "{}: a valid free was counted invalid", A::TYPE_NAME);
+}
+
+#[test]
+fn class_block_far_interior_free_ignored_default() {
+    class_block_far_interior_free_is_ignored::<LargeDefault>();
+}
+
+#[test]
+fn class_block_far_interior_free_ignored_ptag_first() {
+    class_block_far_interior_free_is_ignored::<LargeFirst>();
 }
 
 // ---------------------------------------------------------------------------
@@ -349,9 +387,9 @@ fn large_interior_free_aborts_under_harden() {
         let a = HardScale::new();
         // SAFETY: as above.
         unsafe {
-            let p = a.alloc(lay(600 << 10));
+            let p = a.alloc(lay(1200 << 10));
             announce(p as usize + 100_000);
-            a.dealloc(p.add(100_000), lay(600 << 10));
+            a.dealloc(p.add(100_000), lay(1200 << 10));
         }
     });
 }

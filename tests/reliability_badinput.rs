@@ -126,11 +126,11 @@ macro_rules! failfast_suite {
 
             #[test]
             fn interior_pointer_large() {
-                // Large means above the biggest size class (256 KiB).
+                // Large means above the biggest size class (1016 KiB).
                 expect_abort::<$t>(&name("interior_pointer_large"), &["large"], |a| unsafe {
-                    let p = alloc_or_die(&a, 400 * KIB);
+                    let p = alloc_or_die(&a, 1200 * KIB);
                     announce(p as usize + 64);
-                    a.dealloc(p.add(64), lay(400 * KIB));
+                    a.dealloc(p.add(64), lay(1200 * KIB));
                 });
             }
 

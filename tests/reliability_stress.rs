@@ -194,9 +194,9 @@ fn producer_consumer_all_remote() {
             let mut got = 0;
             for v in rx {
                 for b in v {
-                    // Blocks served from size classes (up to 256 KiB) are small/medium;
+                    // Blocks served from size classes (up to 1016 KiB) are class blocks;
                     // above that they are large and not counted local/remote.
-                    if b.size <= 256 * KIB && b.align <= 4096 {
+                    if b.size <= 1016 * KIB && b.align <= 4096 {
                         n += 1;
                     }
                     got += 1;

@@ -53,9 +53,9 @@ static STATS_OFF: CntStatsOff = CntStatsOff::new();
 
 /// Small frees per sequence.
 const N: u64 = 1000;
-/// Medium (2049..=256 KiB, the size classes above the small ones) frees per sequence.
+/// Medium (2049..=64 KiB, size classes above the small ones) frees per sequence.
 const M: u64 = 200;
-/// Large (> 256 KiB, above every size class) frees per sequence.
+/// Large (> 1016 KiB, above every size class) frees per sequence.
 const L: u64 = 16;
 
 fn small_size(k: u64) -> usize {
@@ -65,7 +65,7 @@ fn medium_size(k: u64) -> usize {
     2049 + (k as usize * 7919) % (64 * 1024 - 2048)
 }
 fn large_size(k: u64) -> usize {
-    256 * 1024 + 1 + (k as usize * 60_013) % (1 << 20)
+    1016 * 1024 + 1 + (k as usize * 60_013) % (1 << 20)
 }
 
 /// Counter delta over `f` (which spawns and joins its own threads).

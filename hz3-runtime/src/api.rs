@@ -124,8 +124,7 @@ pub unsafe fn alloc_zeroed<C: Config>(size: usize, align: usize) -> *mut u8 {
     if !p.is_null() {
         // SAFETY: `p` is a block of at least `size` bytes; a cached block was
         // written before, so it is cleared.
-        unsafe { core::ptr::write_bytes(p, 0, size) };
-        zeroing::add(size);
+        unsafe { clear_block(p, size) };
         return p;
     }
     // SAFETY: as above.
@@ -185,10 +184,35 @@ pub unsafe fn alloc_slow<C: Config>(size: usize, align: usize, zero: bool) -> *m
     }
     if zero && !known_zero {
         // SAFETY: `p` is a block of `bin`, whose size is at least `size`.
+        unsafe { clear_block(p, size) };
+    }
+    p
+}
+
+/// A class block of at least this many bytes is cleared by giving its pages
+/// back (`clear_block`).
+const CLEAR_BY_PURGE: usize = 128 << 10;
+
+/// Make the first `size` bytes of the class block `p` read as zero. A block
+/// of `CLEAR_BY_PURGE` bytes or more (one block per run of whole pages, so
+/// its pages are its own) gives its pages back instead of writing them: only
+/// the pages the program then touches come back (resident), as with a large
+/// block.
+///
+/// # Safety
+/// `p` is a live class block, handed out now, of at least `size` bytes.
+#[inline(always)]
+unsafe fn clear_block(p: *mut u8, size: usize) {
+    if size >= CLEAR_BY_PURGE {
+        // SAFETY: a class block this big is the whole run of whole pages it
+        // starts (page-aligned), so `[p, p + size rounded up to a page)` is
+        // its own, and it holds no data yet.
+        unsafe { crate::os::purge(p, (size + crate::os::PAGE_SIZE - 1) & !(crate::os::PAGE_SIZE - 1)) };
+    } else {
+        // SAFETY: as the contract says.
         unsafe { core::ptr::write_bytes(p, 0, size) };
         zeroing::add(size);
     }
-    p
 }
 
 /// Free `p` (any block of this type, or null). Returns false when `p` is not

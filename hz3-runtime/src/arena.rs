@@ -90,6 +90,9 @@ pub struct Arena {
     oldest_at: AtomicU64,
     /// Entries in the purge queue.
     queued: AtomicUsize,
+    /// Slots held by live large blocks (kept by `large`; sizes the cap on
+    /// freed large slots kept resident).
+    pub large_live: AtomicUsize,
     /// Serialises slot-table changes; holds the lists only its holder reaches.
     pub lock: SpinMutex<ArenaLocked>,
 }
@@ -118,6 +121,7 @@ impl Arena {
             recent_len: AtomicUsize::new(0),
             oldest_at: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
+            large_live: AtomicUsize::new(0),
             lock: SpinMutex::new(ArenaLocked {
                 recent_dirty: [0; RECENT_DIRTY],
                 queue: PurgeQueue { runs: [Freed { first: 0, n: 0, at: 0 }; PURGE_QUEUE], head: 0, len: 0 },

@@ -1,14 +1,20 @@
-//! Large blocks (above 256 KiB, the biggest size class) and direct mappings.
+//! Large blocks (above 1016 KiB, the biggest size class, or aligned beyond
+//! what the classes' runs give) and direct mappings.
 //!
 //! Owns: large blocks as runs of whole arena slots (header in the first page of
 //! the first slot, data from page 1 or the requested alignment), their in-place
-//! growth, the bounded cache of freed-but-unpurged large slots (delayed purging),
-//! and the registry of direct `mmap` blocks (huge requests, alignments above half
-//! a segment, and anything the arena cannot hold). Must never: keep more than
-//! `LARGE_DIRTY_CAP` freed large slots resident when purging is on (more than
-//! `LARGE_CACHE_SLOTS` for longer than the purge delay, give or take the next
-//! allocator activity), or look at memory it does not own to decide whether a
-//! pointer is ours.
+//! growth and shrinking (a block shrunk below half its run gives its
+//! trailing slots back), the
+//! bounded cache of freed-but-unpurged large slots (delayed purging), and the
+//! registry of direct `mmap` blocks (huge requests, alignments above half a
+//! segment, and anything the arena cannot hold). A large block holds at most
+//! one slot more than its bytes need (under 25% above 4 MiB; the pages past
+//! the request are never touched unless the run was reused dirty, and the
+//! cap on freed slots bounds those). Must
+//! never: keep more freed large slots resident than `dirty_cap` allows when
+//! purging is on (more than `LARGE_CACHE_SLOTS` for longer than the purge
+//! delay, give or take the next allocator activity), or look at memory it does
+//! not own to decide whether a pointer is ours.
 
 use core::sync::atomic::Ordering;
 
@@ -23,10 +29,16 @@ use crate::{tagmap, Config, Ptag, State};
 pub const LARGE_CACHE_SLOTS: usize = 8;
 /// Freed large slots kept resident at most (128 MiB): above `LARGE_CACHE_SLOTS`
 /// a freed run is purged `arena::PURGE_DELAY_MS` after its free (at the next
-/// large operation, refill or thread exit), or at once beyond this cap, so a
-/// burst of frees followed by allocations reuses warm memory instead of
-/// faulting it in again.
+/// large operation, refill or thread exit), or at once beyond the cap
+/// `dirty_cap` gives (two thirds of the large footprint, between
+/// `LARGE_DIRTY_MIN` and this), so a burst of frees followed by allocations
+/// reuses warm memory instead of faulting it in again, and freed large
+/// slots kept resident never outnumber twice the slots of the live large
+/// blocks (or the minimum).
 pub const LARGE_DIRTY_CAP: usize = 128;
+/// The cap on freed large slots kept resident is never below this (32 MiB).
+pub const LARGE_DIRTY_MIN: usize = 32;
+const _: () = assert!(LARGE_CACHE_SLOTS < LARGE_DIRTY_MIN && LARGE_DIRTY_MIN <= LARGE_DIRTY_CAP);
 // Dirty runs never outnumber the purge queue, so it never purges early.
 const _: () = assert!(LARGE_DIRTY_CAP < crate::arena::PURGE_QUEUE);
 /// Requests of at least this share of the arena (1/16) are mapped directly.
@@ -81,15 +93,15 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
                 }
                 // Release: a reader that sees the magic sees the fields above.
                 hdr.magic.store(SEG_MAGIC, Ordering::Release);
+                st.arena.large_live.fetch_add(n, Ordering::Relaxed);
                 let p = (seg + off) as *mut u8;
                 if zero && !clean {
                     // Give the old pages back instead of clearing them: the
                     // block then reads as zero, only the pages the program
                     // touches come back (resident), and nothing is written.
-                    // SAFETY: `[p, p + size rounded up to a page)` lies in
-                    // the slots just claimed (`n` covers `off + size`), which
-                    // hold no live data.
-                    unsafe { os::purge(p, (size + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)) };
+                    // SAFETY: `[p, end of the run)` lies in the slots just
+                    // claimed, which hold no live data.
+                    unsafe { os::purge(p, (n << SEG_SHIFT) - off) };
                 }
                 return p;
             }
@@ -163,15 +175,39 @@ pub unsafe fn free<C: Config>(st: &State<C>, p: usize) -> bool {
     // this only makes stray pointers into them fail the magic check.
     hdr.magic.store(0, Ordering::Relaxed);
     let first = segment::slot_index(base, seg);
+    // SAFETY: slots `first..first + n` are this block's, now free (the live
+    // flag was ours to clear).
+    unsafe { give_slots(st, first, n) };
+    true
+}
+
+/// Return the slots `[first, first + n)` of a large block (all of it, or its
+/// end after a shrink) to the arena: kept resident under the dirty cap when
+/// purging is on.
+///
+/// # Safety
+/// The slots are a large block's run, or its trailing part, holding no live
+/// data and no longer counted in the block.
+unsafe fn give_slots<C: Config>(st: &State<C>, first: usize, n: usize) {
+    st.arena.large_live.fetch_sub(n, Ordering::Relaxed);
     if C::PURGE {
-        // SAFETY: slots `first..first + n` are this block's, now free (the
-        // live flag was ours to clear).
-        unsafe { st.arena.free_slots_delayed(first, n, LARGE_CACHE_SLOTS, LARGE_DIRTY_CAP, os::now_ms()) };
+        // SAFETY: the caller hands over slots of ours with no live data.
+        unsafe { st.arena.free_slots_delayed(first, n, LARGE_CACHE_SLOTS, dirty_cap(st), os::now_ms()) };
     } else {
         // SAFETY: as above.
         unsafe { st.arena.free_slots(first, n, usize::MAX) };
     }
-    true
+}
+
+/// Freed large slots kept resident at most now: two thirds of the slots
+/// that live large blocks and freed resident slots take (so at most twice
+/// the live ones; half of them cost large_mixed most of its speed in page
+/// faults), between
+/// `LARGE_DIRTY_MIN` and `LARGE_DIRTY_CAP` (relaxed reads: a stale count
+/// moves the cap by a few slots).
+fn dirty_cap<C: Config>(st: &State<C>) -> usize {
+    let footprint = st.arena.large_live.load(Ordering::Relaxed) + st.arena.dirty_slots();
+    (footprint * 2 / 3).clamp(LARGE_DIRTY_MIN, LARGE_DIRTY_CAP)
 }
 
 /// Purge the freed large runs that are due (free for the purge delay, above
@@ -207,9 +243,24 @@ pub unsafe fn resize_in_place<C: Config>(st: &State<C>, p: usize, new_size: usiz
     let (n, off) = unsafe { ((*hdr).large_slots.load(Ordering::Relaxed) as usize, (*hdr).large_off.load(Ordering::Relaxed) as usize) };
     let need = (off + new_size + SEG_SIZE - 1) >> SEG_SHIFT;
     if need <= n {
-        // Shrinking far below the run would strand memory: only keep it when at
-        // least half of the run stays used.
-        return need * 2 > n || n == 1;
+        if need * 2 > n {
+            // Shrinking to more than half of the run keeps it (room to grow
+            // back in place; measured +12% on large_mixed).
+            return true;
+        }
+        if need < n {
+            // Shrinking below half: the slots past the new size go back to
+            // the arena.
+            // SAFETY: the header is committed and its slot count is written
+            // only by the block's holder, the caller.
+            unsafe { (*hdr).large_slots.store(need as u32, Ordering::Relaxed) };
+            let base = st.arena.base.load(Ordering::Relaxed);
+            // SAFETY: slots `need..n` of the caller's block hold nothing the
+            // block keeps (its data ends within the first `need`), and are no
+            // longer counted in it.
+            unsafe { give_slots(st, segment::slot_index(base, seg) + need, n - need) };
+        }
+        return true;
     }
     // SAFETY: `seg` is the first slot of the caller's live large block of
     // `n` slots.
@@ -227,6 +278,7 @@ pub unsafe fn resize_in_place<C: Config>(st: &State<C>, p: usize, new_size: usiz
 unsafe fn grow_in_place<C: Config>(st: &State<C>, seg: usize, n: usize, need: usize) -> bool {
     let base = st.arena.base.load(Ordering::Relaxed);
     if st.arena.extend_slots(segment::slot_index(base, seg), n, need, st.arena.runs_reserve()).is_some() {
+        st.arena.large_live.fetch_add(need - n, Ordering::Relaxed);
         // SAFETY: the header is committed and its slot count is written only
         // by the block's holder, the caller.
         unsafe { (*SegHdr::ptr(seg)).large_slots.store(need as u32, Ordering::Relaxed) };

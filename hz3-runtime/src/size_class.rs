@@ -5,11 +5,16 @@
 //!
 //! Bins 0..128 are the small classes 16..2048 in 16-byte steps (one page per
 //! run); 128..132 the sub-4 KiB classes 2304, 2816, 3328, 3840 (two-page runs);
-//! 132..148 the medium classes 4..64 KiB in 4 KiB steps and 148..156 the big
-//! medium classes 80, 96, 112, 128, 160, 192, 224, 256 KiB (one block per run
-//! of `size / 4 KiB` pages). Every class up to 256 KiB goes through the thread
+//! 132..148 the medium classes 4..64 KiB in 4 KiB steps, 148..156 the big
+//! medium classes 80, 96, 112, 128, 160, 192, 224, 256 KiB and 156..164 the
+//! large classes 320, 384, 448, 512, 640, 768, 896, 1016 KiB (one block per run
+//! of `size / 4 KiB` pages; 1016 KiB is the most pages a segment holds). From
+//! 64 KiB up there are four classes per doubling, so a block is at most 25%
+//! bigger than the request it serves. Every class goes through the thread
 //! caches and the lock-free remote-free path (the C hz3 collapsed when 64–128
-//! KiB blocks were freed remotely). Larger requests are "large" (`LARGE_BIN`).
+//! KiB blocks were freed remotely); the classes above 256 KiB within a byte
+//! budget per thread (`CACHE_BUDGET_BYTES`). Larger requests are "large"
+//! (`LARGE_BIN`, runs of whole arena slots: `large`).
 
 use crate::os::{PAGE_SHIFT, PAGE_SIZE};
 
@@ -25,10 +30,47 @@ pub const MEDIUM_FIRST: usize = SMALL_BINS + SUB4K_SIZES.len();
 pub const MEDIUM_BINS: usize = 16;
 /// Largest size of the 4 KiB-step medium classes.
 const MEDIUM_STEP_MAX: usize = MEDIUM_BINS * PAGE_SIZE;
-/// Sizes of the big medium classes (16 KiB steps to 128 KiB, then 32 KiB).
-pub const BIG_SIZES: [usize; 8] = [80 << 10, 96 << 10, 112 << 10, 128 << 10, 160 << 10, 192 << 10, 224 << 10, 256 << 10];
+/// Sizes of the big medium and large classes: four per doubling (16 KiB steps
+/// to 128 KiB, 32 KiB to 256 KiB, 64 KiB to 512 KiB, 128 KiB to 1 MiB; the
+/// last one is the 254 pages a segment has room for).
+pub const BIG_SIZES: [usize; 16] = [
+    80 << 10,
+    96 << 10,
+    112 << 10,
+    128 << 10,
+    160 << 10,
+    192 << 10,
+    224 << 10,
+    256 << 10,
+    320 << 10,
+    384 << 10,
+    448 << 10,
+    512 << 10,
+    640 << 10,
+    768 << 10,
+    896 << 10,
+    crate::segment::USABLE_PAGES * PAGE_SIZE,
+];
+/// Classes above this size (320 KiB to 1016 KiB) are cached by bytes, not
+/// by blocks: what a thread cache holds of all of them together stays within
+/// [`CACHE_BUDGET_BYTES`] (see `tcache::flush`). A count per class would let
+/// a thread hold up to its count of blocks of each of the eight classes, up
+/// to 1016 KiB each (measured with two per class: 8.4 MiB held by one
+/// thread in `reliability_purge`'s thread waves).
+pub const CACHE_BY_BYTES_ABOVE: usize = 256 << 10;
+/// Bytes of blocks of the classes above [`CACHE_BY_BYTES_ABOVE`] a thread
+/// cache holds at most: one block of the largest class, so a thread that
+/// frees and allocates one such block again gets it back from its cache.
+pub const CACHE_BUDGET_BYTES: usize = 1 << 20;
 /// First big medium bin.
 const BIG_FIRST: usize = MEDIUM_FIRST + MEDIUM_BINS;
+/// First bin cached by bytes (the first class above `CACHE_BY_BYTES_ABOVE`):
+/// its bins and all after it have a flush threshold of zero, so each free
+/// into them takes the flush path, which keeps the block while the budget
+/// allows (pops stay on the hot path).
+pub const BUDGET_FIRST: usize = BIG_FIRST + 8;
+const _: () = assert!(BIG_SIZES[BUDGET_FIRST - BIG_FIRST - 1] == CACHE_BY_BYTES_ABOVE);
+const _: () = assert!(BIG_SIZES[BIG_SIZES.len() - 1] <= CACHE_BUDGET_BYTES);
 /// Largest size served from size classes; anything above is large.
 pub const MEDIUM_MAX: usize = BIG_SIZES[BIG_SIZES.len() - 1];
 /// Number of bins a thread cache holds.
@@ -48,10 +90,12 @@ pub struct BinInfo {
     pub blocks: u16,
     /// Blocks moved per refill / flush.
     pub batch: u16,
-    /// Initial flush threshold of a thread-cache bin (blocks).
+    /// Initial flush threshold of a thread-cache bin (blocks); 0 for the
+    /// classes cached by bytes (`BUDGET_FIRST..`).
     pub max_cached: u16,
     /// A bin that keeps hitting its threshold doubles it, up to this many blocks
-    /// (64 KiB of small blocks, 512 KiB of medium ones).
+    /// (64 KiB of small blocks, 512 KiB of medium ones; 0 for the classes
+    /// cached by bytes).
     pub max_limit: u16,
     /// Remote frees of this bin buffered per (owner, bin) before they are
     /// published (about 4 KiB, 2..=32 blocks: at most ~4 KiB per (owner, bin) for
@@ -60,7 +104,8 @@ pub struct BinInfo {
     /// and never allocate).
     pub remote_batch: u16,
     /// Empty runs a live shard keeps for the bin instead of releasing them
-    /// (one small run; 128 KiB of medium runs).
+    /// (one small run; 128 KiB of medium runs, at least one; the classes
+    /// above 256 KiB one each within `shard::KEEP_EMPTY_BIG_BYTES` together).
     pub keep_empty: u16,
 }
 
@@ -87,6 +132,8 @@ const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
             b
         }
     };
+    let by_bytes = size > CACHE_BY_BYTES_ABOVE;
+    let batch = if by_bytes { 1 } else { batch };
     let budget = if size < PAGE_SIZE { 64 << 10 } else { 512 << 10 };
     let mut limit = budget / size;
     if limit > 1024 {
@@ -100,8 +147,8 @@ const fn bin_info(size: usize, run_pages: usize) -> BinInfo {
         run_pages: run_pages as u16,
         blocks: blocks as u16,
         batch: batch as u16,
-        max_cached: (2 * batch) as u16,
-        max_limit: limit as u16,
+        max_cached: if by_bytes { 0 } else { (2 * batch) as u16 },
+        max_limit: if by_bytes { 0 } else { limit as u16 },
         remote_batch: {
             let r = (4 << 10) / size;
             if r < 2 {
@@ -233,12 +280,15 @@ pub fn bin_of(size: usize) -> usize {
 fn medium_bin(size: usize) -> usize {
     if size <= MEDIUM_STEP_MAX {
         MEDIUM_FIRST + ((size + PAGE_SIZE - 1) >> PAGE_SHIFT).max(1) - 1
-    } else if size <= 128 << 10 {
-        BIG_FIRST + (size - MEDIUM_STEP_MAX).div_ceil(16 << 10) - 1
     } else {
-        BIG_FIRST + 4 + (size - (128 << 10)).div_ceil(32 << 10) - 1
+        // `size` in (2^k, 2^(k+1)], k >= 16: four classes in steps of 2^(k-2).
+        let k = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
+        BIG_FIRST + 4 * (k - 16) + (size - (1 << k)).div_ceil(1 << (k - 2)) - 1
     }
 }
+
+/// Largest run (bytes) carved at an alignment above a page (see [`run_align`]).
+const ALIGNED_RUN_MAX: usize = 64 * PAGE_SIZE;
 
 /// Largest alignment a run of whole pages is carved at (see [`run_align`]).
 pub const MAX_RUN_ALIGN: usize = 64 << 10;
@@ -248,7 +298,9 @@ pub const MAX_RUN_ALIGN: usize = 64 << 10;
 /// one block per run is aligned to it); a page otherwise.
 pub const fn run_align(bin: usize) -> usize {
     let size = BINS[bin].size as usize;
-    if !size.is_multiple_of(PAGE_SIZE) {
+    // Runs longer than 64 pages are found by the plain first-fit search
+    // (`SegHdr::find_run_aligned` tests windows of at most 64 pages).
+    if !size.is_multiple_of(PAGE_SIZE) || size > ALIGNED_RUN_MAX {
         return PAGE_SIZE;
     }
     let a = 1usize << size.trailing_zeros();
@@ -357,13 +409,46 @@ mod tests {
         for (i, b) in BINS.iter().enumerate() {
             assert!(b.blocks >= 1, "bin {i}");
             assert!(b.blocks as usize * b.size as usize <= b.run_pages as usize * PAGE_SIZE);
-            assert!(b.batch >= 1 && b.max_cached > b.batch);
+            assert!(b.batch >= 1 && (b.max_cached > b.batch || (i >= BUDGET_FIRST && b.max_cached == 0)), "bin {i}");
             assert!(b.max_limit >= b.max_cached);
             assert_eq!(b.size % 16, 0);
         }
         assert_eq!(BINS[MEDIUM_FIRST + 15].run_pages, 16);
-        assert_eq!(BINS[NBINS - 1].run_pages, 64);
+        assert_eq!(BINS[NBINS - 1].run_pages as usize, crate::segment::USABLE_PAGES);
         assert!((BINS[NBINS - 1].run_pages as usize) <= crate::segment::USABLE_PAGES);
+    }
+
+    /// From 16 KiB up, a block is at most 25% bigger than the request it
+    /// serves (4 KiB steps to 64 KiB, then four classes per doubling), and
+    /// the classes above 256 KiB are cached by bytes (threshold 0, each
+    /// one block within the budget).
+    #[test]
+    fn classes_above_16_kib_waste_at_most_a_quarter() {
+        let mut s = 16 << 10;
+        while s <= MEDIUM_MAX {
+            for size in [s, s + 1, s + 4095, s + 4096] {
+                if size > MEDIUM_MAX {
+                    continue;
+                }
+                let b = bin_of(size);
+                assert!(BINS[b].size as usize * 4 <= size * 5 + 4 * PAGE_SIZE, "size {size}: class {}", BINS[b].size);
+                assert!(BINS[b].size as usize >= size && (BINS[b - 1].size as usize) < size, "size {size} not in the tightest bin");
+                if size > 16 << 10 {
+                    assert!((BINS[b].size as usize) * 4 <= size * 5, "size {size}: class {} wastes more than 25%", BINS[b].size);
+                }
+            }
+            s += 4096;
+        }
+        for (i, b) in BINS.iter().enumerate() {
+            let by_bytes = b.size as usize > CACHE_BY_BYTES_ABOVE;
+            assert_eq!(by_bytes, i >= BUDGET_FIRST, "class {}", b.size);
+            if by_bytes {
+                assert!(b.max_limit == 0 && b.max_cached == 0 && b.batch == 1 && b.size as usize <= CACHE_BUDGET_BYTES, "class {}", b.size);
+            }
+        }
+        assert_eq!(bin_of(300 << 10), bin_of(320 << 10));
+        assert_eq!(BINS[bin_of(257 << 10)].size, 320 << 10);
+        assert_eq!(BINS[bin_of(MEDIUM_MAX)].size as usize, MEDIUM_MAX);
     }
 
     #[test]

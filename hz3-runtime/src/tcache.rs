@@ -10,7 +10,7 @@
 
 use crate::remote::{self, RemoteBuffer};
 use crate::shard::{self, next_of, set_next, Chain};
-use crate::size_class::{BINS, NBINS};
+use crate::size_class::{BINS, BUDGET_FIRST, CACHE_BUDGET_BYTES, NBINS};
 use crate::stats::{Counters, Ctr, Events};
 use crate::{Config, State};
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -175,6 +175,16 @@ impl ThreadCache {
     /// Blocks held in the bins now (read by stats snapshots on any thread).
     pub fn cached_blocks(&self) -> u64 {
         (0..NBINS).map(|bin| self.cached(bin) as u64).sum()
+    }
+
+    /// Whether bin `bin` is one of the classes cached by bytes and the
+    /// blocks of those classes the bins hold fit the budget
+    /// (`size_class::CACHE_BUDGET_BYTES`): then a free into it keeps its
+    /// block. Eight bins to add up, on the free path of blocks above 256 KiB
+    /// only (their threshold is 0, so every such free comes through `flush`).
+    #[inline]
+    pub fn within_budget(&self, bin: usize) -> bool {
+        bin >= BUDGET_FIRST && (BUDGET_FIRST..NBINS).map(|b| self.cached(b) as usize * BINS[b].size as usize).sum::<usize>() <= CACHE_BUDGET_BYTES
     }
 
     /// Count the events of one free (one bump) when stats are on.
@@ -496,6 +506,10 @@ unsafe fn refill_from<C: Config>(tc: *mut ThreadCache, bin: usize, zeroed: bool)
     // SAFETY: `head` is the first block of the `n` just taken, a free block
     // of `bin` this thread alone holds.
     tcr.bins[bin].head = unsafe { next_of::<C>(head) };
+    // The classes cached by bytes take one block per refill (batch 1, and
+    // their remote frees come one block per carrier: `remote::publish_now`),
+    // so a refill never puts one of them into the bin past the budget.
+    debug_assert!(n == 1 || bin < BUDGET_FIRST);
     tcr.set_cached(bin, n - 1);
     // SAFETY: `tc` is this thread's live cache; bin `bin` now holds the
     // refilled blocks after `head`.
@@ -558,7 +572,9 @@ unsafe fn heartbeat<C: Config>(st: &State<C>, tcr: &mut ThreadCache) {
 
 /// A bin over-filled by the thread's own frees: raise its threshold while
 /// below the limit; otherwise move blocks back to the shard central until it
-/// is half full. (Inbox drains never over-fill a bin: see `refill`.)
+/// is half full. (Inbox drains never over-fill a bin: see `refill`.) A bin
+/// of the classes cached by bytes keeps its blocks while they fit the budget
+/// (`ThreadCache::within_budget`), and is emptied otherwise.
 ///
 /// # Safety
 /// `tc` is this thread's live cache and bin `bin` holds more than `max` blocks.
@@ -569,6 +585,9 @@ pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
     // SAFETY: `tc` is this thread's live cache (caller's contract): no other
     // reference to it exists while this call runs.
     let tcr = unsafe { &mut *tc };
+    if tcr.within_budget(bin) {
+        return;
+    }
     let limit = BINS[bin].max_limit as u32;
     if tcr.max(bin) < limit {
         tcr.set_max(bin, (tcr.max(bin) * 2).min(limit));
