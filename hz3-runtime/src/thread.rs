@@ -9,6 +9,7 @@
 
 use core::sync::atomic::{fence, Ordering};
 
+use crate::remote;
 use crate::shard::{self, Chain};
 use crate::stats::{Ctr, StatsSnapshot, NCTR};
 use crate::tcache::{self, ThreadCache};
@@ -34,6 +35,18 @@ pub fn is_live(tc: *mut ThreadCache) -> bool {
 #[cold]
 #[inline(never)]
 pub fn cache<C: Config>() -> *mut ThreadCache {
+    cache_preferring::<C>(usize::MAX)
+}
+
+/// [`cache`] for a thread whose first call frees a block of shard `owner`:
+/// a new cache takes that shard when no thread holds it (the block's thread
+/// has exited), adopting what it parked there. A thread that inherits an
+/// exited thread's blocks (thread pools, waves of threads) then frees them
+/// locally, into the cache that holds that thread's other free blocks,
+/// instead of sending each one to the inbox of a shard nobody holds.
+#[cold]
+#[inline(never)]
+pub fn cache_preferring<C: Config>(owner: usize) -> *mut ThreadCache {
     let tc = raw::<C>();
     if is_live(tc) {
         return tc;
@@ -42,7 +55,7 @@ pub fn cache<C: Config>() -> *mut ThreadCache {
     if tc as usize == TORN || !st.ensure_init() || !register::<C>(st) {
         return core::ptr::null_mut();
     }
-    create::<C>(st)
+    create::<C>(st, owner)
 }
 
 /// Register the thread-exit key, fork handlers and exit line once. False while
@@ -74,35 +87,34 @@ fn register<C: Config>(st: &State<C>) -> bool {
     true
 }
 
-fn create<C: Config>(st: &State<C>) -> *mut ThreadCache {
+/// A cache for this thread, on shard `hint` if no thread holds it (any
+/// value otherwise: see [`acquire_shard`]).
+fn create<C: Config>(st: &State<C>, hint: usize) -> *mut ThreadCache {
     if st.creates.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
         sweep_dead::<C>(st);
     }
-    let mut pool = st.pool.lock();
-    let mut tc = pool.free as *mut ThreadCache;
-    if !tc.is_null() {
-        // SAFETY: pool members are caches mapped below and not in use.
-        pool.free = unsafe { (*tc).pool_next } as usize;
-    }
-    drop(pool);
-    if tc.is_null() {
-        let bytes = (core::mem::size_of::<ThreadCache>() + crate::os::PAGE_SIZE - 1) & !(crate::os::PAGE_SIZE - 1);
-        tc = crate::os::map_rw(bytes) as *mut ThreadCache;
+    let si = acquire_shard::<C>(st, hint);
+    // The cache the shard's last thread parked with it, warm: its bins,
+    // stash and fresh runs hold that thread's free blocks, which this thread
+    // allocates without a refill (and no flush or release at that exit).
+    let mut tc = shard::take_parked_cache(st, si) as *mut ThreadCache;
+    let adopted = !tc.is_null();
+    if !adopted {
+        tc = pooled_cache::<C>(st);
         if tc.is_null() {
+            // No memory for a cache: give the shard back (served directly).
+            // SAFETY: `si` was taken above and holds nothing of this thread.
+            unsafe { release_shard::<C>(st, si) };
             return tc;
         }
-        let held = st.pool.lock();
-        // SAFETY: `tc` is a fresh zeroed mapping of a whole ThreadCache (all-zero
-        // is a valid value: null pointers, zero counters).
-        unsafe { (*tc).all_next = st.pool_all.load(Ordering::Relaxed) as *mut ThreadCache };
-        st.pool_all.store(tc as usize, Ordering::Relaxed);
-        drop(held);
     }
-    let si = acquire_shard::<C>(st);
-    // SAFETY: `tc` is ours alone until published to TLS below; `tid` is
-    // written under the pool lock (the sweep reads it there).
+    // SAFETY: `tc` is ours alone until published to TLS below (a pool cache,
+    // or a parked one taken off its shard); `tid` is written under the pool
+    // lock (the sweep reads it there).
     unsafe {
-        (*tc).reset(si);
+        if !adopted {
+            (*tc).reset(si);
+        }
         let held = st.pool.lock();
         (*tc).tid = libc::gettid();
         drop(held);
@@ -118,11 +130,65 @@ fn create<C: Config>(st: &State<C>) -> *mut ThreadCache {
     tc
 }
 
-/// Take the lowest free shard id, or share the least loaded one when all are
-/// taken. (Shards held by threads that died without teardown come back through
-/// the periodic sweep in `create`; sweeping here, on every creation while all
-/// shards are busy, would cost a system call per live thread each time.)
-fn acquire_shard<C: Config>(st: &State<C>) -> usize {
+/// An unused cache from the pool, or a new mapping (null when out of memory).
+fn pooled_cache<C: Config>(st: &State<C>) -> *mut ThreadCache {
+    let mut pool = st.pool.lock();
+    let tc = pool.free as *mut ThreadCache;
+    if !tc.is_null() {
+        // SAFETY: pool members are caches mapped below and not in use.
+        pool.free = unsafe { (*tc).pool_next } as usize;
+        return tc;
+    }
+    drop(pool);
+    let bytes = (core::mem::size_of::<ThreadCache>() + crate::os::PAGE_SIZE - 1) & !(crate::os::PAGE_SIZE - 1);
+    let tc = crate::os::map_rw(bytes) as *mut ThreadCache;
+    if tc.is_null() {
+        return tc;
+    }
+    let held = st.pool.lock();
+    // SAFETY: `tc` is a fresh zeroed mapping of a whole ThreadCache (all-zero
+    // is a valid value: null pointers, zero counters).
+    unsafe { (*tc).all_next = st.pool_all.load(Ordering::Relaxed) as *mut ThreadCache };
+    st.pool_all.store(tc as usize, Ordering::Relaxed);
+    drop(held);
+    tc
+}
+
+/// Put an unused cache on the pool's free list.
+///
+/// # Safety
+/// No thread uses `tc`; it holds no blocks.
+unsafe fn pool_push<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
+    let mut pool = st.pool.lock();
+    // SAFETY: `tc` is a cache nobody uses (contract); caches are never unmapped.
+    unsafe { (*tc).pool_next = pool.free as *mut ThreadCache };
+    pool.free = tc as usize;
+    drop(pool);
+}
+
+/// A cache [`shard::purge_parked`] took off a shard whose delay passed:
+/// empty it into the central and put it back in the pool.
+///
+/// # Safety
+/// `tc` was parked by `shard::leave` and taken off its shard by the caller:
+/// no thread uses it.
+pub unsafe fn recycle_parked<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
+    // SAFETY: no thread uses `tc` (contract); its blocks are its shard's.
+    unsafe {
+        tcache::drain_all::<C>(tc);
+        pool_push::<C>(st, tc);
+    }
+}
+
+/// Take shard `hint` if it is a shard no thread holds, else the lowest free
+/// shard id, or share the least loaded one when all are taken. (Shards held
+/// by threads that died without teardown come back through the periodic
+/// sweep in `create`; sweeping here, on every creation while all shards are
+/// busy, would cost a system call per live thread each time.)
+fn acquire_shard<C: Config>(st: &State<C>, hint: usize) -> usize {
+    if hint < C::SHARDS && shard::shard(st, hint).live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        return hint;
+    }
     for i in 0..C::SHARDS {
         if shard::shard(st, i).live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
             return i;
@@ -141,7 +207,21 @@ fn acquire_shard<C: Config>(st: &State<C>) -> usize {
     best
 }
 
-/// pthread key destructor: flush the cache, publish remote frees, release the shard.
+/// Give up shard `si` taken by `acquire_shard` for a thread that has no cache.
+///
+/// # Safety
+/// The caller counted itself in shard `si`'s `live` and holds none of its blocks.
+unsafe fn release_shard<C: Config>(st: &State<C>, si: usize) {
+    if shard::shard(st, si).live.fetch_sub(1, Ordering::SeqCst) == 1 {
+        // The shard's last holder: what was pushed to its inbox meanwhile
+        // goes to the central (see `retire`).
+        // SAFETY: `si` is one of this state's shards.
+        unsafe { tcache::drain_inbox::<C>(st, si) };
+    }
+}
+
+/// pthread key destructor: publish remote frees, leave the shard (parking
+/// the cache with it, or emptying it).
 extern "C" fn thread_exit<C: Config>(arg: *mut libc::c_void) {
     let tc = arg as *mut ThreadCache;
     if !is_live(tc) {
@@ -156,10 +236,6 @@ extern "C" fn thread_exit<C: Config>(arg: *mut libc::c_void) {
         (*tc).tid = 0;
         drop(held);
         retire::<C>(st, tc);
-        let mut pool = st.pool.lock();
-        (*tc).pool_next = pool.free as *mut ThreadCache;
-        pool.free = tc as usize;
-        drop(pool);
     }
     // The last thread of the type returns every freed page at once; others
     // leave what the next threads may reuse for the purge delay.
@@ -170,21 +246,37 @@ extern "C" fn thread_exit<C: Config>(arg: *mut libc::c_void) {
     }
 }
 
-/// Empty a cache whose thread is gone (flush, publish remote frees) and give
-/// up its shard.
+/// Retire a cache whose thread is gone: publish its remote frees and give up
+/// its shard. The shard's only holder parks the cache with the shard
+/// (`shard::leave`), its blocks still in it; otherwise the cache is emptied
+/// into the central and goes back to the pool, and the shard's last holder
+/// also gives the shard's inbox to the central and trims it.
 ///
 /// # Safety
 /// No thread uses `tc` any more.
 unsafe fn retire<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
-    // SAFETY: no thread uses `tc` any more (contract): it is the exiting
-    // thread's cache, ours to drain.
-    unsafe { tcache::drain_all::<C>(tc) };
-    // SAFETY: as above; the cache stays mapped (caches are never unmapped).
-    let si = unsafe { (*tc).shard } as usize;
-    if shard::shard(st, si).live.fetch_sub(1, Ordering::SeqCst) == 1 {
-        // SeqCst decrement, then the drain's SeqCst inbox loads — against
-        // the publisher's SeqCst push, then SeqCst load of `live` (see
-        // `publish_to_inbox`): either this drain sees the push, or the
+    // SAFETY: no thread uses `tc` any more (contract): it is ours to drain;
+    // its buffer holds only blocks its thread freed.
+    let si = unsafe {
+        remote::publish_all::<C>(st, &mut (*tc).remote, &(*tc).ctr);
+        (*tc).shard as usize
+    };
+    let warm = shard::reserve_warm(st);
+    // SAFETY: as above.
+    unsafe { tcache::shed_for_park::<C>(tc, if warm { tcache::PARK_BIN_BYTES } else { 0 }) };
+    let left = shard::leave(st, si, tc as usize, warm);
+    if left.parked {
+        return;
+    }
+    // SAFETY: as above (the cache stays mapped: caches are never unmapped).
+    unsafe {
+        tcache::drain_all::<C>(tc);
+        pool_push::<C>(st, tc);
+    }
+    if left.last {
+        // SeqCst decrement (in `leave`), then the drain's SeqCst inbox loads
+        // — against the publisher's SeqCst push, then SeqCst load of `live`
+        // (see `publish_to_inbox`): either this drain sees the push, or the
         // publisher sees `live == 0` and drains it itself. Nothing is left
         // behind. (The fence is redundant with that; it is on a rare path.)
         fence(Ordering::SeqCst);
@@ -293,13 +385,7 @@ fn sweep_dead_of<C: Config>(st: &State<C>, pid: libc::pid_t) {
         };
         if dead {
             // SAFETY: the thread that used `tc` no longer exists.
-            unsafe {
-                retire::<C>(st, tc);
-                let mut pool = st.pool.lock();
-                (*tc).pool_next = pool.free as *mut ThreadCache;
-                pool.free = tc as usize;
-                drop(pool);
-            }
+            unsafe { retire::<C>(st, tc) };
         }
         // SAFETY: as above.
         tc = unsafe { (*tc).all_next };
