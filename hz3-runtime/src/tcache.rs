@@ -689,8 +689,8 @@ pub unsafe fn shed_for_park<C: Config>(tc: *mut ThreadCache, bin_bytes: u32) {
     // SAFETY: `tc` is the exiting thread's cache (caller's contract): no
     // other reference to it exists while this call runs.
     let tcr = unsafe { &mut *tc };
-    for bin in 0..NBINS {
-        let size = BINS[bin].size;
+    for (bin, info) in BINS.iter().enumerate() {
+        let size = info.size;
         if size as usize >= crate::os::PAGE_SIZE {
             // SAFETY: `tcr` is the exiting thread's cache.
             unsafe { give_stash::<C>(st, tcr, bin) };

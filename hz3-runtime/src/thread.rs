@@ -551,4 +551,119 @@ mod tests {
         }
         assert!(shard::shard(st, si).inbox.take(bin).is_null(), "the freed block was left in an unheld shard's inbox");
     }
+
+    macro_rules! stats_config {
+        ($t:ident, $slot:ident) => {
+            std::thread_local! {
+                static $slot: core::cell::Cell<*mut u8> = const { core::cell::Cell::new(core::ptr::null_mut()) };
+            }
+            struct $t;
+            impl Config for $t {
+                const NAME: &'static str = stringify!($t);
+                const S110_META: bool = true;
+                const FREE_FAST: bool = false;
+                const PTAG: Ptag = Ptag::Late;
+                const STATS: bool = true;
+                const FAILFAST: bool = false;
+                const SHARDS: usize = 4;
+                const ARENA_SIZE: usize = 1 << 30;
+                const PURGE: bool = true;
+                fn state() -> &'static State<Self> {
+                    static S: State<$t> = State::new();
+                    &S
+                }
+                fn tls_get() -> *mut u8 {
+                    $slot.with(|c| c.get())
+                }
+                fn tls_set(p: *mut u8) {
+                    $slot.with(|c| c.set(p))
+                }
+            }
+        };
+    }
+
+    /// A thread of type `C` that allocates and frees one block, then holds
+    /// its shard until the returned sender is dropped.
+    fn holder<C: Config>() -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            // SAFETY: a valid size and alignment; the block is freed at once.
+            unsafe { crate::api::free::<C>(crate::api::alloc::<C>(32, 16)) };
+            ready_tx.send(()).unwrap();
+            let _ = done_rx.recv();
+        });
+        ready_rx.recv().unwrap();
+        (done_tx, h)
+    }
+
+    fn alloc_n<C: Config>(n: usize, size: usize) -> std::vec::Vec<usize> {
+        (0..n)
+            .map(|_| {
+                // SAFETY: a valid size and alignment.
+                let p = unsafe { crate::api::alloc::<C>(size, 16) };
+                assert!(!p.is_null());
+                p as usize
+            })
+            .collect()
+    }
+
+    fn free_all<C: Config>(ps: &[usize]) {
+        for &p in ps {
+            // SAFETY: each block is live and freed once.
+            unsafe { crate::api::free::<C>(p as *mut u8) };
+        }
+    }
+
+    stats_config!(Adopt, ADOPT_SLOT);
+
+    /// The last thread of a shard parks its cache with it; the next thread
+    /// on the shard adopts it and allocates the blocks the first one freed
+    /// without a single refill. (Before parking, a thread's exit gave every
+    /// cached block back to the central and the next thread refilled each
+    /// class it used: this test counted 2 refills.)
+    #[test]
+    fn the_next_thread_on_a_shard_allocates_from_the_parked_cache() {
+        let (hold, h) = holder::<Adopt>();
+        std::thread::spawn(|| free_all::<Adopt>(&alloc_n::<Adopt>(64, 64))).join().unwrap();
+        let before = snapshot::<Adopt>();
+        std::thread::spawn(|| free_all::<Adopt>(&alloc_n::<Adopt>(64, 64))).join().unwrap();
+        let after = snapshot::<Adopt>();
+        drop(hold);
+        h.join().unwrap();
+        assert_eq!(after.allocs - before.allocs, 64);
+        assert_eq!(after.refills - before.refills, 0, "the second thread refilled: it did not adopt the parked cache");
+    }
+
+    stats_config!(Hint, HINT_SLOT);
+
+    /// A thread whose first call frees a block of a shard no thread holds
+    /// takes that shard: its frees of the exited thread's blocks are local.
+    /// The shard is not the lowest free one (which the thread would take
+    /// otherwise, and its frees were then all remote: 100 of 100).
+    #[test]
+    fn a_first_free_takes_the_freed_blocks_shard() {
+        let (hold, h) = holder::<Hint>();
+        // `a` takes the second shard while `x` holds the first free one.
+        let (x_hold, x) = holder::<Hint>();
+        let (ps, a_shard) = std::thread::spawn(|| {
+            let ps = alloc_n::<Hint>(100, 48);
+            // SAFETY: the thread's cache is live after its first allocation.
+            (ps, unsafe { (*raw::<Hint>()).shard })
+        })
+        .join()
+        .unwrap();
+        drop(x_hold);
+        x.join().unwrap();
+        let st = Hint::state();
+        let lowest_free = (0..Hint::SHARDS).find(|&i| shard::shard(st, i).live.load(Ordering::Relaxed) == 0).unwrap();
+        assert_ne!(lowest_free, a_shard as usize, "the test needs the freed blocks' shard not to be the lowest free one");
+        let before = snapshot::<Hint>();
+        std::thread::spawn(move || free_all::<Hint>(&ps)).join().unwrap();
+        let after = snapshot::<Hint>();
+        drop(hold);
+        h.join().unwrap();
+        assert_eq!(after.local - before.local, 100, "the exited thread's blocks were not freed locally");
+        assert_eq!(after.remote - before.remote, 0);
+    }
 }
