@@ -10,8 +10,12 @@
 //! above a threshold for the purge delay (half of them at a time, long
 //! stretches first), or when the shard's last thread leaves beyond a small
 //! parked reserve, which goes after the delay or with the type's last thread.
+//! The shard's last thread parks its thread cache with the shard ([`leave`]);
+//! the next thread to take the shard adopts it, bins intact
+//! ([`take_parked_cache`]); [`purge_parked`] empties it after the delay.
 //! Must never: be entered on the hot path; every function here except the inbox
-//! push and take runs under the shard lock (the parked-shard purges take each lock in turn), and takes the lock's guard (the
+//! push and take (and the parked-cache take, which locks) runs under the shard
+//! lock (the parked-shard purges take each lock in turn), and takes the lock's guard (the
 //! central, reachable only through [`Shard::lock`]) as the proof. The shard's
 //! segment headers are written by the same lock holder (`SegHdr::runs`,
 //! `PageDesc::run`).
@@ -1072,7 +1076,7 @@ unsafe fn purge_down_to<C: Config>(st: &State<C>, cen: &mut Central, keep: u32) 
     }
 }
 
-/// At a thread's exit, after its shard was released (and parked by [`trim`]
+/// At a thread's exit, after its shard was released (and parked by [`leave`]
 /// if it was the shard's last thread): when no thread of the type holds a
 /// shard any more, purge every parked shard now — nobody is coming for their
 /// pages — and return true; otherwise purge those whose delay is over and

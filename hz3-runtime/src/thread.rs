@@ -1,8 +1,11 @@
 //! Thread and process life cycle of one generated type.
 //!
-//! Owns: creating a thread's cache on first use (shard assignment, pthread key
-//! registration), tearing it down at thread exit (flush, publish, release the
-//! shard), the `fork()` handlers, the exit stats line, and "direct mode" — the
+//! Owns: creating a thread's cache on first use (shard assignment — the
+//! freed block's shard for a thread whose first call is a free, if no thread
+//! holds it — adopting the cache parked with the shard, pthread key
+//! registration), tearing it down at thread exit (publish remote frees, then
+//! park the cache with the shard, or flush it and release the shard), the
+//! `fork()` handlers, the exit stats line, and "direct mode" — the
 //! lock-protected path that serves threads with no cache (during libc
 //! registration, after their own teardown). Must never: allocate through the
 //! engine while holding a lock, or leave a shard id taken by an exited thread.
