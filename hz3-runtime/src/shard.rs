@@ -166,8 +166,8 @@ pub const PURGE_CAP_PAGES: u32 = 16384;
 /// thread (512 KiB), for at most `arena::PURGE_DELAY_MS`; the rest is purged
 /// when it is parked.
 pub const PARK_KEEP_PAGES: u32 = 128;
-/// Free pages a shard parked warm keeps at most (1 MiB; see [`leave`]).
-pub const PARK_WARM_PAGES: u32 = 256;
+/// Free pages a shard parked warm keeps at most (512 KiB; see [`leave`]).
+pub const PARK_WARM_PAGES: u32 = 128;
 /// Free pages left unused through a thread's whole life that its exit
 /// purges at least (fewer are not worth the system calls; see [`leave`]).
 pub const PARK_STALE_MIN_PAGES: u32 = 16;
@@ -873,7 +873,7 @@ unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
 /// in the arena. Its dirty free pages are purged down to `PARK_KEEP_PAGES`
 /// (long stretches first) and the shard is parked with the rest for
 /// [`purge_parked`]. Called when the shard's last thread leaves without
-/// parking its cache (see [`leave`]: a cache was parked already).
+/// parking its cache (see [`leave`]).
 ///
 /// # Safety
 /// `cen` is the locked central of `sh`, one of `st`'s shards.
@@ -946,7 +946,7 @@ pub struct Left {
 pub const PARK_WARM_SHARDS: usize = 2;
 
 /// Before a thread's exit parks its cache: reserve one of the
-/// [`PARK_WARM_SHARDS`] warm parks (true), or park lean (false). A
+/// [`PARK_WARM_SHARDS`] warm parks (true), or none (false: no park). A
 /// reservation the exit does not use goes back through [`leave`].
 pub fn reserve_warm<C: Config>(st: &State<C>) -> bool {
     // Relaxed: a count; the shards it describes are written under their locks.
@@ -955,25 +955,22 @@ pub fn reserve_warm<C: Config>(st: &State<C>) -> bool {
         .is_ok()
 }
 
-/// At a thread's exit (its remote frees published, its cache shed for a
-/// park, warm or lean, see `tcache::shed_for_park`): give up shard `si`.
-/// The shard's only holder parks its cache `tc` with it and stamps the shard
-/// parked: the next thread to take the shard adopts the cache
-/// ([`take_parked_cache`]); [`purge_parked`] empties it, and returns the
-/// shard's free pages, once parked for `arena::PURGE_DELAY_MS`.
+/// At a thread's exit (its remote frees published): give up shard `si`.
+/// With `warm` (a warm park reserved by [`reserve_warm`], the cache shed by
+/// `tcache::shed_for_park`) the shard's only holder parks its cache `tc`
+/// with it and stamps the shard parked: the next thread to take the shard
+/// adopts the cache ([`take_parked_cache`]); [`purge_parked`] empties it,
+/// and returns the shard's free pages, once parked for
+/// `arena::PURGE_DELAY_MS`. The park releases the shard's empty runs (a
+/// walk of its partial lists, as every last exit made before parks kept
+/// caches) and keeps up to [`PARK_WARM_PAGES`] free pages, less those that
+/// stayed unused through the thread's whole life (purged: threads like it
+/// do not need them).
 ///
-/// Either park releases the shard's empty runs (a walk of its partial
-/// lists, as every last exit made before parks kept caches). A warm park
-/// (`warm`, reserved by [`reserve_warm`]) keeps what the thread left: its
-/// cache's bins (shed to `tcache::PARK_BIN_BYTES` each) and up to
-/// [`PARK_WARM_PAGES`] free pages, less those that stayed unused through
-/// the thread's whole life (purged: threads like it do not need them). A
-/// lean park (more shards parked at once than [`PARK_WARM_SHARDS`]) comes
-/// with an emptied cache and purges the free pages down to
-/// [`PARK_KEEP_PAGES`].
-///
-/// A thread that shares its shard (or finds a cache parked already) parks
-/// nothing: the caller empties its cache into the central. Costs one lock.
+/// Without `warm` (more exits at once than [`PARK_WARM_SHARDS`]), or when
+/// the thread shares its shard (or finds a cache parked already), nothing is
+/// parked: the caller empties its cache into the central, and the shard's
+/// last holder trims it ([`trim`]). Costs one lock.
 ///
 /// Ordering: the holder test, the park and the `live` decrement are under
 /// the shard lock, and a new holder increments `live` before it takes the
@@ -988,10 +985,10 @@ pub fn leave<C: Config>(st: &State<C>, si: usize, tc: usize, warm: bool) -> Left
     let sh = shard(st, si);
     let mut cen = sh.lock();
     // Relaxed: the increments that matter are ordered by the lock (above).
-    let parked = sh.live.load(Ordering::Relaxed) == 1 && sh.parked_cache.load(Ordering::Relaxed) == 0;
+    let parked = warm && sh.live.load(Ordering::Relaxed) == 1 && sh.parked_cache.load(Ordering::Relaxed) == 0;
     if parked {
         sh.parked_cache.store(tc, Ordering::Relaxed);
-        sh.parked_warm.store(warm, Ordering::Relaxed);
+        sh.parked_warm.store(true, Ordering::Relaxed);
         // Relaxed: read under this lock by `purge_parked` (the lock-free
         // reads are hints, except the exit's: see `purge_at_exit`).
         sh.parked_at.store(crate::os::now_ms().max(1), Ordering::Relaxed);
@@ -1001,12 +998,7 @@ pub fn leave<C: Config>(st: &State<C>, si: usize, tc: usize, warm: bool) -> Left
         // of 50 threads (~100 kept runs a shard).
         // SAFETY: the guard is this shard's locked central.
         unsafe { release_idle(st, &mut cen) };
-        if !warm {
-            if C::PURGE && cen.dirty > PARK_KEEP_PAGES {
-                // SAFETY: as above.
-                unsafe { purge_down_to(st, &mut cen, PARK_KEEP_PAGES) };
-            }
-        } else if C::PURGE {
+        if C::PURGE {
             // Free pages that stayed resident, unused, for the whole life of
             // the leaving thread are not what threads like it need: purged
             // (long stretches first). The ones it freed itself stay warm for

@@ -674,8 +674,8 @@ pub const PARK_BIN_BYTES: u32 = 16 << 10;
 
 /// Before a cache is parked with its shard (the exit of the shard's last
 /// thread, see `shard::leave`): give each bin's blocks beyond `bin_bytes`
-/// bytes of them ([`PARK_BIN_BYTES`] for a warm park, 0 for a lean one) to
-/// the central, and the stash of the classes of whole pages. The next
+/// bytes of them ([`PARK_BIN_BYTES`]) to the central, and the stash of the
+/// classes of whole pages. The next
 /// thread on the shard allocates what is kept without a refill; what it is
 /// unlikely to use (the older tail of a bin its threshold grew for, blocks
 /// of 4 KiB and up, which are whole runs) goes back, where empty runs are

@@ -250,10 +250,11 @@ extern "C" fn thread_exit<C: Config>(arg: *mut libc::c_void) {
 }
 
 /// Retire a cache whose thread is gone: publish its remote frees and give up
-/// its shard. The shard's only holder parks the cache with the shard
-/// (`shard::leave`), its blocks still in it; otherwise the cache is emptied
-/// into the central and goes back to the pool, and the shard's last holder
-/// also gives the shard's inbox to the central and trims it.
+/// its shard. The shard's only holder parks the cache with the shard when
+/// one of the warm parks is free (`shard::leave`), its blocks still in it;
+/// otherwise the cache is emptied into the central and goes back to the
+/// pool, and the shard's last holder also gives the shard's inbox to the
+/// central and trims it.
 ///
 /// # Safety
 /// No thread uses `tc` any more.
@@ -265,8 +266,10 @@ unsafe fn retire<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
         (*tc).shard as usize
     };
     let warm = shard::reserve_warm(st);
-    // SAFETY: as above.
-    unsafe { tcache::shed_for_park::<C>(tc, if warm { tcache::PARK_BIN_BYTES } else { 0 }) };
+    if warm {
+        // SAFETY: as above.
+        unsafe { tcache::shed_for_park::<C>(tc, tcache::PARK_BIN_BYTES) };
+    }
     let left = shard::leave(st, si, tc as usize, warm);
     if left.parked {
         return;
