@@ -419,7 +419,7 @@ pub unsafe fn free_slow<C: Config>(p: *mut u8) -> bool {
     match r {
         Route::Block { bin, owner } => {
             if tc.is_null() {
-                tc = thread::cache::<C>();
+                tc = thread::cache_preferring::<C>(owner);
             }
             if is_live(tc) {
                 // SAFETY: `tc` is this thread's live cache; the route found

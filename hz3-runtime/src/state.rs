@@ -65,6 +65,8 @@ pub struct State<C: Config> {
     pub long_inboxes: AtomicU64,
     /// When `collect_long` last ran (ms, `os::now_ms`).
     pub last_collect: AtomicU64,
+    /// Shards parked warm now (`shard::leave`, at most `shard::PARK_WARM_SHARDS`).
+    pub parked_warm: AtomicUsize,
     _c: PhantomData<fn() -> C>,
 }
 
@@ -89,6 +91,7 @@ impl<C: Config> State<C> {
             link_key: crate::harden::LinkKey::new(),
             long_inboxes: AtomicU64::new(0),
             last_collect: AtomicU64::new(0),
+            parked_warm: AtomicUsize::new(0),
             _c: PhantomData,
         }
     }

@@ -636,6 +636,69 @@ unsafe fn give_front<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize
     tcr.set_cached(bin, tcr.cached(bin) - (n - left));
 }
 
+/// Detach the first `n` blocks of bin `bin` as a chain, the most recently
+/// freed first.
+///
+/// # Safety
+/// `tcr` is the calling thread's cache (its lists hold free blocks only this
+/// thread links) and `1 <= n <= tcr.cached(bin)`.
+unsafe fn split_front<C: Config>(tcr: &mut ThreadCache, bin: usize, n: u32) -> Chain {
+    let b = &mut tcr.bins[bin];
+    if !b.freed.is_null() {
+        // One list: `freed`, then `head`.
+        let mut last = b.freed;
+        // Each link is read once (under `harden` a read decodes and checks).
+        // SAFETY: `last` is a block of the bin's `freed` list (caller's contract).
+        let mut next = unsafe { next_of::<C>(last) };
+        while !next.is_null() {
+            last = next;
+            // SAFETY: as above.
+            next = unsafe { next_of::<C>(last) };
+        }
+        // SAFETY: `last` is the last block of `freed`, a block of this bin.
+        unsafe { set_next::<C>(last, b.head) };
+        b.head = core::mem::replace(&mut b.freed, core::ptr::null_mut());
+    }
+    let head = b.head;
+    let mut tail = head;
+    for _ in 1..n {
+        // SAFETY: the list holds at least `n` blocks (caller's contract), so
+        // `tail` is one of its first `n - 1` blocks.
+        tail = unsafe { next_of::<C>(tail) };
+    }
+    // SAFETY: `tail` is the `n`-th block of the bin's list (`n <= cached()`):
+    // its link is this thread's to read and to cut.
+    b.head = unsafe { next_of::<C>(tail) };
+    tcr.set_cached(bin, tcr.cached(bin) - n);
+    // SAFETY: as the read of `tail`'s link just above.
+    unsafe { set_next::<C>(tail, core::ptr::null_mut()) };
+    Chain { head, tail, n }
+}
+
+/// Detach all but the first `keep` blocks of bin `bin` (the most recently
+/// freed are first) as a chain: the older blocks, whose runs the central may
+/// then release, go; the ones the thread touched last stay.
+///
+/// # Safety
+/// `tcr` is the calling thread's cache (its lists hold free blocks only this
+/// thread links) and `keep < tcr.cached(bin)`.
+unsafe fn split_back<C: Config>(tcr: &mut ThreadCache, bin: usize, keep: u32) -> Chain {
+    let n = tcr.cached(bin);
+    if keep == 0 {
+        // SAFETY: the bin holds `n >= 1` blocks (contract).
+        return unsafe { split_front::<C>(tcr, bin, n) };
+    }
+    // The first `keep` blocks stay: detach them, then the rest, and put them back.
+    // SAFETY: `1 <= keep < n = cached()` (contract).
+    let kept = unsafe { split_front::<C>(tcr, bin, keep) };
+    // SAFETY: the bin still holds `n - keep >= 1` blocks, in `head` alone.
+    let rest = unsafe { split_front::<C>(tcr, bin, n - keep) };
+    let b = &mut tcr.bins[bin];
+    b.head = kept.head;
+    tcr.set_cached(bin, keep);
+    rest
+}
+
 /// Empty every bin into the central and publish buffered remote frees
 /// (thread exit).
 ///
@@ -660,6 +723,48 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
             // SAFETY: `tcr` is the exiting thread's cache and `n` is bin
             // `bin`'s cached count.
             unsafe { give_front::<C>(st, tcr, bin, n) };
+        }
+    }
+}
+
+/// Bytes of blocks each bin of a cache parked with its shard keeps (see
+/// [`shed_for_park`]): 16 KiB is 1,024 blocks of 16 bytes, 16 of 1 KiB, 4
+/// of 4 KiB, none of the classes above 16 KiB.
+pub const PARK_BIN_BYTES: u32 = 16 << 10;
+
+/// Before a cache is parked with its shard (the exit of the shard's last
+/// thread, see `shard::leave`): give each bin's blocks beyond `bin_bytes`
+/// bytes of them ([`PARK_BIN_BYTES`]) to the central, and the stash of the
+/// classes of whole pages. The next
+/// thread on the shard allocates what is kept without a refill; what it is
+/// unlikely to use (the older tail of a bin its threshold grew for, blocks
+/// of 4 KiB and up, which are whole runs) goes back, where empty runs are
+/// released for any class. Bounded: one look per bin and one give per block
+/// handed back (the bins' thresholds bound them).
+///
+/// # Safety
+/// `tc` is the exiting thread's cache, its remote frees published.
+pub unsafe fn shed_for_park<C: Config>(tc: *mut ThreadCache, bin_bytes: u32) {
+    let st = C::state();
+    // SAFETY: `tc` is the exiting thread's cache (caller's contract): no
+    // other reference to it exists while this call runs.
+    let tcr = unsafe { &mut *tc };
+    for (bin, info) in BINS.iter().enumerate() {
+        let size = info.size;
+        if size as usize >= crate::os::PAGE_SIZE {
+            // SAFETY: `tcr` is the exiting thread's cache.
+            unsafe { give_stash::<C>(st, tcr, bin) };
+        }
+        let n = tcr.cached(bin);
+        let keep = bin_bytes / size;
+        if n > keep {
+            // SAFETY: `tcr` is the exiting thread's cache and
+            // `keep < n = cached()`.
+            let chain = unsafe { split_back::<C>(tcr, bin, keep) };
+            tcr.add::<C>(Ctr::CacheOut, chain.n as u64);
+            // SAFETY: the chain holds free blocks of `bin` owned by the
+            // cache's shard, detached from the bin.
+            unsafe { shard::give_chain::<C>(st, tcr.shard as usize, bin, chain) };
         }
     }
 }
