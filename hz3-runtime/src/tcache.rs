@@ -636,67 +636,55 @@ unsafe fn give_front<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize
     tcr.set_cached(bin, tcr.cached(bin) - (n - left));
 }
 
-/// Detach the first `n` blocks of bin `bin` as a chain, the most recently
-/// freed first.
+/// Give all but the first `keep` blocks of bin `bin` (the most recently freed
+/// first: `freed`, then `head`) back to their runs, under one take of the
+/// shard lock: the older blocks, whose runs the central may then release, go;
+/// the ones the thread touched last stay. The kept blocks are walked once to
+/// find the cut; the given ones are visited once, by [`shard::give_list`].
+/// Returns how many were given.
 ///
 /// # Safety
-/// `tcr` is the calling thread's cache (its lists hold free blocks only this
-/// thread links) and `1 <= n <= tcr.cached(bin)`.
-unsafe fn split_front<C: Config>(tcr: &mut ThreadCache, bin: usize, n: u32) -> Chain {
+/// `tcr` is the calling thread's cache (its lists hold free blocks of `bin`
+/// owned by its shard, linked by this thread only).
+unsafe fn give_back<C: Config>(st: &State<C>, tcr: &mut ThreadCache, bin: usize, keep: u32) -> u32 {
+    let si = tcr.shard as usize;
+    let mut cen = shard::shard(st, si).lock();
     let b = &mut tcr.bins[bin];
-    if !b.freed.is_null() {
-        // One list: `freed`, then `head`.
-        let mut last = b.freed;
-        // Each link is read once (under `harden` a read decodes and checks).
-        // SAFETY: `last` is a block of the bin's `freed` list (caller's contract).
-        let mut next = unsafe { next_of::<C>(last) };
-        while !next.is_null() {
-            last = next;
-            // SAFETY: as above.
-            next = unsafe { next_of::<C>(last) };
+    let mut left = keep;
+    let mut given = 0;
+    for list in [&mut b.freed, &mut b.head] {
+        let mut rest = *list;
+        if left > 0 && !rest.is_null() {
+            // Walk to the last kept block of this list (or its end).
+            let mut last = rest;
+            left -= 1;
+            // SAFETY: `last` is a block of the bin's list (contract).
+            rest = unsafe { next_of::<C>(last) };
+            while left > 0 && !rest.is_null() {
+                last = rest;
+                left -= 1;
+                // SAFETY: as above.
+                rest = unsafe { next_of::<C>(last) };
+            }
+            if !rest.is_null() {
+                // SAFETY: `last` is this thread's block of the list: its link is ours to cut.
+                unsafe { set_next::<C>(last, core::ptr::null_mut()) };
+            }
+        } else {
+            *list = core::ptr::null_mut();
         }
-        // SAFETY: `last` is the last block of `freed`, a block of this bin.
-        unsafe { set_next::<C>(last, b.head) };
-        b.head = core::mem::replace(&mut b.freed, core::ptr::null_mut());
+        if !rest.is_null() {
+            // SAFETY: `cen` is shard `si`'s locked central; `rest` is a
+            // null-terminated list of free blocks of `bin` owned by shard
+            // `si`, cut off the bin above.
+            let (_, n) = unsafe { shard::give_list::<C>(st, si, &mut cen, bin, rest, u32::MAX) };
+            given += n;
+        }
     }
-    let head = b.head;
-    let mut tail = head;
-    for _ in 1..n {
-        // SAFETY: the list holds at least `n` blocks (caller's contract), so
-        // `tail` is one of its first `n - 1` blocks.
-        tail = unsafe { next_of::<C>(tail) };
-    }
-    // SAFETY: `tail` is the `n`-th block of the bin's list (`n <= cached()`):
-    // its link is this thread's to read and to cut.
-    b.head = unsafe { next_of::<C>(tail) };
-    tcr.set_cached(bin, tcr.cached(bin) - n);
-    // SAFETY: as the read of `tail`'s link just above.
-    unsafe { set_next::<C>(tail, core::ptr::null_mut()) };
-    Chain { head, tail, n }
-}
-
-/// Detach all but the first `keep` blocks of bin `bin` (the most recently
-/// freed are first) as a chain: the older blocks, whose runs the central may
-/// then release, go; the ones the thread touched last stay.
-///
-/// # Safety
-/// `tcr` is the calling thread's cache (its lists hold free blocks only this
-/// thread links) and `keep < tcr.cached(bin)`.
-unsafe fn split_back<C: Config>(tcr: &mut ThreadCache, bin: usize, keep: u32) -> Chain {
-    let n = tcr.cached(bin);
-    if keep == 0 {
-        // SAFETY: the bin holds `n >= 1` blocks (contract).
-        return unsafe { split_front::<C>(tcr, bin, n) };
-    }
-    // The first `keep` blocks stay: detach them, then the rest, and put them back.
-    // SAFETY: `1 <= keep < n = cached()` (contract).
-    let kept = unsafe { split_front::<C>(tcr, bin, keep) };
-    // SAFETY: the bin still holds `n - keep >= 1` blocks, in `head` alone.
-    let rest = unsafe { split_front::<C>(tcr, bin, n - keep) };
-    let b = &mut tcr.bins[bin];
-    b.head = kept.head;
-    tcr.set_cached(bin, keep);
-    rest
+    drop(cen);
+    shard::walks::add(given as u64);
+    tcr.set_cached(bin, tcr.cached(bin) - given);
+    given
 }
 
 /// Empty every bin into the central and publish buffered remote frees
@@ -758,13 +746,9 @@ pub unsafe fn shed_for_park<C: Config>(tc: *mut ThreadCache, bin_bytes: u32) {
         let n = tcr.cached(bin);
         let keep = bin_bytes / size;
         if n > keep {
-            // SAFETY: `tcr` is the exiting thread's cache and
-            // `keep < n = cached()`.
-            let chain = unsafe { split_back::<C>(tcr, bin, keep) };
-            tcr.add::<C>(Ctr::CacheOut, chain.n as u64);
-            // SAFETY: the chain holds free blocks of `bin` owned by the
-            // cache's shard, detached from the bin.
-            unsafe { shard::give_chain::<C>(st, tcr.shard as usize, bin, chain) };
+            // SAFETY: `tcr` is the exiting thread's cache.
+            let given = unsafe { give_back::<C>(st, tcr, bin, keep) };
+            tcr.add::<C>(Ctr::CacheOut, given as u64);
         }
     }
 }

@@ -644,6 +644,43 @@ mod tests {
         assert_eq!(after.refills - before.refills, 0, "the second thread refilled: it did not adopt the parked cache");
     }
 
+    stats_config!(Shed, SHED_SLOT);
+
+    /// A parked cache keeps `PARK_BIN_BYTES` of each bin, the most recently
+    /// freed blocks, and gives the older ones back: the next thread allocates
+    /// exactly the kept blocks (distinct, usable) without a refill, then refills.
+    #[test]
+    fn a_parked_cache_keeps_its_newest_blocks_within_the_bin_budget() {
+        let (hold, h) = holder::<Shed>();
+        let size = 64;
+        let kept = (crate::tcache::PARK_BIN_BYTES as usize) / size;
+        std::thread::spawn(move || free_all::<Shed>(&alloc_n::<Shed>(8 * kept, size))).join().unwrap();
+        let before = snapshot::<Shed>();
+        let (ps, between, more) = std::thread::spawn(move || {
+            let ps = alloc_n::<Shed>(kept, size);
+            let between = snapshot::<Shed>();
+            let more = alloc_n::<Shed>(1, size);
+            for &p in &ps {
+                // SAFETY: each block is a live block of `size` bytes.
+                unsafe { (p as *mut u8).write_bytes(0x5a, size) };
+            }
+            free_all::<Shed>(&more);
+            free_all::<Shed>(&ps);
+            (ps, between, more)
+        })
+        .join()
+        .unwrap();
+        drop(hold);
+        h.join().unwrap();
+        let mut sorted = ps.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), kept, "a kept block was handed out twice");
+        assert!(!ps.contains(&more[0]));
+        assert_eq!(between.refills - before.refills, 0, "the kept blocks were not all in the parked cache");
+        assert!(snapshot::<Shed>().refills > between.refills, "more than the bin budget was kept");
+    }
+
     stats_config!(Hint, HINT_SLOT);
 
     /// A thread whose first call frees a block of a shard no thread holds
