@@ -244,9 +244,9 @@ impl CacheKeys {
 
     /// The pop's quick test of a decoded link: a 16-byte aligned address in
     /// the arena (the rotation folds the alignment test into the range
-    /// test). Null fails it, and so does every link when the copy is stale:
-    /// the slow pop then applies the whole test ([`link_ok`]) with the
-    /// state's own bounds.
+    /// test). Null fails it (the hot pop admits null apart), and so does
+    /// every link when the copy is stale: the slow pop then applies the
+    /// whole test ([`link_ok`]) with the state's own bounds.
     #[inline(always)]
     pub fn link_in_arena(self, next: *mut u8) -> bool {
         (next as usize).wrapping_sub(self.base).rotate_right(4) < self.len16
