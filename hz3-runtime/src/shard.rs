@@ -1201,6 +1201,12 @@ fn unpark(st: &State<impl Config>, sh: &Shard, _cen: &mut Central) -> usize {
     tc
 }
 
+/// Warm parks reserved or held (a relaxed hint: every parked cache holds
+/// one, see [`reserve_warm`]).
+pub fn warm_parks<C: Config>(st: &State<C>) -> usize {
+    st.parked_warm.load(Ordering::Relaxed)
+}
+
 /// Whether shard `sh` holds a parked cache: a relaxed peek, a hint for a new
 /// thread choosing its shard (the cache is taken under the lock, see
 /// [`take_parked_cache`], and may be gone by then).

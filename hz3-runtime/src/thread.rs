@@ -201,10 +201,13 @@ fn acquire_shard<C: Config>(st: &State<C>, hint: usize) -> usize {
     // gives its warm park back for the next exit. (Left beside a lower free
     // shard, a parked cache kept its park for the whole purge delay while
     // the exits after it flushed their caches and purged.)
-    for i in 0..C::SHARDS {
-        let sh = shard::shard(st, i);
-        if shard::has_parked_cache(sh) && sh.live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            return i;
+    // Parked caches are warm parks: none reserved, none to look for.
+    if shard::warm_parks(st) != 0 {
+        for i in 0..C::SHARDS {
+            let sh = shard::shard(st, i);
+            if shard::has_parked_cache(sh) && sh.live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                return i;
+            }
         }
     }
     for i in 0..C::SHARDS {
