@@ -1201,6 +1201,19 @@ fn unpark(st: &State<impl Config>, sh: &Shard, _cen: &mut Central) -> usize {
     tc
 }
 
+/// Warm parks reserved or held (a relaxed hint: every parked cache holds
+/// one, see [`reserve_warm`]).
+pub fn warm_parks<C: Config>(st: &State<C>) -> usize {
+    st.parked_warm.load(Ordering::Relaxed)
+}
+
+/// Whether shard `sh` holds a parked cache: a relaxed peek, a hint for a new
+/// thread choosing its shard (the cache is taken under the lock, see
+/// [`take_parked_cache`], and may be gone by then).
+pub fn has_parked_cache(sh: &Shard) -> bool {
+    sh.parked_cache.load(Ordering::Relaxed) != 0
+}
+
 /// For a thread that just took shard `si` (its `live` count raised): the
 /// cache the shard's last thread parked with it (a `*mut ThreadCache`), now
 /// the caller's, or 0. Costs one lock.

@@ -719,19 +719,25 @@ pub unsafe fn drain_all<C: Config>(tc: *mut ThreadCache) {
 }
 
 /// Bytes of blocks each bin of a cache parked with its shard keeps (see
-/// [`shed_for_park`]): 16 KiB is 1,024 blocks of 16 bytes, 16 of 1 KiB, 4
-/// of 4 KiB, none of the classes above 16 KiB.
+/// [`shed_for_park`]), and one block at least: 16 KiB is 1,024 blocks of 16
+/// bytes, 16 of 1 KiB, 4 of 4 KiB, one of each class above 16 KiB.
 pub const PARK_BIN_BYTES: u32 = 16 << 10;
 
 /// Before a cache is parked with its shard (the exit of the shard's last
 /// thread, see `shard::leave`): give each bin's blocks beyond `bin_bytes`
-/// bytes of them ([`PARK_BIN_BYTES`]) to the central, and the stash of the
-/// classes of whole pages. The next
-/// thread on the shard allocates what is kept without a refill; what it is
-/// unlikely to use (the older tail of a bin its threshold grew for, blocks
-/// of 4 KiB and up, which are whole runs) goes back, where empty runs are
-/// released for any class. Bounded: one look per bin and one give per block
-/// handed back (the bins' thresholds bound them).
+/// bytes of them ([`PARK_BIN_BYTES`]), one block at least, to the central,
+/// and the stash of the classes of whole pages. The next thread on the
+/// shard allocates what is kept without a refill; what it is unlikely to use
+/// (the older tail of a bin its threshold grew for) goes back, where empty
+/// runs are released for any class. The one block kept of each class above
+/// 16 KiB (a whole run of 5 to 254 pages, at most ~1.9 MiB for all of them
+/// up to 256 KiB, and the classes above within the cache's byte budget) is
+/// there for the next thread's first block of the class: given back, its
+/// run was released, purged at the exit, and faulted in again by the next
+/// thread (threads re-created in waves, each holding 2,000 blocks of 16
+/// B–1 KiB and 1% up to 100 KiB, faulted in ~26,000 pages a run of 660
+/// threads, ~19,000 with one block kept). Bounded: one look per bin and one
+/// give per block handed back (the bins' thresholds bound them).
 ///
 /// # Safety
 /// `tc` is the exiting thread's cache, its remote frees published.
@@ -747,7 +753,7 @@ pub unsafe fn shed_for_park<C: Config>(tc: *mut ThreadCache, bin_bytes: u32) {
             unsafe { give_stash::<C>(st, tcr, bin) };
         }
         let n = tcr.cached(bin);
-        let keep = bin_bytes / size;
+        let keep = (bin_bytes / size).max(1);
         if n > keep {
             // SAFETY: `tcr` is the exiting thread's cache.
             let given = unsafe { give_back::<C>(st, tcr, bin, keep) };

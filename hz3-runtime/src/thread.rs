@@ -187,13 +187,28 @@ pub unsafe fn recycle_parked<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
 }
 
 /// Take shard `hint` if it is a shard no thread holds, else the lowest free
-/// shard id, or share the least loaded one when all are taken. (Shards held
+/// shard with a parked cache, else the lowest free shard id, or share the
+/// least loaded one when all are taken. (Shards held
 /// by threads that died without teardown come back through the periodic
 /// sweep in `create`; sweeping here, on every creation while all shards are
 /// busy, would cost a system call per live thread each time.)
 fn acquire_shard<C: Config>(st: &State<C>, hint: usize) -> usize {
     if hint < C::SHARDS && shard::shard(st, hint).live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
         return hint;
+    }
+    // A shard whose last thread parked its cache there first: the cache's
+    // blocks and the shard's free pages are warm, and adopting the cache
+    // gives its warm park back for the next exit. (Left beside a lower free
+    // shard, a parked cache kept its park for the whole purge delay while
+    // the exits after it flushed their caches and purged.)
+    // Parked caches are warm parks: none reserved, none to look for.
+    if shard::warm_parks(st) != 0 {
+        for i in 0..C::SHARDS {
+            let sh = shard::shard(st, i);
+            if shard::has_parked_cache(sh) && sh.live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                return i;
+            }
+        }
     }
     for i in 0..C::SHARDS {
         if shard::shard(st, i).live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
@@ -679,6 +694,94 @@ mod tests {
         assert!(!ps.contains(&more[0]));
         assert_eq!(between.refills - before.refills, 0, "the kept blocks were not all in the parked cache");
         assert!(snapshot::<Shed>().refills > between.refills, "more than the bin budget was kept");
+    }
+
+    stats_config!(BigKeep, BIG_KEEP_SLOT);
+
+    /// A parked cache keeps one block of each class above its bin budget
+    /// (16 KiB a bin: none of the classes above 16 KiB before): the next
+    /// thread on the shard gets the 64 KiB block the last one freed without
+    /// a refill. (Given back, the block's run was released and its pages
+    /// purged at the exit, and the next thread faulted them in again: this
+    /// test counted 1 refill.)
+    #[test]
+    fn a_parked_cache_keeps_a_block_of_each_class_above_the_bin_budget() {
+        let (hold, h) = holder::<BigKeep>();
+        let size = 64 << 10;
+        assert!(size as u32 > crate::tcache::PARK_BIN_BYTES);
+        let freed = std::thread::spawn(move || {
+            let ps = alloc_n::<BigKeep>(2, size);
+            free_all::<BigKeep>(&ps);
+            ps
+        })
+        .join()
+        .unwrap();
+        let before = snapshot::<BigKeep>();
+        let (got, between) = std::thread::spawn(move || {
+            let got = alloc_n::<BigKeep>(1, size);
+            let between = snapshot::<BigKeep>();
+            free_all::<BigKeep>(&got);
+            (got[0], between)
+        })
+        .join()
+        .unwrap();
+        drop(hold);
+        h.join().unwrap();
+        assert_eq!(between.refills - before.refills, 0, "the next thread refilled: the parked cache kept no 64 KiB block");
+        assert!(freed.contains(&got), "the block came from elsewhere than the parked cache");
+    }
+
+    /// A thread of type `C` that frees `n` blocks of `size` bytes it
+    /// allocated, reports its shard, and exits when the returned sender is
+    /// dropped.
+    fn parker<C: Config>(n: usize, size: usize) -> (u32, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            free_all::<C>(&alloc_n::<C>(n, size));
+            // SAFETY: the thread's cache is live after its first allocation.
+            ready_tx.send(unsafe { (*raw::<C>()).shard }).unwrap();
+            let _ = done_rx.recv();
+        });
+        (ready_rx.recv().unwrap(), done_tx, h)
+    }
+
+    stats_config!(PreferParked, PREFER_PARKED_SLOT);
+
+    /// A new thread takes a free shard with a parked cache before a lower
+    /// free shard without one, and adopts the cache: no refill. (Before, it
+    /// took the lowest free shard, whose last thread had found both warm
+    /// parks taken and flushed its cache: 1 refill, and the parked cache
+    /// kept its warm park while later exits flushed and purged.)
+    #[test]
+    fn a_new_thread_takes_a_shard_with_a_parked_cache_first() {
+        assert_eq!(shard::PARK_WARM_SHARDS, 2, "the test parks two caches, then exits a third thread cold");
+        let (hold, h) = holder::<PreferParked>();
+        let (s1, e1, t1) = parker::<PreferParked>(64, 64);
+        let (s2, e2, t2) = parker::<PreferParked>(64, 64);
+        let (s3, e3, t3) = parker::<PreferParked>(64, 64);
+        assert!(s1 < s2 && s2 < s3, "shards {s1} {s2} {s3}: each new thread took the lowest free one");
+        for (e, t) in [(e2, t2), (e3, t3), (e1, t1)] {
+            drop(e);
+            t.join().unwrap();
+        }
+        let st = PreferParked::state();
+        assert!(!shard::has_parked_cache(shard::shard(st, s1 as usize)), "the third exit found both warm parks taken");
+        assert!(shard::has_parked_cache(shard::shard(st, s2 as usize)));
+        let before = snapshot::<PreferParked>();
+        let (si, after) = std::thread::spawn(|| {
+            let ps = alloc_n::<PreferParked>(1, 64);
+            let after = snapshot::<PreferParked>();
+            free_all::<PreferParked>(&ps);
+            // SAFETY: the thread's cache is live after its first allocation.
+            (unsafe { (*raw::<PreferParked>()).shard }, after)
+        })
+        .join()
+        .unwrap();
+        drop(hold);
+        h.join().unwrap();
+        assert_eq!(si, s2, "the new thread took shard {si}, not the lowest one with a parked cache ({s2})");
+        assert_eq!(after.refills - before.refills, 0, "the new thread did not adopt the parked cache");
     }
 
     stats_config!(Hint, HINT_SLOT);
