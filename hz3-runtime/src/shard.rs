@@ -787,7 +787,7 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     let (seg, pi) = match found {
         Some(f) => f,
         None => {
-            let (slot, clean) = st.arena.alloc_slots(1, 0)?;
+            let (slot, clean) = st.arena.alloc_segment()?;
             let seg = st.arena.slot_addr(slot) as usize;
             // SAFETY: `alloc_slots` just handed this committed slot to us
             // alone: nobody else references its run state.
