@@ -870,7 +870,10 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     // all before any block of the run is handed out (release stores).
     let tag = tagmap::encode(bin, si);
     let first_page = segment::page_id(base, seg, 0) as usize;
-    for j in 0..k {
+    // A one-block run's block starts on its first page only (no division
+    // per page for the up to 64 pages of a 256 KiB run).
+    let start_pages = if info.blocks == 1 { 1 } else { k };
+    for j in 0..start_pages {
         if page_has_block_start(bin, j) {
             let p = pi + j;
             // Relaxed: the run's blocks are handed out later, through the
