@@ -560,7 +560,7 @@ impl Arena {
         let purge = self.dirty.load(Ordering::Relaxed) + n > dirty_limit;
         if purge {
             // SAFETY: the slots are a run of ours holding no live data (contract).
-            unsafe { os::purge(self.slot_addr(first), n << SEG_SHIFT) };
+            unsafe { self.purge_slots(first, n) };
         } else {
             self.dirty.fetch_add(n, Ordering::Relaxed);
         }
@@ -591,7 +591,7 @@ impl Arena {
         }
         if n + floor > cap || self.dirty.load(Ordering::Relaxed) + n > cap {
             // SAFETY: the caller hands over a run of ours with no live data.
-            unsafe { os::purge(self.slot_addr(first), n << SEG_SHIFT) };
+            unsafe { self.purge_slots(first, n) };
             for j in first..first + n {
                 self.set_state(j, SLOT_CLEAN);
             }
@@ -619,6 +619,24 @@ impl Arena {
         }
         self.purge_due(q, floor, now, false);
         drop(held);
+    }
+
+    /// Under the lock: give back the pages of the free slots `[first,
+    /// first+n)`, with the other slot of an advised granule at either end
+    /// when it is free and clean: the huge page that backed the granule made
+    /// that slot resident too, though it reads as zero and nothing counts it
+    /// dirty (purging it changes nothing it holds).
+    ///
+    /// # Safety
+    /// The slots are committed, free, and hold no live data; the lock is held.
+    unsafe fn purge_slots(&self, first: usize, n: usize) {
+        let partner_clean = |j: usize| self.advised(j / GRANULE_SLOTS) && self.slot_state_checked(j) == SLOT_CLEAN;
+        let lo = if first % GRANULE_SLOTS != 0 && partner_clean(first - 1) { first - 1 } else { first };
+        let end = first + n;
+        let hi = if end % GRANULE_SLOTS != 0 && end < self.slot_count() && partner_clean(end) { end + 1 } else { end };
+        // SAFETY: `[first, end)` is the caller's free run; the slots added at
+        // either end are committed (clean), free, and hold nothing.
+        unsafe { os::purge(self.slot_addr(lo), (hi - lo) << SEG_SHIFT) };
     }
 
     /// Whether a queued run may be due for purging at `now` while more than
@@ -670,7 +688,7 @@ impl Arena {
             }
             // SAFETY: [start, j) are free dirty slots of this arena: committed,
             // no live data, and nobody else touches them while the lock is held.
-            unsafe { os::purge(self.slot_addr(start), (j - start) << SEG_SHIFT) };
+            unsafe { self.purge_slots(start, j - start) };
             for k in start..j {
                 self.set_state(k, SLOT_CLEAN);
             }
