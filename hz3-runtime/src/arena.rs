@@ -351,7 +351,7 @@ impl Arena {
         }
         let g = g0 / GRANULE_SLOTS;
         if self.advised(g - 1) {
-            return g % HUGE_PROBE_EVERY != 0;
+            return !g.is_multiple_of(HUGE_PROBE_EVERY);
         }
         // SAFETY: the granule below is committed (its slots are in use) and
         // page-aligned; `mincore` only reads the page tables.
@@ -631,9 +631,9 @@ impl Arena {
     /// The slots are committed, free, and hold no live data; the lock is held.
     unsafe fn purge_slots(&self, first: usize, n: usize) {
         let partner_clean = |j: usize| self.advised(j / GRANULE_SLOTS) && self.slot_state_checked(j) == SLOT_CLEAN;
-        let lo = if first % GRANULE_SLOTS != 0 && partner_clean(first - 1) { first - 1 } else { first };
+        let lo = if !first.is_multiple_of(GRANULE_SLOTS) && partner_clean(first - 1) { first - 1 } else { first };
         let end = first + n;
-        let hi = if end % GRANULE_SLOTS != 0 && end < self.slot_count() && partner_clean(end) { end + 1 } else { end };
+        let hi = if !end.is_multiple_of(GRANULE_SLOTS) && end < self.slot_count() && partner_clean(end) { end + 1 } else { end };
         // SAFETY: `[first, end)` is the caller's free run; the slots added at
         // either end are committed (clean), free, and hold nothing.
         unsafe { os::purge(self.slot_addr(lo), (hi - lo) << SEG_SHIFT) };
