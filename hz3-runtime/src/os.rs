@@ -62,6 +62,38 @@ pub unsafe fn commit(p: *mut u8, len: usize) -> bool {
     unsafe { libc::mprotect(p as *mut _, len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
 }
 
+/// Ask for `[p, p+len)` (inside one of our reservations, 2 MiB-aligned) to be
+/// backed by transparent huge pages when it is first touched: one fault then
+/// brings in 2 MiB instead of 4 KiB. Advice only: a kernel without huge pages,
+/// or with them off, ignores it (the error is of no consequence).
+///
+/// # Safety
+/// The range must lie inside a reservation made by [`reserve`].
+pub unsafe fn advise_huge(p: *mut u8, len: usize) {
+    // SAFETY: the range is inside one of our reservations (contract); the
+    // advice changes how pages are backed, never their contents.
+    unsafe { libc::madvise(p as *mut _, len, libc::MADV_HUGEPAGE) };
+}
+
+/// Most bytes [`resident_pages`] looks at in one call (one huge page).
+pub const RESIDENT_PROBE_MAX: usize = 2 << 20;
+
+/// How many pages of `[p, p+len)` are resident (`mincore`; `len` at most
+/// [`RESIDENT_PROBE_MAX`]); 0 when the kernel refuses.
+///
+/// # Safety
+/// The range must be page-aligned, mapped memory of ours.
+pub unsafe fn resident_pages(p: *mut u8, len: usize) -> usize {
+    let mut vec = [0u8; RESIDENT_PROBE_MAX / PAGE_SIZE];
+    let n = len.min(RESIDENT_PROBE_MAX) / PAGE_SIZE;
+    // SAFETY: the range is mapped memory of ours (contract), and `vec` has a
+    // byte for each of its `n` pages.
+    if unsafe { libc::mincore(p as *mut _, n * PAGE_SIZE, vec.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    vec[..n].iter().filter(|&&b| b & 1 != 0).count()
+}
+
 /// Give the physical pages of `[p, p+len)` back to the OS; the range stays mapped
 /// and reads back as zero on next touch.
 ///

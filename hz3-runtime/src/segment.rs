@@ -146,6 +146,10 @@ pub struct SegRuns {
     pub zero_map: [u64; PAGES_PER_SEG / 64],
     /// Number of free pages.
     pub n_free: u32,
+    /// Number of dirty pages (bits set in `dirty_map`, kept by
+    /// [`Self::mark_dirty`]): the warm-first carve passes over a segment
+    /// without enough of them at once instead of scanning its map.
+    pub n_dirty: u32,
     /// Slot index + 1 of the next/previous segment on the shard's list of
     /// segments with free pages (0 = none); `listed` says whether it is on it.
     pub next_seg: u32,
@@ -249,6 +253,7 @@ impl SegHdr {
         r.dirty_map = [0; PAGES_PER_SEG / 64];
         r.zero_map = if clean { r.free_map } else { [0; PAGES_PER_SEG / 64] };
         r.n_free = USABLE_PAGES as u32;
+        r.n_dirty = 0;
         r.next_seg = 0;
         r.prev_seg = 0;
         r.listed = 0;
@@ -464,6 +469,9 @@ impl SegRuns {
     /// Runs longer than 64 pages are placed last fit, as in
     /// [`Self::find_run_aligned`].
     pub fn find_warm_run(&self, k: usize, a: usize) -> Option<usize> {
+        if (self.n_dirty as usize) < k {
+            return None;
+        }
         if k > LONG_RUN_PAGES {
             debug_assert!(a <= 1);
             return last_run(&self.dirty_map, k);
@@ -516,6 +524,11 @@ impl SegRuns {
             let flip = if dirty { !self.dirty_map[w] & m } else { self.dirty_map[w] & m };
             self.dirty_map[w] ^= flip;
             changed += flip.count_ones();
+        }
+        if dirty {
+            self.n_dirty += changed;
+        } else {
+            self.n_dirty -= changed;
         }
         changed
     }

@@ -373,9 +373,26 @@ pub unsafe fn take<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: 
     let mut chain = Chain::EMPTY;
     while chain.n < want {
         let mut id = cen.partial[bin];
+        if id == 0 && info.blocks == 1 {
+            // A one-block run (every class from 4 KiB up) is handed out whole
+            // as it is carved: it never goes on the partial list, so it is
+            // not linked there only to be unlinked at once.
+            // SAFETY: the caller holds shard `si`'s lock and `cen` is its central.
+            let Some(new_id) = (unsafe { carve_run(st, si, cen, bin, false) }) else { break };
+            let (seg, pi) = segment::from_page_id(base, new_id);
+            // SAFETY: the run was just carved in a committed segment of this
+            // shard, whose lock is held: its state is ours to write.
+            let d = unsafe { SegHdr::of(seg).descs[pi].run() };
+            d.bump = 1;
+            d.used = 1;
+            let b = (seg + pi * PAGE_SIZE) as *mut u8;
+            // SAFETY: the run's one block was never handed out: free, ours.
+            unsafe { chain.append::<C>(b, b, 1) };
+            continue;
+        }
         if id == 0 {
             // SAFETY: the caller holds shard `si`'s lock and `cen` is its central.
-            match unsafe { carve_run(st, si, cen, bin) } {
+            match unsafe { carve_run(st, si, cen, bin, true) } {
                 Some(new_id) => id = new_id,
                 None => break,
             }
@@ -578,19 +595,27 @@ unsafe fn run_gained<C: Config>(st: &State<C>, cen: &mut Central, base: usize, b
         let d = SegHdr::of(seg).descs[rs].run();
         (d.flags & IN_PARTIAL != 0, d.used == 0)
     };
+    let kept = empty && {
+        let room = bin < BUDGET_FIRST || kept_big_bytes(cen) + BINS[bin].size as usize <= KEEP_EMPTY_BIG_BYTES;
+        keep && cen.empty[bin] < BINS[bin].keep_empty && room
+    };
+    if empty && !kept && !in_partial {
+        // A run that was full (a one-block run always is) and is released at
+        // once does not go on the list first.
+        // SAFETY: the run is empty, not on the partial list; lock held.
+        unsafe { release_pages(st, cen, bin, seg, rs, keep) };
+        return;
+    }
     if !in_partial {
         // SAFETY: lock held; the run's first page is in a committed runs
         // segment of this shard and not on the list yet.
         unsafe { link_partial(cen, base, bin, segment::page_id(base, seg, rs)) };
     }
-    if empty {
-        let room = bin < BUDGET_FIRST || kept_big_bytes(cen) + BINS[bin].size as usize <= KEEP_EMPTY_BIG_BYTES;
-        if keep && cen.empty[bin] < BINS[bin].keep_empty && room {
-            cen.empty[bin] += 1;
-        } else {
-            // SAFETY: the run is empty and on the partial list; lock held.
-            unsafe { release_run(st, cen, bin, seg, rs, keep) };
-        }
+    if kept {
+        cen.empty[bin] += 1;
+    } else if empty {
+        // SAFETY: the run is empty and on the partial list; lock held.
+        unsafe { release_run(st, cen, bin, seg, rs, keep) };
     }
 }
 
@@ -622,7 +647,7 @@ pub unsafe fn take_zero_tail<C: Config>(st: &State<C>, si: usize, cen: &mut Cent
     let mut id = cen.partial[bin];
     if id == 0 {
         // SAFETY: lock held.
-        id = unsafe { carve_run(st, si, cen, bin) }?;
+        id = unsafe { carve_run(st, si, cen, bin, true) }?;
     }
     let (seg, pi) = segment::from_page_id(base, id);
     // SAFETY: partial-list ids name runs of committed segments of this
@@ -740,11 +765,11 @@ const SEG_PROBES: u32 = 16;
 
 /// Carve a run for `bin` from the shard's segments (taking a new segment when
 /// none has room), set its descriptors, S110 meta and tags, and put it on the
-/// partial list. Returns its page id, or `None` when out of memory.
+/// partial list when `link`. Returns its page id, or `None` when out of memory.
 ///
 /// # Safety
 /// The caller holds shard `si`'s lock and `cen` is its central.
-unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize) -> Option<u32> {
+unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin: usize, link: bool) -> Option<u32> {
     let base = st.arena.base.load(Ordering::Relaxed);
     let info = BINS[bin];
     let k = info.run_pages as usize;
@@ -787,7 +812,7 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     let (seg, pi) = match found {
         Some(f) => f,
         None => {
-            let (slot, clean) = st.arena.alloc_slots(1, 0)?;
+            let (slot, clean) = st.arena.alloc_segment()?;
             let seg = st.arena.slot_addr(slot) as usize;
             // SAFETY: `alloc_slots` just handed this committed slot to us
             // alone: nobody else references its run state.
@@ -845,7 +870,10 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
     // all before any block of the run is handed out (release stores).
     let tag = tagmap::encode(bin, si);
     let first_page = segment::page_id(base, seg, 0) as usize;
-    for j in 0..k {
+    // A one-block run's block starts on its first page only (no division
+    // per page for the up to 64 pages of a 256 KiB run).
+    let start_pages = if info.blocks == 1 { 1 } else { k };
+    for j in 0..start_pages {
         if page_has_block_start(bin, j) {
             let p = pi + j;
             // Relaxed: the run's blocks are handed out later, through the
@@ -862,9 +890,11 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
         }
     }
     let id = segment::page_id(base, seg, pi);
-    // SAFETY: lock held; `id` is the first page of the run just carved in a
-    // committed runs segment of this shard, not on the list.
-    unsafe { link_partial(cen, base, bin, id) };
+    if link {
+        // SAFETY: lock held; `id` is the first page of the run just carved in a
+        // committed runs segment of this shard, not on the list.
+        unsafe { link_partial(cen, base, bin, id) };
+    }
     Some(id)
 }
 
@@ -889,6 +919,16 @@ unsafe fn release_run<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, s
     let base = st.arena.base.load(Ordering::Relaxed);
     // SAFETY: lock held; the run is on the partial list of `bin` (contract).
     unsafe { unlink_partial(cen, base, bin, segment::page_id(base, seg, pi)) };
+    // SAFETY: the run is empty and now off the list; lock held (contract).
+    unsafe { release_pages(st, cen, bin, seg, pi, keep) };
+}
+
+/// [`release_run`] for an empty run that is not on the partial list.
+///
+/// # Safety
+/// As [`release_run`], but the run is on no list.
+unsafe fn release_pages<C: Config>(st: &State<C>, cen: &mut Central, bin: usize, seg: usize, pi: usize, keep: bool) {
+    let base = st.arena.base.load(Ordering::Relaxed);
     // SAFETY: `seg` is a committed runs segment of this shard, lock held.
     let hdr = unsafe { SegHdr::of(seg) };
     let k = BINS[bin].run_pages as usize;
