@@ -467,7 +467,11 @@ fn dense_growth_gets_huge_pages_sparse_does_not() {
     dense.assert_ok("dense child");
     let (faults, pages) = (dense.num("faults"), dense.num("pages"));
     let (advised, probes) = (dense.num("advised"), dense.num("probes"));
-    assert!(advised * 4 >= probes * 3, "96 MiB of written 4 KiB blocks: {advised} of {probes} blocks of the second half in segments with the huge-page advice ({faults} faults for {pages} pages)");
+    // A kernel built without transparent huge pages refuses the advice (no
+    // sysfs file then); with the setting `never` it still records it.
+    if std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+        assert!(advised * 4 >= probes * 3, "96 MiB of written 4 KiB blocks: {advised} of {probes} blocks of the second half in segments with the huge-page advice ({faults} faults for {pages} pages)");
+    }
     if thp_enabled() {
         assert!(faults * 4 < pages * 3, "96 MiB of written 4 KiB blocks took {faults} page faults for {pages} pages");
     }
