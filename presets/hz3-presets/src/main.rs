@@ -41,7 +41,7 @@ Options:
 
 Example:
   cargo run -p hz3-presets -- new mypreset \"s110_meta: true, ptag: first, stats: false\"
-  LD_PRELOAD=target/release/libhz3_mypreset.so python3 -c 'print(sum(range(10)))'
+  LD_PRELOAD=$PWD/target/release/libhz3_mypreset.so python3 -c 'print(sum(range(10)))'
 ";
 
 /// The libraries the repository builds itself (`presets/*`, and the proc-macro's
