@@ -325,10 +325,10 @@ pub fn read_once() {
 #[cold]
 fn warn_bad(bad: u8) {
     if bad & BAD_SHOW != 0 {
-        Line::new().s("hz3: HZ3_SHOW_STATS must be 0 or 1; ignored").emit();
+        Line::new().s("hz3: HZ3_SHOW_STATS must be 0 or 1 (or off/on, no/yes, false/true); ignored").emit();
     }
     if bad & BAD_VERBOSE != 0 {
-        Line::new().s("hz3: HZ3_VERBOSE must be 0 or 1; ignored").emit();
+        Line::new().s("hz3: HZ3_VERBOSE must be 0 or 1 (or off/on, no/yes, false/true); ignored").emit();
     }
     if bad & BAD_FILE != 0 {
         Line::new()
