@@ -417,8 +417,11 @@ fn minor_faults() -> u64 {
 }
 
 /// Whether the kernel backs advised memory with transparent huge pages.
+/// The kernel's transparent huge page setting (absent when it has none).
+const THP_SETTING: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+
 fn thp_enabled() -> bool {
-    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+    std::fs::read_to_string(THP_SETTING)
         .map(|s| s.contains("[always]") || s.contains("[madvise]"))
         .unwrap_or(false)
 }
@@ -469,7 +472,7 @@ fn dense_growth_gets_huge_pages_sparse_does_not() {
     let (advised, probes) = (dense.num("advised"), dense.num("probes"));
     // A kernel built without transparent huge pages refuses the advice (no
     // sysfs file then); with the setting `never` it still records it.
-    if std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+    if std::path::Path::new(THP_SETTING).exists() {
         assert!(advised * 4 >= probes * 3, "96 MiB of written 4 KiB blocks: {advised} of {probes} blocks of the second half in segments with the huge-page advice ({faults} faults for {pages} pages)");
     }
     if thp_enabled() {

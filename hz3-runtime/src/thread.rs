@@ -193,7 +193,10 @@ pub unsafe fn recycle_parked<C: Config>(st: &State<C>, tc: *mut ThreadCache) {
 /// sweep in `create`; sweeping here, on every creation while all shards are
 /// busy, would cost a system call per live thread each time.)
 fn acquire_shard<C: Config>(st: &State<C>, hint: usize) -> usize {
-    if hint < C::SHARDS && shard::shard(st, hint).live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+    // Take shard `i` if no thread holds it (AcqRel: the taker sees what the
+    // last holder left in it, and the shard's `live` count is its claim).
+    let take_free = |i: usize| shard::shard(st, i).live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+    if hint < C::SHARDS && take_free(hint) {
         return hint;
     }
     // A shard whose last thread parked its cache there first: the cache's
@@ -203,17 +206,12 @@ fn acquire_shard<C: Config>(st: &State<C>, hint: usize) -> usize {
     // the exits after it flushed their caches and purged.)
     // Parked caches are warm parks: none reserved, none to look for.
     if shard::warm_parks(st) != 0 {
-        for i in 0..C::SHARDS {
-            let sh = shard::shard(st, i);
-            if shard::has_parked_cache(sh) && sh.live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                return i;
-            }
-        }
-    }
-    for i in 0..C::SHARDS {
-        if shard::shard(st, i).live.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if let Some(i) = (0..C::SHARDS).find(|&i| shard::has_parked_cache(shard::shard(st, i)) && take_free(i)) {
             return i;
         }
+    }
+    if let Some(i) = (0..C::SHARDS).find(|&i| take_free(i)) {
+        return i;
     }
     let mut best = 0;
     let mut best_live = u32::MAX;
