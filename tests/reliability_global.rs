@@ -72,7 +72,7 @@ fn churn_with_std_collections() {
     let t0 = Instant::now();
     type Map = HashMap<String, Vec<u64>>;
     let mut carry: Vec<Option<(usize, Map)>> = (0..WAVE).map(|_| None).collect();
-    let mut rss1 = 0;
+    let (mut rss1, mut rss_mid) = (0, 0);
     for w in 0..waves {
         let hs: Vec<_> = (0..WAVE)
             .map(|i| {
@@ -108,6 +108,9 @@ fn churn_with_std_collections() {
         if w == 0 {
             rss1 = rss();
         }
+        if w == waves / 2 {
+            rss_mid = rss();
+        }
     }
     let end = rss();
     for (id, m) in carry.into_iter().flatten() {
@@ -115,12 +118,23 @@ fn churn_with_std_collections() {
     }
     report("threads", total);
     report("rss_first_wave", rss1);
+    report("rss_middle_wave", rss_mid);
     report("rss_last_wave", end);
     report("elapsed_ms", t0.elapsed().as_millis());
     let s = Glob::stats();
     report("allocs", s.allocs);
     assert!(s.allocs > (total * KEYS) as u64, "hz3 is not the global allocator? {s:?}");
-    assert!(end <= rss1 + 8 * MIB, "RSS grew from {} to {}", mib(rss1), mib(end));
+    // Over the second half of the waves, not from the first: the first
+    // waves fill what the allocator keeps by design (the arena's 8 MiB of
+    // freed segments kept for reuse, each shard's resident free pages until
+    // its delayed purge, two parked caches) and the process's own retention
+    // (glibc's cache of thread stacks): 15-21 MiB after 20 waves against
+    // 6.5-14 MiB after the first on this machine, which failed a bound of
+    // 8 MiB from the first wave by timing alone. Growth over the second half
+    // was 0.9-3.9 MiB (20 waves), 2.3 MiB (80 waves, HZ3_STRESS_SCALE=4) and
+    // 1.4 MiB (160 waves, =8): bounded, not per thread. A leak of 18 KiB per
+    // thread (450 threads) fails this bound.
+    assert!(end <= rss_mid + 8 * MIB, "RSS grew from {} (wave {}) to {}", mib(rss_mid), waves / 2, mib(end));
 }
 
 #[test]
