@@ -104,6 +104,102 @@ pub unsafe fn purge(p: *mut u8, len: usize) {
     unsafe { libc::madvise(p as *mut _, len, libc::MADV_DONTNEED) };
 }
 
+/// Ranges a [`PurgeBatch`] gives back in one system call at most.
+pub const PURGE_BATCH: usize = 16;
+
+/// `PIDFD_SELF_THREAD_GROUP` (Linux 6.15): "this process" for `process_madvise`,
+/// with no descriptor to open, leak or inherit across `fork`.
+const PIDFD_SELF: libc::c_int = -10001;
+
+/// Whether `process_madvise(PIDFD_SELF, …, MADV_DONTNEED)` works here:
+/// `BATCH_UNTRIED`, `BATCH_WORKS` or `BATCH_REFUSED` (older kernels answer
+/// `EBADF` or `EINVAL`, a seccomp filter `EPERM` or `ENOSYS`). Relaxed: each
+/// thread that finds it untried tries the call itself; every answer is the same.
+static BATCH_STATE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(BATCH_UNTRIED);
+const BATCH_UNTRIED: u8 = 0;
+const BATCH_WORKS: u8 = 1;
+const BATCH_REFUSED: u8 = 2;
+
+/// Ranges to [`purge`], given back together: one `process_madvise` call for
+/// up to [`PURGE_BATCH`] of them where the kernel has it for the calling
+/// process (Linux 6.15 and later), else one `madvise` each. Each `madvise`
+/// call flushes the TLBs of every CPU running the process (an interrupt to
+/// each, costly in a virtual machine: ~22 µs a call measured on 2 vCPUs
+/// with a second thread running); one `process_madvise` call flushes once
+/// for all its ranges (8 stretches of 80 KiB: 176 µs as 8 calls, 32 µs as
+/// one). A thread that exits and purges the free pages its shard does not
+/// keep gives back several stretches at once.
+///
+/// The ranges are given back when the batch is full, at [`PurgeBatch::flush`],
+/// and when it is dropped: whoever pushes keeps them unused until then (the
+/// shard lock held over the batch's life).
+pub struct PurgeBatch {
+    ranges: [libc::iovec; PURGE_BATCH],
+    n: usize,
+}
+
+impl PurgeBatch {
+    /// An empty batch.
+    pub const fn new() -> Self {
+        PurgeBatch { ranges: [libc::iovec { iov_base: null_mut(), iov_len: 0 }; PURGE_BATCH], n: 0 }
+    }
+
+    /// Add `[p, p+len)` (given back by the next flush; at once when the
+    /// batch is full).
+    ///
+    /// # Safety
+    /// As [`purge`], until the batch is flushed or dropped.
+    pub unsafe fn push(&mut self, p: *mut u8, len: usize) {
+        if self.n == PURGE_BATCH {
+            self.flush();
+        }
+        self.ranges[self.n] = libc::iovec { iov_base: p as *mut _, iov_len: len };
+        self.n += 1;
+    }
+
+    /// Give back every range pushed so far.
+    pub fn flush(&mut self) {
+        let n = core::mem::replace(&mut self.n, 0);
+        let ranges = &self.ranges[..n];
+        let mut done = 0;
+        if n > 1 && BATCH_STATE.load(core::sync::atomic::Ordering::Relaxed) != BATCH_REFUSED {
+            let total: usize = ranges.iter().map(|r| r.iov_len).sum();
+            // SAFETY: `ranges` describes `n` ranges of committed memory of ours
+            // holding no live data (`push`'s contract); the call reads the
+            // array and changes nothing else.
+            let r = unsafe {
+                libc::syscall(libc::SYS_process_madvise, PIDFD_SELF, ranges.as_ptr(), n, libc::MADV_DONTNEED, 0u32)
+            };
+            if r >= 0 {
+                BATCH_STATE.store(BATCH_WORKS, core::sync::atomic::Ordering::Relaxed);
+                done = r as usize;
+                if done >= total {
+                    return;
+                }
+            } else if BATCH_STATE.load(core::sync::atomic::Ordering::Relaxed) == BATCH_UNTRIED {
+                BATCH_STATE.store(BATCH_REFUSED, core::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        // One call per range for what the batched call did not do (all of
+        // it when refused; after a partial answer, from where it stopped).
+        for r in ranges {
+            if done >= r.iov_len {
+                done -= r.iov_len;
+                continue;
+            }
+            // SAFETY: the rest of a pushed range (contract of `push`).
+            unsafe { purge((r.iov_base as *mut u8).add(done), r.iov_len - done) };
+            done = 0;
+        }
+    }
+}
+
+impl Drop for PurgeBatch {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// Unmap `[p, p+len)`.
 ///
 /// # Safety
@@ -160,6 +256,54 @@ pub fn yield_now() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Write a marker into every page of a fresh mapping of `pages` pages,
+    /// give back every other run of `run` pages through one batch (more runs
+    /// than one call takes), and check exactly those read zero again.
+    fn purge_every_other_run(pages: usize, run: usize) {
+        let len = pages * PAGE_SIZE;
+        let mem = map_rw(len);
+        assert!(!mem.is_null());
+        for p in 0..pages {
+            // SAFETY: page `p` lies in the fresh mapping.
+            unsafe { *mem.add(p * PAGE_SIZE + 8) = 0xA5 };
+        }
+        let mut batch = PurgeBatch::new();
+        let mut pushed = 0;
+        for start in (0..pages).step_by(2 * run) {
+            // SAFETY: the run lies in the mapping, which holds no data of anyone.
+            unsafe { batch.push(mem.add(start * PAGE_SIZE), run * PAGE_SIZE) };
+            pushed += 1;
+        }
+        assert!(pushed > PURGE_BATCH, "the batch must fill and flush on its own");
+        drop(batch);
+        for p in 0..pages {
+            let purged = (p / run).is_multiple_of(2);
+            // SAFETY: as above.
+            let v = unsafe { *mem.add(p * PAGE_SIZE + 8) };
+            assert_eq!(v, if purged { 0 } else { 0xA5 }, "page {p} (purged: {purged})");
+        }
+        // SAFETY: the mapping is this test's alone.
+        unsafe { unmap(mem, len) };
+    }
+
+    #[test]
+    fn a_purge_batch_gives_back_exactly_its_ranges() {
+        // 24 runs of 3 pages given back, 24 kept between them.
+        purge_every_other_run(144, 3);
+        // Whatever the kernel answered, the engine remembers it: batched
+        // where `process_madvise` works for this process, else one call a range.
+        assert_ne!(BATCH_STATE.load(core::sync::atomic::Ordering::Relaxed), BATCH_UNTRIED);
+    }
+
+    #[test]
+    fn a_refused_batch_falls_back_to_one_call_a_range() {
+        let was = BATCH_STATE.swap(BATCH_REFUSED, core::sync::atomic::Ordering::Relaxed);
+        purge_every_other_run(100, 1);
+        // Other tests of this process may have flushed meanwhile: both ways
+        // purge the same pages, so the state is only put back.
+        BATCH_STATE.store(was, core::sync::atomic::Ordering::Relaxed);
+    }
 
     #[test]
     fn page_size_check_accepts_only_the_engines_page_size() {

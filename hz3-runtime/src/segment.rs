@@ -539,11 +539,14 @@ impl SegRuns {
     /// pages alternate dirty and clean costs one call per stretch, not per
     /// dirty piece. Returns the number of dirty pages purged.
     ///
+    /// The stretches go into `batch`, given back by its next flush.
+    ///
     /// # Safety
-    /// `self` is the run state of a committed runs segment; dirty pages hold no data.
-    pub unsafe fn purge_dirty(&mut self) -> u32 {
+    /// `self` is the run state of a committed runs segment; dirty pages hold
+    /// no data, and the free pages stay unused until `batch` is flushed.
+    pub unsafe fn purge_dirty(&mut self, batch: &mut crate::os::PurgeBatch) -> u32 {
         // SAFETY: the caller's contract.
-        unsafe { self.purge_dirty_stretches(1) }
+        unsafe { self.purge_dirty_stretches(1, batch) }
     }
 
     /// [`Self::purge_dirty`] for the stretches of at least `min` pages only
@@ -552,7 +555,7 @@ impl SegRuns {
     ///
     /// # Safety
     /// As [`Self::purge_dirty`].
-    pub unsafe fn purge_dirty_stretches(&mut self, min: usize) -> u32 {
+    pub unsafe fn purge_dirty_stretches(&mut self, min: usize, batch: &mut crate::os::PurgeBatch) -> u32 {
         // The run state lies in the header, at the start of its segment.
         let seg = seg_base(self as *mut SegRuns as usize) as *mut u8;
         let mut purged = 0;
@@ -586,9 +589,11 @@ impl SegRuns {
             // Only the dirty pages of purged stretches are counted.
             purged += self.mark_dirty(start, end - start, false);
             // SAFETY: pages `start..p` lie in this committed segment (below
-            // PAGES_PER_SEG) and, being free, hold no data (contract).
-            unsafe { crate::os::purge(seg.add(start * PAGE_SIZE), (p - start) * PAGE_SIZE) };
-            // Purged pages read as zero until carved again.
+            // PAGES_PER_SEG) and, being free, hold no data; they stay unused
+            // until the batch is flushed (contract).
+            unsafe { batch.push(seg.add(start * PAGE_SIZE), (p - start) * PAGE_SIZE) };
+            // Purged pages read as zero until carved again (not carved before
+            // the batch is flushed).
             self.set_zero(start, p - start);
         }
         purged
@@ -697,7 +702,7 @@ mod tests {
         }
         // Only stretches of at least 8 pages: 10..20 (ending at its last dirty page).
         // SAFETY: the free pages hold no data.
-        assert_eq!(unsafe { h.purge_dirty_stretches(8) }, 7);
+        assert_eq!(unsafe { h.purge_dirty_stretches(8, &mut crate::os::PurgeBatch::new()) }, 7);
         // SAFETY: as above.
         unsafe {
             assert_eq!(*mem.add(10 * PAGE_SIZE), 0);
@@ -707,7 +712,7 @@ mod tests {
         }
         assert_eq!(h.find_warm_run(1, 1), Some(40));
         // SAFETY: as above.
-        assert_eq!(unsafe { h.purge_dirty() }, 1);
+        assert_eq!(unsafe { h.purge_dirty(&mut crate::os::PurgeBatch::new()) }, 1);
         // SAFETY: as above.
         assert_eq!(unsafe { *mem.add(40 * PAGE_SIZE) }, 0);
         assert_eq!(h.find_warm_run(1, 1), None);

@@ -1066,6 +1066,9 @@ pub unsafe fn purge_tick<C: Config>(st: &State<C>, cen: &mut Central) {
 /// # Safety
 /// The caller holds the lock of the shard whose central is `cen`.
 unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
+    // Given back when dropped, the lock still held: one call for the stretches
+    // of several segments (see `os::PurgeBatch`).
+    let mut batch = crate::os::PurgeBatch::new();
     let mut s = cen.segs;
     while s != 0 {
         // SAFETY: the shard's segment list holds committed runs segments it
@@ -1073,7 +1076,7 @@ unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
         // data.
         let hdr = unsafe { SegHdr::of(st.arena.slot_addr(s as usize - 1) as usize).runs() };
         // SAFETY: as above.
-        cen.dirty -= unsafe { hdr.purge_dirty() };
+        cen.dirty -= unsafe { hdr.purge_dirty(&mut batch) };
         cen.dirty_low = cen.dirty_low.min(cen.dirty);
         s = hdr.next_seg;
     }
@@ -1275,6 +1278,8 @@ pub fn take_parked_cache<C: Config>(st: &State<C>, si: usize) -> usize {
 /// # Safety
 /// The caller holds the lock of the shard whose central is `cen`.
 unsafe fn purge_down_to<C: Config>(st: &State<C>, cen: &mut Central, keep: u32) {
+    // As in `purge_all`: flushed when dropped, under the lock.
+    let mut batch = crate::os::PurgeBatch::new();
     for min in [PURGE_LONG_STRETCH, 1] {
         let mut s = cen.segs;
         while s != 0 && cen.dirty > keep {
@@ -1283,7 +1288,7 @@ unsafe fn purge_down_to<C: Config>(st: &State<C>, cen: &mut Central, keep: u32) 
             // data.
             let hdr = unsafe { SegHdr::of(st.arena.slot_addr(s as usize - 1) as usize).runs() };
             // SAFETY: as above.
-            cen.dirty -= unsafe { hdr.purge_dirty_stretches(min) };
+            cen.dirty -= unsafe { hdr.purge_dirty_stretches(min, &mut batch) };
             cen.dirty_low = cen.dirty_low.min(cen.dirty);
             s = hdr.next_seg;
         }
