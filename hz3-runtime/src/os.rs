@@ -107,9 +107,11 @@ pub unsafe fn purge(p: *mut u8, len: usize) {
 /// Ranges a [`PurgeBatch`] gives back in one system call at most.
 pub const PURGE_BATCH: usize = 16;
 
-/// `PIDFD_SELF_THREAD_GROUP` (Linux 6.15): "this process" for `process_madvise`,
-/// with no descriptor to open, leak or inherit across `fork`.
-const PIDFD_SELF: libc::c_int = -10001;
+/// `PIDFD_SELF_THREAD` (Linux 6.15): the calling thread, whose memory is the
+/// process's, for `process_madvise`, with no descriptor to open, leak or
+/// inherit across `fork`. (Not `PIDFD_SELF_THREAD_GROUP`: that names the
+/// main thread, which may have exited while others run on.)
+const PIDFD_SELF: libc::c_int = -10000;
 
 /// Whether `process_madvise(PIDFD_SELF, …, MADV_DONTNEED)` works here:
 /// `BATCH_UNTRIED`, `BATCH_WORKS` or `BATCH_REFUSED` (older kernels answer
