@@ -559,8 +559,9 @@ impl Arena {
         let mut held = self.lock.lock();
         let purge = self.dirty.load(Ordering::Relaxed) + n > dirty_limit;
         if purge {
-            // SAFETY: the slots are a run of ours holding no live data (contract).
-            unsafe { self.purge_slots(first, n) };
+            // SAFETY: the slots are a run of ours holding no live data
+            // (contract); the batch is flushed at the end of the statement.
+            unsafe { self.purge_slots(first, n, &mut os::PurgeBatch::new()) };
         } else {
             self.dirty.fetch_add(n, Ordering::Relaxed);
         }
@@ -584,14 +585,17 @@ impl Arena {
     pub unsafe fn free_slots_delayed(&self, first: usize, n: usize, floor: usize, cap: usize, now: u64) {
         let mut held = self.lock.lock();
         let ArenaLocked { recent_dirty, queue: q } = &mut *held;
+        // What this free purges goes back in one call (flushed below, under the lock).
+        let mut batch = os::PurgeBatch::new();
         // A run too big to keep beside the floor goes at once; otherwise the
         // oldest runs make room for it.
         while n + floor <= cap && self.dirty.load(Ordering::Relaxed) + n > cap && q.len > 0 {
-            self.purge_oldest(q);
+            self.purge_oldest(q, &mut batch);
         }
         if n + floor > cap || self.dirty.load(Ordering::Relaxed) + n > cap {
-            // SAFETY: the caller hands over a run of ours with no live data.
-            unsafe { self.purge_slots(first, n) };
+            // SAFETY: the caller hands over a run of ours with no live data;
+            // the lock is held until the batch is flushed.
+            unsafe { self.purge_slots(first, n, &mut batch) };
             for j in first..first + n {
                 self.set_state(j, SLOT_CLEAN);
             }
@@ -602,7 +606,7 @@ impl Arena {
                 // without purging unless `cap` exceeds the queue.
                 self.drop_stale(q);
                 if q.len == PURGE_QUEUE {
-                    self.purge_oldest(q);
+                    self.purge_oldest(q, &mut batch);
                 }
             }
             for j in first..first + n {
@@ -617,6 +621,7 @@ impl Arena {
                 self.push_recent_dirty(recent_dirty, first);
             }
         }
+        batch.flush();
         self.purge_due(q, floor, now, false);
         drop(held);
     }
@@ -627,16 +632,20 @@ impl Arena {
     /// that slot resident too, though it reads as zero and nothing counts it
     /// dirty (purging it changes nothing it holds).
     ///
+    /// The pages go into `batch`, given back by its next flush.
+    ///
     /// # Safety
-    /// The slots are committed, free, and hold no live data; the lock is held.
-    unsafe fn purge_slots(&self, first: usize, n: usize) {
+    /// The slots are committed, free, and hold no live data; the lock is held
+    /// until `batch` is flushed.
+    unsafe fn purge_slots(&self, first: usize, n: usize, batch: &mut os::PurgeBatch) {
         let partner_clean = |j: usize| self.advised(j / GRANULE_SLOTS) && self.slot_state_checked(j) == SLOT_CLEAN;
         let lo = if !first.is_multiple_of(GRANULE_SLOTS) && partner_clean(first - 1) { first - 1 } else { first };
         let end = first + n;
         let hi = if !end.is_multiple_of(GRANULE_SLOTS) && end < self.slot_count() && partner_clean(end) { end + 1 } else { end };
         // SAFETY: `[first, end)` is the caller's free run; the slots added at
-        // either end are committed (clean), free, and hold nothing.
-        unsafe { os::purge(self.slot_addr(lo), (hi - lo) << SEG_SHIFT) };
+        // either end are committed (clean), free, and hold nothing; the lock
+        // keeps them so until the batch is flushed (contract).
+        unsafe { batch.push(self.slot_addr(lo), (hi - lo) << SEG_SHIFT) };
     }
 
     /// Whether a queued run may be due for purging at `now` while more than
@@ -658,18 +667,21 @@ impl Arena {
 
     /// Under the lock: the body of `purge_queued`.
     fn purge_due(&self, q: &mut PurgeQueue, floor: usize, now: u64, all: bool) {
+        // One call for the runs purged together (`os::PurgeBatch`), flushed
+        // when dropped, before the caller lets go of the lock.
+        let mut batch = os::PurgeBatch::new();
         while q.len > 0
             && self.dirty.load(Ordering::Relaxed) > floor
             && (all || os::ms_since(now, q.runs[q.head].at) >= PURGE_DELAY_MS)
         {
-            self.purge_oldest(q);
+            self.purge_oldest(q, &mut batch);
         }
     }
 
     /// Under the lock: pop the oldest queued run and purge those of its slots
     /// that are still free, dirty and stamped with its free time (the others
     /// were reused, purged, or freed again later), in contiguous stretches.
-    fn purge_oldest(&self, q: &mut PurgeQueue) {
+    fn purge_oldest(&self, q: &mut PurgeQueue, batch: &mut os::PurgeBatch) {
         let r = q.runs[q.head];
         q.head = (q.head + 1) % PURGE_QUEUE;
         q.len -= 1;
@@ -687,8 +699,9 @@ impl Arena {
                 j += 1;
             }
             // SAFETY: [start, j) are free dirty slots of this arena: committed,
-            // no live data, and nobody else touches them while the lock is held.
-            unsafe { self.purge_slots(start, j - start) };
+            // no live data, and nobody else touches them while the lock is held
+            // (the caller's, over the batch's life).
+            unsafe { self.purge_slots(start, j - start, batch) };
             for k in start..j {
                 self.set_state(k, SLOT_CLEAN);
             }
