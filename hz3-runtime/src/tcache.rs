@@ -612,7 +612,7 @@ pub unsafe fn flush<C: Config>(tc: *mut ThreadCache, bin: usize) {
 /// not read at all. (Cutting the chain off first walked the whole `freed`
 /// list to its end and the `n` blocks again before the give's own walk:
 /// measured 58 instructions and 2.6 simulated L1 misses per flushed block
-/// on `live_build_free_random`, where the bin's 1024 blocks overflow L1.)
+/// on `live_build_free_random`, where the bin then held 1024 blocks.)
 ///
 /// # Safety
 /// `tcr` is the calling thread's cache (its lists hold free blocks of `bin`

@@ -665,7 +665,9 @@ mod tests {
     #[test]
     fn a_parked_cache_keeps_its_newest_blocks_within_the_bin_budget() {
         let (hold, h) = holder::<Shed>();
-        let size = 64;
+        // 128-byte blocks: after its flushes a bin holds at least half of its
+        // cap (`max_limit`, 256 blocks), so 16 KiB of them are there to keep.
+        let size = 128;
         let kept = (crate::tcache::PARK_BIN_BYTES as usize) / size;
         std::thread::spawn(move || free_all::<Shed>(&alloc_n::<Shed>(8 * kept, size))).join().unwrap();
         let before = snapshot::<Shed>();
