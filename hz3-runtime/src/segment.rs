@@ -556,53 +556,124 @@ impl SegRuns {
     /// # Safety
     /// As [`Self::purge_dirty`].
     pub unsafe fn purge_dirty_stretches(&mut self, min: usize, batch: &mut crate::os::PurgeBatch) -> u32 {
+        if self.n_dirty == 0 {
+            return 0;
+        }
         // The run state lies in the header, at the start of its segment.
         let seg = seg_base(self as *mut SegRuns as usize) as *mut u8;
         let mut purged = 0;
+        // A word of the bitmaps at a time (four per segment), not a page at a
+        // time: a shard's purge looks at every segment it holds.
         let mut p = HDR_PAGES;
-        let bit = |m: &[u64; PAGES_PER_SEG / 64], p: usize| m[p / 64] & (1u64 << (p % 64)) != 0;
-        while p < PAGES_PER_SEG {
-            if !bit(&self.dirty_map, p) {
-                p += 1;
-                continue;
-            }
-            let start = p;
-            let mut end = p;
-            while p < PAGES_PER_SEG && bit(&self.free_map, p) {
-                if bit(&self.dirty_map, p) {
-                    end = p + 1;
-                }
-                p += 1;
-            }
-            if end == start {
+        while let Some(start) = next_bit(&self.dirty_map, p, true) {
+            if !bit_set(&self.free_map, start) {
                 // A dirty page is always free; never purge one that is not.
                 debug_assert!(false, "dirty page {start} is not free");
                 p = start + 1;
                 continue;
             }
-            // The stretch ends at its last dirty page (trailing clean pages
-            // need no call).
-            p = end;
+            // The free stretch from `start`, up to its last dirty page
+            // (trailing clean pages need no call).
+            let stretch_end = next_bit(&self.free_map, start, false).unwrap_or(PAGES_PER_SEG);
+            let end = last_bit_below(&self.dirty_map, stretch_end).map_or(start + 1, |d| d + 1);
+            p = stretch_end;
             if end - start < min {
                 continue;
             }
             // Only the dirty pages of purged stretches are counted.
             purged += self.mark_dirty(start, end - start, false);
-            // SAFETY: pages `start..p` lie in this committed segment (below
+            // SAFETY: pages `start..end` lie in this committed segment (below
             // PAGES_PER_SEG) and, being free, hold no data; they stay unused
             // until the batch is flushed (contract).
-            unsafe { batch.push(seg.add(start * PAGE_SIZE), (p - start) * PAGE_SIZE) };
+            unsafe { batch.push(seg.add(start * PAGE_SIZE), (end - start) * PAGE_SIZE) };
             // Purged pages read as zero until carved again (not carved before
             // the batch is flushed).
-            self.set_zero(start, p - start);
+            self.set_zero(start, end - start);
         }
         purged
+    }
+}
+
+/// Whether page `p`'s bit is set in `map`.
+fn bit_set(map: &[u64; PAGES_PER_SEG / 64], p: usize) -> bool {
+    map[p / 64] & (1u64 << (p % 64)) != 0
+}
+
+/// The first page `>= from` whose bit in `map` is `set` (true: a set bit,
+/// false: a clear one), if any: a word at a time.
+fn next_bit(map: &[u64; PAGES_PER_SEG / 64], from: usize, set: bool) -> Option<usize> {
+    let mut w = from / 64;
+    if w >= map.len() {
+        return None;
+    }
+    let flip = if set { 0 } else { !0 };
+    let mut word = (map[w] ^ flip) & (!0u64 << (from % 64));
+    loop {
+        if word != 0 {
+            return Some(w * 64 + word.trailing_zeros() as usize);
+        }
+        w += 1;
+        if w == map.len() {
+            return None;
+        }
+        word = map[w] ^ flip;
+    }
+}
+
+/// The last page `< below` whose bit is set in `map`, if any: a word at a time.
+fn last_bit_below(map: &[u64; PAGES_PER_SEG / 64], below: usize) -> Option<usize> {
+    if below == 0 {
+        return None;
+    }
+    let top = below - 1;
+    let mut w = top / 64;
+    let mut word = map[w] & (!0u64 >> (63 - top % 64));
+    loop {
+        if word != 0 {
+            return Some(w * 64 + 63 - word.leading_zeros() as usize);
+        }
+        if w == 0 {
+            return None;
+        }
+        w -= 1;
+        word = map[w];
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word-at-a-time bit searches of the purge agree with a page-at-a-time
+    /// look, from every start page, on maps with empty, full and mixed words.
+    #[test]
+    fn bitmap_searches_match_a_page_by_page_look() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..64 {
+            let mut map = [0u64; PAGES_PER_SEG / 64];
+            for (w, word) in map.iter_mut().enumerate() {
+                *word = match (round + w) % 4 {
+                    0 => 0,
+                    1 => !0,
+                    _ => next() & next(),
+                };
+            }
+            for from in 0..=PAGES_PER_SEG {
+                for set in [true, false] {
+                    let naive = (from..PAGES_PER_SEG).find(|&p| bit_set(&map, p) == set);
+                    assert_eq!(next_bit(&map, from, set), naive, "round {round} from {from} set {set}");
+                }
+                let naive = (0..from).rev().find(|&p| bit_set(&map, p));
+                assert_eq!(last_bit_below(&map, from), naive, "round {round} below {from}");
+            }
+        }
+    }
 
     #[test]
     fn segment_arithmetic() {
