@@ -185,10 +185,6 @@ pub struct Central {
     /// When `dirty` was first seen above `PURGE_THRESHOLD_PAGES` (ms, never
     /// 0) since it last was at or below it, or 0.
     dirty_since: u64,
-    /// The lowest `dirty` has been since the shard's last thread last left
-    /// (see [`leave`]): that many free pages stayed resident, unused, for a
-    /// whole thread's life.
-    dirty_low: u32,
 }
 
 /// A shard purges half of its dirty free pages (down to half this many at
@@ -211,11 +207,19 @@ pub const PURGE_CAP_PAGES: u32 = 16384;
 /// thread (512 KiB), for at most `arena::PURGE_DELAY_MS`; the rest is purged
 /// when it is parked.
 pub const PARK_KEEP_PAGES: u32 = 128;
-/// Free pages a shard parked warm keeps at most (512 KiB; see [`leave`]).
-pub const PARK_WARM_PAGES: u32 = 128;
-/// Free pages left unused through a thread's whole life that its exit
-/// purges at least (fewer are not worth the system calls; see [`leave`]).
-pub const PARK_STALE_MIN_PAGES: u32 = 16;
+/// Free pages a shard parked warm keeps at most (1 MiB; see [`leave`]),
+/// for the next thread that takes it or, if none does, for
+/// `arena::PURGE_DELAY_MS`. Measured on `churn_thread_waves` (waves of 4
+/// threads of ~1 MiB each; `hz3-bench run`, 3 x 5 runs, jemalloc's peak RSS
+/// 13.8-14.3 MiB beside): keeping 128 pages less those that stayed unused
+/// through the leaving thread's whole life, 29.4-29.9 Mops/s and 14.6-15.1
+/// MiB; keeping up to 256 pages whatever their age, 33.3-34.9 Mops/s and
+/// 15.6-16.0 MiB; up to 384, 34.6-37.0 and 16.1-16.9 MiB. With at most
+/// [`PARK_WARM_SHARDS`] warm parks, 1 MiB more than 128 pages at most.
+pub const PARK_WARM_PAGES: u32 = 256;
+/// Pages above the keep a park purges at least (fewer are not worth the
+/// system call; see [`leave`]).
+pub const PARK_PURGE_MIN_PAGES: u32 = 16;
 /// Free stretches of at least this many pages are purged first.
 const PURGE_LONG_STRETCH: usize = 8;
 /// Freed segments (with large blocks' slots) the arena keeps resident at
@@ -837,7 +841,6 @@ unsafe fn carve_run<C: Config>(st: &State<C>, si: usize, cen: &mut Central, bin:
         runs.long_pages += k as u32;
     }
     cen.dirty -= runs.mark_dirty(pi, k, false);
-    cen.dirty_low = cen.dirty_low.min(cen.dirty);
     if cen.dirty <= PURGE_THRESHOLD_PAGES {
         // The delay counts from when the dirty pages last rose above the threshold.
         cen.dirty_since = 0;
@@ -1006,7 +1009,6 @@ unsafe fn return_segment<C: Config>(st: &State<C>, cen: &mut Central, seg: usize
     unsafe { unlink_seg(st, cen, runs) };
     cen.nsegs -= 1;
     cen.dirty -= runs.mark_dirty(segment::HDR_PAGES, USABLE_PAGES, false);
-    cen.dirty_low = cen.dirty_low.min(cen.dirty);
     if cen.dirty <= PURGE_THRESHOLD_PAGES {
         cen.dirty_since = 0;
     }
@@ -1077,7 +1079,6 @@ unsafe fn purge_all<C: Config>(st: &State<C>, cen: &mut Central) {
         let hdr = unsafe { SegHdr::of(st.arena.slot_addr(s as usize - 1) as usize).runs() };
         // SAFETY: as above.
         cen.dirty -= unsafe { hdr.purge_dirty(&mut batch) };
-        cen.dirty_low = cen.dirty_low.min(cen.dirty);
         s = hdr.next_seg;
     }
     cen.dirty_since = 0;
@@ -1178,9 +1179,8 @@ pub fn reserve_warm<C: Config>(st: &State<C>) -> bool {
 /// and returns the shard's free pages, once parked for
 /// `arena::PURGE_DELAY_MS`. The park releases the shard's empty runs (a
 /// walk of its partial lists, as every last exit made before parks kept
-/// caches) and keeps up to [`PARK_WARM_PAGES`] free pages, less those that
-/// stayed unused through the thread's whole life (purged: threads like it
-/// do not need them).
+/// caches) and keeps up to [`PARK_WARM_PAGES`] free pages (the rest purged,
+/// long stretches first).
 ///
 /// Without `warm` (more exits at once than [`PARK_WARM_SHARDS`]), or when
 /// the thread shares its shard (or finds a cache parked already), nothing is
@@ -1214,18 +1214,15 @@ pub fn leave<C: Config>(st: &State<C>, si: usize, tc: usize, warm: bool) -> Left
         // SAFETY: the guard is this shard's locked central.
         unsafe { release_idle(st, &mut cen) };
         if C::PURGE {
-            // Free pages that stayed resident, unused, for the whole life of
-            // the leaving thread are not what threads like it need: purged
-            // (long stretches first). The ones it freed itself stay warm for
-            // the next thread, which purges at its exit those it did not use.
-            let stale = cen.dirty_low.min(cen.dirty);
-            let keep = (cen.dirty - stale).min(PARK_WARM_PAGES);
-            if cen.dirty >= keep + PARK_STALE_MIN_PAGES {
+            // The free pages the next thread is likeliest to reuse stay warm
+            // (the rest goes now; these when the next thread leaves, or after
+            // the purge delay if none comes).
+            let keep = cen.dirty.min(PARK_WARM_PAGES);
+            if cen.dirty >= keep + PARK_PURGE_MIN_PAGES {
                 // SAFETY: as above.
                 unsafe { purge_down_to(st, &mut cen, keep) };
             }
         }
-        cen.dirty_low = cen.dirty;
     } else if warm {
         st.parked_warm.fetch_sub(1, Ordering::Relaxed);
     }
@@ -1289,7 +1286,6 @@ unsafe fn purge_down_to<C: Config>(st: &State<C>, cen: &mut Central, keep: u32) 
             let hdr = unsafe { SegHdr::of(st.arena.slot_addr(s as usize - 1) as usize).runs() };
             // SAFETY: as above.
             cen.dirty -= unsafe { hdr.purge_dirty_stretches(min, &mut batch) };
-            cen.dirty_low = cen.dirty_low.min(cen.dirty);
             s = hdr.next_seg;
         }
     }
