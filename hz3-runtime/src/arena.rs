@@ -585,7 +585,8 @@ impl Arena {
     pub unsafe fn free_slots_delayed(&self, first: usize, n: usize, floor: usize, cap: usize, now: u64) {
         let mut held = self.lock.lock();
         let ArenaLocked { recent_dirty, queue: q } = &mut *held;
-        // What this free purges goes back in one call (flushed below, under the lock).
+        // What this free purges, the runs now due included, goes back in one
+        // call (flushed below, under the lock).
         let mut batch = os::PurgeBatch::new();
         // A run too big to keep beside the floor goes at once; otherwise the
         // oldest runs make room for it.
@@ -621,8 +622,8 @@ impl Arena {
                 self.push_recent_dirty(recent_dirty, first);
             }
         }
+        self.purge_due(q, floor, now, false, &mut batch);
         batch.flush();
-        self.purge_due(q, floor, now, false);
         drop(held);
     }
 
@@ -661,20 +662,21 @@ impl Arena {
     /// `PURGE_DELAY_MS` at `now`, or all of them (oldest first) with `all`.
     pub fn purge_queued(&self, floor: usize, now: u64, all: bool) {
         let mut held = self.lock.lock();
-        self.purge_due(&mut held.queue, floor, now, all);
+        let mut batch = os::PurgeBatch::new();
+        self.purge_due(&mut held.queue, floor, now, all, &mut batch);
+        batch.flush();
         drop(held);
     }
 
-    /// Under the lock: the body of `purge_queued`.
-    fn purge_due(&self, q: &mut PurgeQueue, floor: usize, now: u64, all: bool) {
-        // One call for the runs purged together (`os::PurgeBatch`), flushed
-        // when dropped, before the caller lets go of the lock.
-        let mut batch = os::PurgeBatch::new();
+    /// Under the lock: the body of `purge_queued`. The runs go into `batch`
+    /// (`os::PurgeBatch`: one call for all of them), which the caller flushes
+    /// before it lets go of the lock.
+    fn purge_due(&self, q: &mut PurgeQueue, floor: usize, now: u64, all: bool, batch: &mut os::PurgeBatch) {
         while q.len > 0
             && self.dirty.load(Ordering::Relaxed) > floor
             && (all || os::ms_since(now, q.runs[q.head].at) >= PURGE_DELAY_MS)
         {
-            self.purge_oldest(q, &mut batch);
+            self.purge_oldest(q, batch);
         }
     }
 
