@@ -5,6 +5,7 @@
 //! treat a failed call as "no memory" and return null.
 
 use core::ptr::null_mut;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 /// The page size the engine is built around (checked against the OS when the
 /// arena is reserved: see [`page_size_is_ours`]).
@@ -117,7 +118,7 @@ const PIDFD_SELF: libc::c_int = -10000;
 /// `BATCH_UNTRIED`, `BATCH_WORKS` or `BATCH_REFUSED` (older kernels answer
 /// `EBADF` or `EINVAL`, a seccomp filter `EPERM` or `ENOSYS`). Relaxed: each
 /// thread that finds it untried tries the call itself; every answer is the same.
-static BATCH_STATE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(BATCH_UNTRIED);
+static BATCH_STATE: AtomicU8 = AtomicU8::new(BATCH_UNTRIED);
 const BATCH_UNTRIED: u8 = 0;
 const BATCH_WORKS: u8 = 1;
 const BATCH_REFUSED: u8 = 2;
@@ -164,7 +165,7 @@ impl PurgeBatch {
         let n = core::mem::replace(&mut self.n, 0);
         let ranges = &self.ranges[..n];
         let mut done = 0;
-        if n > 1 && BATCH_STATE.load(core::sync::atomic::Ordering::Relaxed) != BATCH_REFUSED {
+        if n > 1 && BATCH_STATE.load(Ordering::Relaxed) != BATCH_REFUSED {
             let total: usize = ranges.iter().map(|r| r.iov_len).sum();
             // SAFETY: `ranges` describes `n` ranges of committed memory of ours
             // holding no live data (`push`'s contract); the call reads the
@@ -173,13 +174,13 @@ impl PurgeBatch {
                 libc::syscall(libc::SYS_process_madvise, PIDFD_SELF, ranges.as_ptr(), n, libc::MADV_DONTNEED, 0u32)
             };
             if r >= 0 {
-                BATCH_STATE.store(BATCH_WORKS, core::sync::atomic::Ordering::Relaxed);
+                BATCH_STATE.store(BATCH_WORKS, Ordering::Relaxed);
                 done = r as usize;
                 if done >= total {
                     return;
                 }
-            } else if BATCH_STATE.load(core::sync::atomic::Ordering::Relaxed) == BATCH_UNTRIED {
-                BATCH_STATE.store(BATCH_REFUSED, core::sync::atomic::Ordering::Relaxed);
+            } else if BATCH_STATE.load(Ordering::Relaxed) == BATCH_UNTRIED {
+                BATCH_STATE.store(BATCH_REFUSED, Ordering::Relaxed);
             }
         }
         // One call per range for what the batched call did not do (all of
@@ -295,16 +296,16 @@ mod tests {
         purge_every_other_run(144, 3);
         // Whatever the kernel answered, the engine remembers it: batched
         // where `process_madvise` works for this process, else one call a range.
-        assert_ne!(BATCH_STATE.load(core::sync::atomic::Ordering::Relaxed), BATCH_UNTRIED);
+        assert_ne!(BATCH_STATE.load(Ordering::Relaxed), BATCH_UNTRIED);
     }
 
     #[test]
     fn a_refused_batch_falls_back_to_one_call_a_range() {
-        let was = BATCH_STATE.swap(BATCH_REFUSED, core::sync::atomic::Ordering::Relaxed);
+        let was = BATCH_STATE.swap(BATCH_REFUSED, Ordering::Relaxed);
         purge_every_other_run(100, 1);
         // Other tests of this process may have flushed meanwhile: both ways
         // purge the same pages, so the state is only put back.
-        BATCH_STATE.store(was, core::sync::atomic::Ordering::Relaxed);
+        BATCH_STATE.store(was, Ordering::Relaxed);
     }
 
     #[test]
