@@ -18,6 +18,8 @@
 //!   realloc growth and shrinking, and alignments up to 1 MiB, over large sizes.
 //! - `dense_growth_gets_huge_pages_sparse_does_not` (child processes): which
 //!   growing heaps get the huge-page advice.
+//! - `a_small_block_heap_gets_huge_pages_past_8_mib` (child process): a
+//!   thread's 24 MiB of small blocks get the huge-page advice past 8 MiB.
 //! - `bulk_free_then_reuse_keeps_the_pages_warm` (child process): 96 MiB
 //!   freed in random order and allocated again faults in few pages again.
 
@@ -563,5 +565,46 @@ fn bulk_free_then_reuse_keeps_the_pages_warm() {
         assert!(faults * 8 < pages, "96 MiB freed in random order and allocated again: {faults} page faults for {pages} pages in {ms} ms");
     } else {
         println!("the free and the second pass took {ms} ms, past the purge delay: {faults} page faults for {pages} pages (not checked)");
+    }
+}
+
+/// A thread's heap of small blocks gets huge pages once its shard holds
+/// 8 MiB, before the program holds the 32 MiB in all that bigger blocks
+/// wait for. Child process: 24 MiB of 64-byte blocks, each written: of 48
+/// blocks spread over the last 12 MiB, at least three quarters lie in
+/// mappings with the huge-page advice (`hg`; before: none).
+#[test]
+fn a_small_block_heap_gets_huge_pages_past_8_mib() {
+    let _quiet = quiet_share();
+    const SIZE: usize = 64;
+    const N: usize = (24 << 20) / SIZE;
+    if child_scenario().is_some() {
+        let a = Growth::new();
+        let l = Layout::from_size_align(SIZE, 16).unwrap();
+        let mut probes = Vec::new();
+        for i in 0..N {
+            // SAFETY: non-zero size; the blocks are leaked (the child exits).
+            let p = unsafe { a.alloc(l) };
+            assert!(!p.is_null());
+            // SAFETY: `p` has `SIZE` writable bytes.
+            unsafe { p.write_volatile(i as u8) };
+            if i >= N / 2 && (i - N / 2).is_multiple_of(N / 2 / 48) {
+                probes.push(p as usize);
+            }
+        }
+        let advised = probes.iter().filter(|&&p| vm_flags_of(p).split_whitespace().any(|f| f == "hg")).count();
+        println!();
+        report("advised", advised);
+        report("probes", probes.len());
+        return;
+    }
+    let out = run_child("a_small_block_heap_gets_huge_pages_past_8_mib", "run", &[]);
+    out.assert_ok("child");
+    let (advised, probes) = (out.num("advised"), out.num("probes"));
+    println!("{advised} of {probes} blocks of the last 12 MiB in mappings with the huge-page advice");
+    // A kernel built without transparent huge pages refuses the advice (no
+    // sysfs file then).
+    if std::path::Path::new(THP_SETTING).exists() {
+        assert!(advised * 4 >= probes * 3, "24 MiB of written 64-byte blocks: {advised} of {probes} blocks of the last 12 MiB in mappings with the huge-page advice");
     }
 }

@@ -49,6 +49,29 @@ pub const HUGE_DENSE_PAGES: usize = 448;
 /// huge page reads as wholly resident).
 pub const HUGE_PROBE_EVERY: usize = 8;
 
+/// Which fresh granules committed for a request may get the huge-page advice.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HugeAdvice {
+    /// Never: large blocks, often touched in a few places only (a `calloc`'d
+    /// buffer), where a huge page would make untouched memory resident.
+    Never,
+    /// Once `HUGE_AFTER_SLOTS` slots are in use, if the granule below was
+    /// measured densely resident (`HUGE_DENSE_PAGES`, `HUGE_PROBE_EVERY`): a
+    /// segment for a run of blocks larger than a page (such a block may be
+    /// written in one page of many), or for a shard still small.
+    IfDenseBelow,
+    /// Always: a segment for a run of blocks of at most a page that go out
+    /// through the thread caches' lists, asked for by a shard that already
+    /// holds `shard::HUGE_SHARD_SEGMENTS` segments. Each such block is
+    /// written where it starts (its link) before the program gets it, and a
+    /// block of at most a page starts in every page of its run (or in one of
+    /// the two of a sub-4 KiB class's run), so these runs are touched nearly
+    /// everywhere and no measure is needed; and a heap of small blocks past
+    /// that size is one whose random reads miss the 4 KiB-page
+    /// address-translation cache (about 6 MiB of reach here).
+    Dense,
+}
+
 /// Dirty slots remembered for reuse.
 const RECENT_DIRTY: usize = 256;
 
@@ -332,15 +355,21 @@ impl Arena {
     }
 
     /// Under the lock: whether the fresh granule starting at slot `g0` gets the
-    /// huge-page advice: the arena holds `HUGE_AFTER_SLOTS` slots in use, both
-    /// slots of the granule below are in use, and that granule is densely
+    /// huge-page advice: always for [`HugeAdvice::Dense`]; for
+    /// [`HugeAdvice::IfDenseBelow`] when the arena holds `HUGE_AFTER_SLOTS`
+    /// slots in use, both slots of the granule below are in use, and that granule is densely
     /// resident (`HUGE_DENSE_PAGES`, one `mincore` call), or was advised itself
     /// (then it reads as resident whatever the program touched) and this
     /// granule is not one of the `HUGE_PROBE_EVERY` left to 4 KiB pages to be
     /// measured. A program growing over memory it touches everywhere (many
     /// small or page-sized blocks) gets huge pages; one that touches its blocks
     /// in a few places (big aligned or zeroed blocks) keeps 4 KiB pages.
-    fn wants_huge(&self, g0: usize) -> bool {
+    fn wants_huge(&self, g0: usize, advice: HugeAdvice) -> bool {
+        match advice {
+            HugeAdvice::Never => return false,
+            HugeAdvice::Dense => return true,
+            HugeAdvice::IfDenseBelow => {}
+        }
         let count = self.slot_count();
         if g0 < GRANULE_SLOTS || count - self.free_n.load(Ordering::Relaxed) < HUGE_AFTER_SLOTS {
             return false;
@@ -392,21 +421,19 @@ impl Arena {
     /// `None` when the arena has no such run or the OS refuses to commit. An
     /// exhausted arena answers without a lock or a scan.
     pub fn alloc_slots(&self, n: usize, leave: usize) -> Option<(usize, bool)> {
-        self.alloc_run(n, leave, false)
+        self.alloc_run(n, leave, HugeAdvice::Never)
     }
 
     /// One slot for a small/medium segment (as `alloc_slots(1, 0)`). A fresh
-    /// granule committed for it once `HUGE_AFTER_SLOTS` slots are in use is
-    /// advised to be backed by a huge page: a segment's pages are carved for
-    /// runs front to back and reused warm first, so a growing program touches
-    /// most of them. Large blocks never get the advice: they are often touched
-    /// in a few places only (a `calloc`'d buffer), where a huge page would make
-    /// untouched memory resident.
-    pub fn alloc_segment(&self) -> Option<(usize, bool)> {
-        self.alloc_run(1, 0, true)
+    /// granule committed for it may be advised to be backed by a huge page as
+    /// `advice` says ([`HugeAdvice`]): a segment's pages are carved for runs
+    /// front to back and reused warm first, so a growing program touches most
+    /// of them.
+    pub fn alloc_segment(&self, advice: HugeAdvice) -> Option<(usize, bool)> {
+        self.alloc_run(1, 0, advice)
     }
 
-    fn alloc_run(&self, n: usize, leave: usize, segment: bool) -> Option<(usize, bool)> {
+    fn alloc_run(&self, n: usize, leave: usize, advice: HugeAdvice) -> Option<(usize, bool)> {
         let count = self.slot_count();
         if n == 0 || n > count || self.free_n.load(Ordering::Relaxed) < n + leave || n >= self.no_run_of.load(Ordering::Relaxed) {
             return None;
@@ -418,7 +445,7 @@ impl Arena {
         }
         if n == 1 {
             let r = match self.pop_recent_dirty(&held.recent_dirty).or_else(|| self.lowest_free()) {
-                Some(j) => self.claim(j, 1, segment),
+                Some(j) => self.claim(j, 1, advice),
                 None => None,
             };
             drop(held);
@@ -440,7 +467,7 @@ impl Arena {
             i += run + 1;
         }
         let result = match found {
-            Some(first) => self.claim(first, n, false),
+            Some(first) => self.claim(first, n, HugeAdvice::Never),
             None => {
                 if n < self.no_run_of.load(Ordering::Relaxed) {
                     self.no_run_of.store(n, Ordering::Relaxed);
@@ -452,9 +479,9 @@ impl Arena {
         result
     }
 
-    /// Under the lock: commit and mark `[first, first+n)`; `huge`: a fresh
-    /// granule may get the huge-page advice (see `alloc_segment`).
-    fn claim(&self, first: usize, n: usize, huge: bool) -> Option<(usize, bool)> {
+    /// Under the lock: commit and mark `[first, first+n)`; a fresh granule may
+    /// get the huge-page advice as `advice` says (see `alloc_segment`).
+    fn claim(&self, first: usize, n: usize, advice: HugeAdvice) -> Option<(usize, bool)> {
         let mut clean = true;
         let mut uncommitted = false;
         for j in first..first + n {
@@ -465,7 +492,7 @@ impl Arena {
             }
         }
         let dirty = (first..first + n).filter(|&j| self.slot_state_checked(j) == SLOT_DIRTY).count();
-        if uncommitted && !self.commit_granules(first, n, huge) {
+        if uncommitted && !self.commit_granules(first, n, advice) {
             return None;
         }
         self.dirty.fetch_sub(dirty, Ordering::Relaxed);
@@ -480,10 +507,10 @@ impl Arena {
     /// reserved, with the rest of their granules: the other slot of a granule
     /// turns clean (committed, reads as zero), so the granule is one mapping
     /// the kernel can back with a huge page. A granule that was wholly
-    /// reserved gets the huge-page advice when `huge` and the arena already
-    /// holds `HUGE_AFTER_SLOTS` slots in use. Falls back to the run alone when
+    /// reserved gets the huge-page advice when [`Self::wants_huge`] says so
+    /// for `advice`. Falls back to the run alone when
     /// the kernel refuses the granules. Returns false when it refuses the run.
-    fn commit_granules(&self, first: usize, n: usize, huge: bool) -> bool {
+    fn commit_granules(&self, first: usize, n: usize, advice: HugeAdvice) -> bool {
         let count = self.slot_count();
         let g0 = first & !(GRANULE_SLOTS - 1);
         let g1 = (first + n).next_multiple_of(GRANULE_SLOTS).min(count);
@@ -495,7 +522,7 @@ impl Arena {
             return unsafe { os::commit(self.slot_addr(first), n << SEG_SHIFT) };
         }
         let fresh = g1 - g0 == GRANULE_SLOTS && (g0..g1).all(|j| self.slot_state_checked(j) == SLOT_RESERVED);
-        if huge && fresh && self.wants_huge(g0) {
+        if fresh && self.wants_huge(g0, advice) {
             // SAFETY: as above; nothing in the granule was ever touched.
             unsafe { os::advise_huge(self.slot_addr(g0), (g1 - g0) << SEG_SHIFT) };
             let g = g0 / GRANULE_SLOTS;
