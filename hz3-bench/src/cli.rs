@@ -138,7 +138,7 @@ pub struct ExecArgs {
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: u64,
     /// Allocators to run, comma-separated [default: every one available]: hz3 presets with a
-    /// library (scale, default, s110; built first), mimalloc, jemalloc, tcmalloc (shared
+    /// library (scale, default, s110, hardened; built first), mimalloc, jemalloc, tcmalloc (shared
     /// libraries of the Debian packages libmimalloc2.0, libjemalloc2, libtcmalloc-minimal4),
     /// glibc (no preload).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
