@@ -442,6 +442,30 @@ fn minor_faults() -> u64 {
     ru.ru_minflt as u64
 }
 
+/// Allocate `n` blocks of layout `l` from `a`, each written once (leaked: the
+/// child process exits), and return the addresses of 48 of them spread
+/// evenly over the second half (every block of it when `n` < 96).
+fn grow_written(a: &Growth, l: Layout, n: usize) -> Vec<usize> {
+    let mut probes = Vec::new();
+    for i in 0..n {
+        // SAFETY: non-zero size; the blocks are leaked (contract).
+        let p = unsafe { a.alloc(l) };
+        assert!(!p.is_null());
+        // SAFETY: `p` has `l.size()` writable bytes.
+        unsafe { p.write_volatile(i as u8) };
+        if i >= n / 2 && (i - n / 2).is_multiple_of((n / 96).max(1)) {
+            probes.push(p as usize);
+        }
+    }
+    probes
+}
+
+/// How many of the blocks at `probes` lie in mappings with the huge-page
+/// advice (`hg` in their `VmFlags`).
+fn advised_blocks(probes: &[usize]) -> usize {
+    probes.iter().filter(|&&p| vm_flags_of(p).split_whitespace().any(|f| f == "hg")).count()
+}
+
 /// Whether the kernel backs advised memory with transparent huge pages.
 /// The kernel's transparent huge page setting (absent when it has none).
 const THP_SETTING: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
@@ -472,19 +496,9 @@ fn dense_growth_gets_huge_pages_sparse_does_not() {
         let l = Layout::from_size_align(size, align).unwrap();
         let (f0, rss0) = (minor_faults(), peak_rss());
         // One block per MiB of the second half (the first 32 MiB keep 4 KiB pages).
-        let mut probes = Vec::new();
-        for i in 0..n {
-            // SAFETY: non-zero size; the blocks are leaked (the child exits).
-            let p = unsafe { a.alloc(l) };
-            assert!(!p.is_null());
-            // SAFETY: `p` has `size` writable bytes.
-            unsafe { p.write_volatile(i as u8) };
-            if i >= n / 2 && (i - n / 2) % (n / 96).max(1) == 0 {
-                probes.push(p as usize);
-            }
-        }
+        let probes = grow_written(&a, l, n);
         let faults = minor_faults() - f0;
-        let advised = probes.iter().filter(|&&p| vm_flags_of(p).split_whitespace().any(|f| f == "hg")).count();
+        let advised = advised_blocks(&probes);
         println!();
         report("faults", faults);
         report("grown", peak_rss().saturating_sub(rss0));
@@ -519,7 +533,7 @@ fn dense_growth_gets_huge_pages_sparse_does_not() {
 /// allocated and written again: the second pass faults in fewer than an
 /// eighth of its pages (before, with free pages purged at once past 64 MiB
 /// held by one thread's shard: about half of them). A purge after the delay
-/// (50 ms) is the design, so the bound holds when the free and the second
+/// ([`PURGE_DELAY_MS`]) is the design, so the bound holds when the free and the second
 /// pass take less than that; a slower run reports its numbers only.
 #[test]
 fn bulk_free_then_reuse_keeps_the_pages_warm() {
@@ -561,7 +575,7 @@ fn bulk_free_then_reuse_keeps_the_pages_warm() {
     out.assert_ok("child");
     let (faults, pages, ms) = (out.num("faults"), out.num("pages"), out.num("ms"));
     println!("second pass: {faults} page faults for {pages} pages; free and second pass {ms} ms");
-    if ms < 50 {
+    if ms < PURGE_DELAY_MS {
         assert!(faults * 8 < pages, "96 MiB freed in random order and allocated again: {faults} page faults for {pages} pages in {ms} ms");
     } else {
         println!("the free and the second pass took {ms} ms, past the purge delay: {faults} page faults for {pages} pages (not checked)");
@@ -579,20 +593,8 @@ fn a_small_block_heap_gets_huge_pages_past_8_mib() {
     const SIZE: usize = 64;
     const N: usize = (24 << 20) / SIZE;
     if child_scenario().is_some() {
-        let a = Growth::new();
-        let l = Layout::from_size_align(SIZE, 16).unwrap();
-        let mut probes = Vec::new();
-        for i in 0..N {
-            // SAFETY: non-zero size; the blocks are leaked (the child exits).
-            let p = unsafe { a.alloc(l) };
-            assert!(!p.is_null());
-            // SAFETY: `p` has `SIZE` writable bytes.
-            unsafe { p.write_volatile(i as u8) };
-            if i >= N / 2 && (i - N / 2).is_multiple_of(N / 2 / 48) {
-                probes.push(p as usize);
-            }
-        }
-        let advised = probes.iter().filter(|&&p| vm_flags_of(p).split_whitespace().any(|f| f == "hg")).count();
+        let probes = grow_written(&Growth::new(), Layout::from_size_align(SIZE, 16).unwrap(), N);
+        let advised = advised_blocks(&probes);
         println!();
         report("advised", advised);
         report("probes", probes.len());

@@ -164,10 +164,6 @@ fn rss_returns_after_free_all() {
     );
 }
 
-/// The purge delay of the engine (`PURGE_DELAY_MS` in the runtime's arena):
-/// free pages the next threads may reuse are kept resident this long.
-const PURGE_DELAY_MS: u64 = 50;
-
 /// Small blocks allocated and freed by the surviving thread per poll: more
 /// than its cache holds, so its bins refill (the refills drive the heartbeat
 /// that purges the shards the exited threads left).

@@ -783,8 +783,9 @@ const SEG_PROBES: u32 = 16;
 /// of at most a page get the huge-page advice without a density measure
 /// ([`HugeAdvice::Dense`]; the others, smaller shards, and runs carved for
 /// zeroed blocks handed out unwritten go by the arena-wide rule: 1 GiB of
-/// untouched `calloc(4096)` became resident whole with the advice). 8 MiB of its own: a program with that much of small
-/// blocks is past what the 4 KiB-page address-translation cache reaches,
+/// untouched `calloc(4096)` became resident whole with the advice). 8 MiB
+/// of its own: a program with that much in small blocks is past what the
+/// 4 KiB-page address-translation cache reaches,
 /// and a per-shard count keeps many threads with small heaps each (thread
 /// churn, hand-offs) on 4 KiB pages. Measured (child runs, 7 each, against
 /// the arena-wide rule alone): rust_json 0.1583 → 0.1436 s, live_random_1m

@@ -13,11 +13,16 @@
 //! - [`rss`], [`vm_size`]: `/proc/self/statm`.
 //! - [`Hz`]: the inherent API of a generated type (usable size, stats), reached
 //!   generically; implemented with [`impl_hz!`].
+//! - [`PURGE_DELAY_MS`]: the engine's purge delay, for tests that time against it.
 #![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
+
+/// The purge delay of the engine (`PURGE_DELAY_MS` in the runtime's arena):
+/// free pages the next threads may reuse are kept resident this long.
+pub const PURGE_DELAY_MS: u64 = 50;
 
 pub const KIB: usize = 1 << 10;
 pub const MIB: usize = 1 << 20;
