@@ -208,7 +208,9 @@ pub struct ExecCell {
     pub failed: Vec<String>,
 }
 
-/// Run every allocator `runs` times, interleaved (A B C A B C …).
+/// Run every allocator `runs` times, interleaved (A B C A B C …); before a run of an
+/// allocator whose earlier runs peaked above `prewarm::MIN_MIB`, the kernel's free memory is
+/// warmed ([`crate::prewarm`]).
 pub fn execute(program: &[String], allocs: &[ExecAlloc], runs: usize, show_output: bool) -> (Vec<ExecCell>, Duration) {
     let mut cells = vec![ExecCell::default(); allocs.len()];
     let mut p = Progress::new(runs * allocs.len());
@@ -216,6 +218,8 @@ pub fn execute(program: &[String], allocs: &[ExecAlloc], runs: usize, show_outpu
         for (i, a) in allocs.iter().enumerate() {
             let group = format!("round {}/{runs}", round + 1);
             p.step(&format!("{} ({})", a.name, group), (i == 0).then_some(group.as_str()));
+            let peak = cells[i].ok.iter().map(|r| r.maxrss_kib).max().unwrap_or(0);
+            crate::prewarm::warm(crate::prewarm::mib_for(peak));
             match run_once(program, a.lib.as_deref(), show_output) {
                 Ok(r) => cells[i].ok.push(r),
                 Err(e) => {

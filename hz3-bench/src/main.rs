@@ -14,6 +14,7 @@ mod child;
 mod cli;
 mod exec;
 mod global;
+mod prewarm;
 mod report;
 mod runner;
 mod stats;

@@ -4,6 +4,8 @@
 //! Schedule: an optional warm-up round (one child per cell, results discarded), then `runs`
 //! rounds; each round visits every workload and, within it, every allocator in order, so the
 //! allocators alternate A B C A B C … and slow drifts of the machine hit them all alike.
+//! Before each child of a cell (workload, allocator) whose earlier runs peaked above
+//! `prewarm::MIN_MIB`, the runner warms the kernel's free memory (see [`crate::prewarm`]).
 
 use crate::child::{self, RunResult};
 use crate::workloads::{Mode, Workload};
@@ -149,6 +151,9 @@ pub fn execute(plan: &Plan) -> Results {
     let rounds = plan.runs + usize::from(plan.warmup_round);
     let mut cells = vec![vec![Cell::default(); na]; nw];
     let mut p = Progress::new(rounds * nw * na);
+    // Per cell, the highest peak RSS of its runs so far (KiB; warm-up round included), which
+    // sizes the warm-up of the kernel's free memory before its next child (`prewarm`).
+    let mut peak_kib = vec![vec![0u64; na]; nw];
     for round in 0..rounds {
         let discard = plan.warmup_round && round == 0;
         let round_name = if discard {
@@ -161,8 +166,12 @@ pub fn execute(plan: &Plan) -> Results {
                 let tag = if discard { " (warm-up)" } else { "" };
                 let group = format!("{round_name}, {}", w.name);
                 p.step(&format!("{}/{}{}", w.name, a, tag), (ai == 0).then_some(group.as_str()));
+                crate::prewarm::warm(crate::prewarm::mib_for(peak_kib[wi][ai]));
                 let r = child::spawn(a, plan.preload(ai), w.name, plan.mode, plan.callgrind);
                 p.inc();
+                if let Ok(r) = &r {
+                    peak_kib[wi][ai] = peak_kib[wi][ai].max(r.maxrss_kib);
+                }
                 match r {
                     Ok(r) if !discard => cells[wi][ai].ok.push(r),
                     Ok(_) => {}
