@@ -22,6 +22,9 @@
 //!   thread's 24 MiB of small blocks get the huge-page advice past 8 MiB.
 //! - `bulk_free_then_reuse_keeps_the_pages_warm` (child process): 96 MiB
 //!   freed in random order and allocated again faults in few pages again.
+//! - `filled_large_blocks_get_huge_pages_past_32_mib` (child processes): large
+//!   blocks from `malloc` get the huge-page advice once 32 MiB are in use,
+//!   zeroed ones never.
 
 mod reliability_support;
 
@@ -608,5 +611,61 @@ fn a_small_block_heap_gets_huge_pages_past_8_mib() {
     // sysfs file then).
     if std::path::Path::new(THP_SETTING).exists() {
         assert!(advised * 4 >= probes * 3, "24 MiB of written 64-byte blocks: {advised} of {probes} blocks of the last 12 MiB in mappings with the huge-page advice");
+    }
+}
+
+/// Large blocks allocated without zeroing get huge pages once the arena holds
+/// 32 MiB (the program fills them: they hold garbage until written); zeroed
+/// ones never (a `calloc`'d buffer may be touched in a few places only).
+/// Child processes, one per kind: 24 blocks of 4 MiB, every page written; of
+/// the last 12 (past 48 MiB), probed 2 MiB into each (a granule of the block
+/// alone), at least three quarters lie in mappings with the huge-page advice
+/// (`hg`) for `malloc`, none for `calloc`; where the kernel has transparent
+/// huge pages on, the writes of `malloc`'d blocks fault in fewer than half
+/// their pages one by one (before: none advised, one fault per page).
+#[test]
+fn filled_large_blocks_get_huge_pages_past_32_mib() {
+    let _quiet = quiet_share();
+    const SIZE: usize = 4 << 20;
+    const N: usize = 24;
+    if let Some(s) = child_scenario() {
+        let a = Growth::new();
+        let l = Layout::from_size_align(SIZE, 8).unwrap();
+        let f0 = minor_faults();
+        let mut probes = Vec::new();
+        for i in 0..N {
+            // SAFETY: non-zero size; the blocks are leaked (the child exits).
+            let p = unsafe { if s == "zeroed" { a.alloc_zeroed(l) } else { a.alloc(l) } };
+            assert!(!p.is_null());
+            for off in (0..SIZE).step_by(4096) {
+                // SAFETY: `p` has `SIZE` writable bytes.
+                unsafe { p.add(off).write_volatile(1) };
+            }
+            if i >= N / 2 {
+                probes.push(p as usize + (2 << 20));
+            }
+        }
+        let faults = minor_faults() - f0;
+        println!();
+        report("advised", advised_blocks(&probes));
+        report("probes", probes.len());
+        report("faults", faults);
+        report("pages", N * SIZE / 4096);
+        return;
+    }
+    for kind in ["filled", "zeroed"] {
+        let out = run_child("filled_large_blocks_get_huge_pages_past_32_mib", kind, &[]);
+        out.assert_ok(kind);
+        let (advised, probes) = (out.num("advised"), out.num("probes"));
+        let (faults, pages) = (out.num("faults"), out.num("pages"));
+        println!("{kind}: {advised} of {probes} probed blocks advised, {faults} faults for {pages} pages");
+        if kind == "zeroed" {
+            assert_eq!(advised, 0, "zeroed 4 MiB blocks: {advised} of {probes} in mappings with the huge-page advice");
+        } else if std::path::Path::new(THP_SETTING).exists() {
+            assert!(advised * 4 >= probes * 3, "written 4 MiB blocks: {advised} of {probes} past 48 MiB in mappings with the huge-page advice");
+            if thp_enabled() {
+                assert!(faults * 2 < pages, "written 4 MiB blocks took {faults} page faults for {pages} pages");
+            }
+        }
     }
 }
