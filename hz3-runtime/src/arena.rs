@@ -364,7 +364,8 @@ impl Arena {
 
     /// Under the lock: whether the fresh granule starting at slot `g0` gets the
     /// huge-page advice: always for [`HugeAdvice::Dense`]; for
-    /// [`HugeAdvice::IfDenseBelow`] when the arena holds `HUGE_AFTER_SLOTS`
+    /// [`HugeAdvice::Large`] when the arena holds `HUGE_AFTER_SLOTS` slots in
+    /// use; for [`HugeAdvice::IfDenseBelow`] when the arena holds `HUGE_AFTER_SLOTS`
     /// slots in use, both slots of the granule below are in use, and that granule is densely
     /// resident (`HUGE_DENSE_PAGES`, one `mincore` call), or was advised itself
     /// (then it reads as resident whatever the program touched) and this
@@ -379,10 +380,11 @@ impl Arena {
             HugeAdvice::Large | HugeAdvice::IfDenseBelow => {}
         }
         let count = self.slot_count();
-        if advice == HugeAdvice::Large {
-            return count - self.free_n.load(Ordering::Relaxed) >= HUGE_AFTER_SLOTS;
+        let past_floor = count - self.free_n.load(Ordering::Relaxed) >= HUGE_AFTER_SLOTS;
+        if advice == HugeAdvice::Large || !past_floor {
+            return past_floor;
         }
-        if g0 < GRANULE_SLOTS || count - self.free_n.load(Ordering::Relaxed) < HUGE_AFTER_SLOTS {
+        if g0 < GRANULE_SLOTS {
             return false;
         }
         let below = g0 - GRANULE_SLOTS;
@@ -430,18 +432,13 @@ impl Arena {
     /// head, the rest as tails), leaving at least `leave` slots free. Returns
     /// the first index and whether every slot was clean (reads as zero), or
     /// `None` when the arena has no such run or the OS refuses to commit. An
-    /// exhausted arena answers without a lock or a scan.
-    pub fn alloc_slots(&self, n: usize, leave: usize) -> Option<(usize, bool)> {
-        self.alloc_run(n, leave, HugeAdvice::Never)
-    }
-
-    /// [`Self::alloc_slots`] whose wholly fresh granules may get the huge-page advice as
-    /// `advice` says (see [`HugeAdvice`]).
-    pub fn alloc_slots_advised(&self, n: usize, leave: usize, advice: HugeAdvice) -> Option<(usize, bool)> {
+    /// exhausted arena answers without a lock or a scan. Its wholly fresh
+    /// granules may get the huge-page advice as `advice` says ([`HugeAdvice`]).
+    pub fn alloc_slots(&self, n: usize, leave: usize, advice: HugeAdvice) -> Option<(usize, bool)> {
         self.alloc_run(n, leave, advice)
     }
 
-    /// One slot for a small/medium segment (as `alloc_slots(1, 0)`). A fresh
+    /// One slot for a small/medium segment (as `alloc_slots(1, 0, advice)`). A fresh
     /// granule committed for it may be advised to be backed by a huge page as
     /// `advice` says ([`HugeAdvice`]): a segment's pages are carved for runs
     /// front to back and reused warm first, so a growing program touches most
@@ -871,7 +868,7 @@ mod tests {
     fn purge_is_due_after_more_than_24_days() {
         let a = Arena::new();
         assert!(a.init(MIN_ARENA));
-        let (first, _) = a.alloc_slots(1, 0).expect("one slot");
+        let (first, _) = a.alloc_slots(1, 0, HugeAdvice::Never).expect("one slot");
         let t0: u64 = 1000;
         // SAFETY: the slot was just handed out and holds no data.
         unsafe { a.free_slots_delayed(first, 1, 0, 8, t0 as _) };
@@ -897,30 +894,30 @@ mod tests {
         assert!(reserve >= 8 && reserve < count);
         // Large-style requests stop `reserve` slots short of the end.
         let mut got = 0;
-        while let Some((i, clean)) = a.alloc_slots(1, reserve) {
+        while let Some((i, clean)) = a.alloc_slots(1, reserve, HugeAdvice::Never) {
             assert_eq!(i, got, "lowest free slot first");
             assert!(clean);
             got += 1;
         }
         assert_eq!(got, count - reserve);
         // Segments may take the rest.
-        while let Some((i, _)) = a.alloc_slots(1, 0) {
+        while let Some((i, _)) = a.alloc_slots(1, 0, HugeAdvice::Never) {
             assert_eq!(i, got);
             got += 1;
         }
         assert_eq!(got, count);
-        assert!(a.alloc_slots(1, 0).is_none());
-        assert!(a.alloc_slots(2, 0).is_none());
+        assert!(a.alloc_slots(1, 0, HugeAdvice::Never).is_none());
+        assert!(a.alloc_slots(2, 0, HugeAdvice::Never).is_none());
         // SAFETY: slots 5, 6 and 40 were handed out above and hold nothing.
         unsafe {
             a.free_slots(40, 1, 0);
             a.free_slots(5, 1, 0);
             a.free_slots(6, 1, 0);
         }
-        assert_eq!(a.alloc_slots(3, 0), None);
+        assert_eq!(a.alloc_slots(3, 0, HugeAdvice::Never), None);
         assert_eq!(a.no_run_of.load(Ordering::Relaxed), 3);
-        assert_eq!(a.alloc_slots(2, 0), Some((5, true)));
-        assert_eq!(a.alloc_slots(1, 0), Some((40, true)));
-        assert!(a.alloc_slots(1, 0).is_none());
+        assert_eq!(a.alloc_slots(2, 0, HugeAdvice::Never), Some((5, true)));
+        assert_eq!(a.alloc_slots(1, 0, HugeAdvice::Never), Some((40, true)));
+        assert!(a.alloc_slots(1, 0, HugeAdvice::Never).is_none());
     }
 }

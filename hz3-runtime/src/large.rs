@@ -68,7 +68,7 @@ pub unsafe fn alloc<C: Config>(st: &State<C>, size: usize, align: usize, zero: b
         if size < arena_len >> ARENA_SHARE_SHIFT {
             let n = (off + size + SEG_SIZE - 1) >> SEG_SHIFT;
             let advice = if zero { crate::arena::HugeAdvice::Never } else { crate::arena::HugeAdvice::Large };
-            if let Some((slot, clean)) = st.arena.alloc_slots_advised(n, st.arena.runs_reserve(), advice) {
+            if let Some((slot, clean)) = st.arena.alloc_slots(n, st.arena.runs_reserve(), advice) {
                 let seg = st.arena.slot_addr(slot) as usize;
                 // SAFETY: the slots were just claimed (committed, ours alone
                 // until the magic below is published).
